@@ -1,0 +1,339 @@
+"""Argument checking for conv2d and everything built on it, in one place.
+
+`check_conv_args` turns what a user passed into a `ConvSpec`: every shape,
+stride, padding amount and dtype resolved and checked, so that a bad argument
+raises a ValueError or TypeError naming it before anything reaches XLA. All of
+conv2d's methods, conv2d_flops, the sharded functions and the Flax modules go
+through it, so they accept and refuse exactly the same things.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jconv._layouts import LAYOUT_INFO, LAYOUTS
+from jconv._typing import IntPair, PaddingLike, Pads, Shape
+
+PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")
+PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
+SUPPORTED_DTYPES = "float16, bfloat16, float32 and float64 (with jax_enable_x64)"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    """A fully resolved, checked 2-D convolution problem (hashable, static under jit).
+
+    Shapes are stored by meaning, whatever the layout: the input is (n, c, h, w),
+    the kernel (o, c // groups, kh, kw) and the output (n, o, mh, mw).
+    """
+
+    layout: str  # 'NCHW' or 'NHWC'
+    batched: bool  # whether x had a batch axis
+    n: int
+    c: int
+    h: int
+    w: int
+    o: int
+    kh: int
+    kw: int
+    groups: int
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pads: Pads  # ((top, bottom), (left, right)), all >= 0
+    padding_mode: str
+    precision: Any
+    preferred_element_type: Any  # numpy dtype or None
+    dtype: Any  # numpy dtype the inputs are computed in (after promotion)
+
+    @property
+    def cg(self) -> int:
+        """Input channels per group."""
+        return self.c // self.groups
+
+    @property
+    def og(self) -> int:
+        """Output channels per group."""
+        return self.o // self.groups
+
+    @property
+    def padded_hw(self) -> tuple[int, int]:
+        (t, b), (left, r) = self.pads
+        return self.h + t + b, self.w + left + r
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        hp, wp = self.padded_hw
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        return ((hp - (self.kh - 1) * dh - 1) // sh + 1, (wp - (self.kw - 1) * dw - 1) // sw + 1)
+
+    @property
+    def out_dtype(self) -> Any:
+        """dtype of conv2d's result (before a bias is added)."""
+        return self.preferred_element_type or self.dtype
+
+    @property
+    def acc_dtype(self) -> Any:
+        """dtype jconv's lowerings accumulate in: at least float32."""
+        return jnp.promote_types(self.out_dtype, jnp.float32)
+
+    def x_shape(self, padded: bool = False) -> Shape:
+        """The batched input shape in this spec's layout."""
+        h, w = self.padded_hw if padded else (self.h, self.w)
+        return (self.n, self.c, h, w) if self.layout == "NCHW" else (self.n, h, w, self.c)
+
+    def out_shape(self) -> Shape:
+        """The batched output shape in this spec's layout."""
+        mh, mw = self.out_hw
+        return (self.n, self.o, mh, mw) if self.layout == "NCHW" else (self.n, mh, mw, self.o)
+
+
+def _is_int(v: Any) -> bool:
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    try:
+        operator.index(v)
+    except TypeError:
+        return False
+    return True
+
+
+def int_pair(name: str, value: IntPair, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints, each at least `minimum`, as a pair."""
+    if _is_int(value):
+        pair = (operator.index(value),) * 2
+    elif (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 2
+        and all(_is_int(v) for v in value)
+    ):
+        pair = (operator.index(value[0]), operator.index(value[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
+    return pair
+
+
+def same_pads(size: int, window: int, stride: int, lower: bool) -> tuple[int, int]:
+    """lax's 'SAME' padding of one axis: output ceil(size / stride), the odd pixel at the end.
+
+    'SAME_LOWER' puts the odd pixel at the start instead.
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
+    small, big = total // 2, total - total // 2
+    return (big, small) if lower else (small, big)
+
+
+def resolve_padding(
+    padding: PaddingLike,
+    in_hw: tuple[int, int],
+    window_hw: tuple[int, int],
+    stride: tuple[int, int],
+) -> Pads:
+    """Explicit ((top, bottom), (left, right)) amounts for any accepted padding form.
+
+    window_hw is the dilated kernel size, (k - 1) * d + 1 on each axis.
+    """
+    if isinstance(padding, str):
+        kind = padding.upper()
+        if kind not in PADDING_STRINGS:
+            raise ValueError(
+                f"padding must be one of {PADDING_STRINGS}, an int, a pair or "
+                f"((top, bottom), (left, right)); got {padding!r}"
+            )
+        if kind == "VALID":
+            return ((0, 0), (0, 0))
+        lower = kind == "SAME_LOWER"
+        return (
+            same_pads(in_hw[0], window_hw[0], stride[0], lower),
+            same_pads(in_hw[1], window_hw[1], stride[1], lower),
+        )
+    bad = ValueError(
+        "padding must be 'VALID', 'SAME', 'SAME_LOWER', an int, a pair (ph, pw) or "
+        f"((top, bottom), (left, right)) of ints; got {padding!r}"
+    )
+    if _is_int(padding):
+        p = operator.index(padding)
+        pads = ((p, p), (p, p))
+    elif isinstance(padding, Sequence) and len(padding) == 2:
+        if all(_is_int(v) for v in padding):
+            ph, pw = (operator.index(v) for v in padding)
+            pads = ((ph, ph), (pw, pw))
+        elif all(
+            isinstance(v, Sequence) and len(v) == 2 and all(_is_int(u) for u in v)
+            for v in padding
+        ):
+            pads = tuple((operator.index(a), operator.index(b)) for a, b in padding)
+        else:
+            raise bad
+    else:
+        raise bad
+    if min(min(p) for p in pads) < 0:
+        raise ValueError(f"padding must not be negative, got {padding!r}")
+    return pads  # type: ignore[return-value]
+
+
+def check_padding_mode(padding_mode: str, pads: Pads, in_hw: tuple[int, int]) -> None:
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    for axis, (lo, hi), size in zip(("height", "width"), pads, in_hw):
+        if padding_mode == "reflect" and max(lo, hi) > size - 1:
+            raise ValueError(
+                f"reflect padding of {(lo, hi)} on the {axis} axis needs an input at least "
+                f"{max(lo, hi) + 1} wide there, but it is {size}"
+            )
+        if padding_mode == "circular" and max(lo, hi) > size:
+            raise ValueError(
+                f"circular padding of {(lo, hi)} on the {axis} axis would wrap around more "
+                f"than once: the input is only {size} wide there"
+            )
+
+
+def check_float_dtype(name: str, dtype: Any) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} has dtype {dtype}; jconv supports {SUPPORTED_DTYPES}")
+    return dtype
+
+
+def check_precision(precision: Any) -> Any:
+    """lax's precision forms: None, a Precision, its name, a pair of them, or an algorithm."""
+    if precision is None or isinstance(
+        precision, (jax.lax.Precision, jax.lax.DotAlgorithm, jax.lax.DotAlgorithmPreset)
+    ):
+        return precision
+    if isinstance(precision, str):
+        try:
+            return jax.lax.Precision(precision)
+        except ValueError as e:
+            raise ValueError(
+                f"precision {precision!r} is not a jax.lax.Precision name "
+                "('default', 'high', 'highest')"
+            ) from e
+    if isinstance(precision, (tuple, list)) and len(precision) == 2:
+        return tuple(check_precision(p) for p in precision)
+    raise TypeError(
+        "precision must be None, a jax.lax.Precision, its name, a pair of them or a "
+        f"jax.lax.DotAlgorithmPreset; got {precision!r}"
+    )
+
+
+def check_conv_args(
+    x_shape: Shape,
+    kernel_shape: Shape,
+    *,
+    bias_shape: Shape | None = None,
+    x_dtype: Any = None,
+    kernel_dtype: Any = None,
+    bias_dtype: Any = None,
+    stride: IntPair = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntPair = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    layout: str = "NCHW",
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> ConvSpec:
+    """Check conv2d's arguments and resolve them into a ConvSpec.
+
+    dtypes may be None when only shapes matter (conv2d_flops). Mixed input
+    dtypes follow JAX's type promotion (jnp.result_type), so under
+    jax_numpy_dtype_promotion='strict' they are refused.
+    """
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    info = LAYOUT_INFO[layout]
+    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+    if len(x_shape) not in (3, 4):
+        unbatched = "(C, H, W)" if layout == "NCHW" else "(H, W, C)"
+        raise ValueError(
+            f"x must have shape {layout} (4 dimensions) or unbatched {unbatched} "
+            f"(3 dimensions) for layout {layout!r}, got shape {x_shape}"
+        )
+    batched = len(x_shape) == 4
+    xb = x_shape if batched else (1, *x_shape)
+    if len(kernel_shape) != 4:
+        raise ValueError(
+            f"kernel must have shape {info.kernel} (4 dimensions) for layout {layout!r}, "
+            f"got shape {kernel_shape}"
+        )
+    n, c = xb[0], xb[info.channel_axis]
+    h, w = (xb[a] for a in info.spatial_axes)
+    o, ci, kh, kw = (kernel_shape[a] for a in info.kernel_to_oihw)
+    if not _is_int(groups):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    groups = operator.index(groups)
+    if groups < 1:
+        raise ValueError(f"groups must be at least 1, got {groups}")
+    if c % groups or o % groups:
+        raise ValueError(
+            f"groups={groups} must divide both the input channels of x ({c}, shape "
+            f"{x_shape}) and the output channels of the kernel ({o}, shape {kernel_shape})"
+        )
+    if ci * groups != c:
+        raise ValueError(
+            f"channel mismatch: x has {c} channels (shape {x_shape}, layout {layout!r}) but "
+            f"the kernel expects {ci} per group x {groups} groups = {ci * groups} "
+            f"(kernel shape {kernel_shape}, layout {info.kernel})"
+        )
+    if min(kh, kw) < 1 or min(c, o) < 1:
+        raise ValueError(
+            f"kernel {kernel_shape} must have at least one tap and one channel in each direction"
+        )
+    stride = int_pair("stride", stride, 1)
+    dilation = int_pair("dilation", dilation, 1)
+    window = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
+    pads = resolve_padding(padding, (h, w), window, stride)
+    check_padding_mode(padding_mode, pads, (h, w))
+    hp, wp = h + sum(pads[0]), w + sum(pads[1])
+    if hp < window[0] or wp < window[1]:
+        raise ValueError(
+            f"the kernel window {window} (kernel {(kh, kw)}, dilation {dilation}) is larger "
+            f"than the padded input {(hp, wp)} (input {(h, w)}, padding {pads}): the output "
+            "would be empty"
+        )
+    if bias_shape is not None and tuple(bias_shape) != (o,):
+        raise ValueError(
+            f"bias must have shape (O,) = ({o},), one value per output channel; "
+            f"got shape {tuple(bias_shape)}"
+        )
+    dtype = None
+    if x_dtype is not None and kernel_dtype is not None:
+        xd = check_float_dtype("x", x_dtype)
+        kd = check_float_dtype("kernel", kernel_dtype)
+        dtype = np.dtype(jnp.result_type(xd, kd))
+    if bias_dtype is not None:
+        check_float_dtype("bias", bias_dtype)
+    if preferred_element_type is not None:
+        preferred_element_type = check_float_dtype(
+            "preferred_element_type", preferred_element_type
+        )
+    return ConvSpec(
+        layout=layout,
+        batched=batched,
+        n=n,
+        c=c,
+        h=h,
+        w=w,
+        o=o,
+        kh=kh,
+        kw=kw,
+        groups=groups,
+        stride=stride,
+        dilation=dilation,
+        pads=pads,
+        padding_mode=padding_mode,
+        precision=check_precision(precision),
+        preferred_element_type=preferred_element_type,
+        dtype=dtype,
+    )

@@ -1,0 +1,130 @@
+"""conv2d: jconv's production entry point, dispatching to one of its lowerings."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jconv._auto import choose_method
+from jconv._checks import ConvSpec, check_conv_args
+from jconv._layouts import LAYOUT_INFO
+from jconv._method_im2col import conv_im2col
+from jconv._method_taps import conv_taps
+from jconv._method_vmap import conv_vmap
+from jconv._method_xla import conv_xla
+from jconv._typing import Array, ArrayLike, DTypeLike, IntPair, PaddingLike
+
+Lowering = Callable[[Array, Array, ConvSpec], Array]  # (batched x, OIHW kernel, spec) -> y
+
+LOWERINGS: dict[str, Lowering] = {
+    "vmap": conv_vmap,
+    "taps": conv_taps,
+    "im2col": conv_im2col,
+    "xla": conv_xla,
+}
+
+METHODS: tuple[str, ...] = ("auto", *LOWERINGS)
+
+
+def check_method(method: str) -> str:
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return method
+
+
+def conv2d(
+    x: ArrayLike,
+    kernel: ArrayLike,
+    bias: ArrayLike | None = None,
+    *,
+    stride: IntPair = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntPair = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    layout: str = "NCHW",
+    precision: Any = None,
+    preferred_element_type: DTypeLike | None = None,
+    method: str = "auto",
+) -> Array:
+    """2-D convolution (cross-correlation) with many input and output channels.
+
+    For each output channel o, ``y[o] = sum_i x[i] ⋆ kernel[o, i] + bias[o]``,
+    the lesson's construction, with stride, padding, kernel dilation and groups.
+
+    Args:
+      x: layout 'NCHW': (N, C, H, W) or unbatched (C, H, W);
+        layout 'NHWC': (N, H, W, C) or unbatched (H, W, C).
+      kernel: 'NCHW': (O, C/groups, kh, kw) (the lesson's and PyTorch's order);
+        'NHWC': (kh, kw, C/groups, O) (Flax's order).
+      bias: optional (O,), added to each output channel.
+      stride: an int or a pair (sh, sw), at least 1.
+      padding: 'VALID', 'SAME', 'SAME_LOWER', an int, a pair (ph, pw) or
+        ((top, bottom), (left, right)); amounts as in lax.conv_general_dilated
+        ('SAME' gives ceil(H / sh) rows and puts an odd pixel at the bottom/right).
+      dilation: kernel dilation, an int or a pair, at least 1.
+      groups: split channels into this many groups (lax's feature_group_count);
+        groups == C with O == C is a depthwise convolution.
+      padding_mode: what fills the border: 'zeros', 'circular', 'reflect' or
+        'replicate', as in torch.nn.Conv2d.
+      layout: 'NCHW' or 'NHWC'; the output has the input's layout and batching.
+      precision, preferred_element_type: as in lax.conv_general_dilated. jconv's
+        own lowerings accumulate in at least float32 and round to the output dtype.
+      method: one of jconv.METHODS: 'vmap', 'taps', 'im2col', 'xla' or 'auto'
+        (picks among jconv's own lowerings from a cost model; never 'xla').
+
+    Returns:
+      (N, O, mh, mw) or (N, mh, mw, O) (without N if x had none), with
+      ``mh = (H + top + bottom - (kh - 1) * dh - 1) // sh + 1`` (likewise mw), in
+      preferred_element_type if given, else the promoted dtype of x and kernel.
+
+    Raises:
+      ValueError, TypeError: for a bad argument, before anything reaches XLA.
+      Mixed dtypes follow JAX's promotion (refused under strict promotion);
+      integer and bool inputs are refused: float16, bfloat16, float32 and
+      float64 are supported.
+
+    >>> import jax, jconv
+    >>> x = jax.random.normal(jax.random.key(0), (2, 3, 8, 8))     # N, C, H, W
+    >>> w = jax.random.normal(jax.random.key(1), (4, 3, 3, 3))     # O, C, kh, kw
+    >>> jconv.conv2d(x, w, padding="SAME", stride=2).shape
+    (2, 4, 4, 4)
+    """
+    method = check_method(method)
+    x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+    bias = None if bias is None else jnp.asarray(bias)
+    spec = check_conv_args(
+        x.shape,
+        kernel.shape,
+        bias_shape=None if bias is None else bias.shape,
+        x_dtype=x.dtype,
+        kernel_dtype=kernel.dtype,
+        bias_dtype=None if bias is None else bias.dtype,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        layout=layout,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    return _conv2d(x, kernel, bias, spec=spec, method=method)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "method"))
+def _conv2d(x: Array, kernel: Array, bias: Array | None, *, spec: ConvSpec, method: str) -> Array:
+    if method == "auto":
+        method = choose_method(spec)
+    x = x.astype(spec.dtype)
+    if not spec.batched:
+        x = x[None]
+    w = kernel.astype(spec.dtype).transpose(LAYOUT_INFO[spec.layout].kernel_to_oihw)
+    y = LOWERINGS[method](x, w, spec)
+    if bias is not None:
+        channel_axis = LAYOUT_INFO[spec.layout].channel_axis
+        y = y + jnp.expand_dims(bias.astype(y.dtype), [a for a in range(4) if a != channel_axis])
+    return y if spec.batched else y[0]

@@ -1,0 +1,31 @@
+"""Layouts, named once and used everywhere.
+
+jconv accepts two layouts, each pairing an activation layout with a kernel one:
+
+- 'NCHW': x (N, C, H, W), kernel (O, C/groups, kh, kw): the lesson's and PyTorch's order.
+- 'NHWC': x (N, H, W, C), kernel (kh, kw, C/groups, O): Flax's order.
+
+Internally every lowering receives the kernel as OIHW (the lesson's W), and x
+batched in the user's layout, so that activations are never transposed just
+to suit a lowering.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+LAYOUTS = ("NCHW", "NHWC")
+
+
+class LayoutInfo(NamedTuple):
+    kernel: str  # kernel layout string, as lax spells it
+    channel_axis: int  # channel axis of a batched x
+    spatial_axes: tuple[int, int]  # (H, W) axes of a batched x
+    kernel_to_oihw: tuple[int, int, int, int]  # transpose taking the kernel to OIHW
+    oihw_to_kernel: tuple[int, int, int, int]  # and back
+
+
+LAYOUT_INFO = {
+    "NCHW": LayoutInfo("OIHW", 1, (2, 3), (0, 1, 2, 3), (0, 1, 2, 3)),
+    "NHWC": LayoutInfo("HWIO", 3, (1, 2), (3, 2, 0, 1), (2, 3, 1, 0)),
+}

@@ -1,0 +1,28 @@
+"""method='xla': jax.lax.conv_general_dilated itself, the baseline jconv is measured against."""
+
+from __future__ import annotations
+
+import jax
+
+from jconv._checks import ConvSpec
+from jconv._padding import pad_input
+from jconv._typing import Array
+
+
+def conv_xla(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout."""
+    pads = spec.pads
+    if spec.padding_mode != "zeros":  # lax only pads with zeros: fill the border first
+        x, pads = pad_input(x, spec), ((0, 0), (0, 0))
+    y = jax.lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=spec.stride,
+        padding=pads,
+        rhs_dilation=spec.dilation,
+        dimension_numbers=(spec.layout, "OIHW", spec.layout),
+        feature_group_count=spec.groups,
+        precision=spec.precision,
+        preferred_element_type=spec.preferred_element_type,
+    )
+    return y.astype(spec.out_dtype)
