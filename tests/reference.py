@@ -1,0 +1,102 @@
+"""Independent references for jconv's tests.
+
+- `conv_numpy`: a plain NumPy loop over output pixels and groups, in float64,
+  written from the definition and sharing no code with jconv.
+- `conv_lax`: lax.conv_general_dilated at Precision.HIGHEST, with non-zero
+  padding modes done as "fill the border with jnp.pad, then 'VALID'".
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NP_PAD_MODE = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "replicate": "edge"}
+
+
+def conv_numpy(x, w, *, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), groups=1,
+               padding_mode="zeros"):
+    """x: (N, C, H, W), w: (O, C/groups, kh, kw), explicit pads -> (N, O, mh, mw), float64."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    x = np.pad(x, ((0, 0), (0, 0), *pads), mode=NP_PAD_MODE[padding_mode])
+    n, c, hp, wp = x.shape
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    (sh, sw), (dh, dw) = stride, dilation
+    mh = (hp - (kh - 1) * dh - 1) // sh + 1
+    mw = (wp - (kw - 1) * dw - 1) // sw + 1
+    y = np.zeros((n, o, mh, mw))
+    for g in range(groups):
+        xg = x[:, g * cg:(g + 1) * cg]
+        wg = w[g * og:(g + 1) * og]
+        for a in range(mh):
+            for b in range(mw):
+                patch = xg[:, :, a * sh:a * sh + (kh - 1) * dh + 1:dh,
+                           b * sw:b * sw + (kw - 1) * dw + 1:dw]
+                y[:, g * og:(g + 1) * og, a, b] = np.einsum("nchw,ochw->no", patch, wg)
+    return y
+
+
+def conv_lax(x, w, *, stride=1, padding="VALID", dilation=1, groups=1, padding_mode="zeros",
+             layout="NCHW", preferred_element_type=None):
+    """The reference: x and w in `layout`'s own orders (OIHW or HWIO), batched or not."""
+    kernel_layout = {"NCHW": "OIHW", "NHWC": "HWIO"}[layout]
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x[None]
+    stride = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    dilation = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+    if padding_mode != "zeros":
+        assert not isinstance(padding, str), "use explicit pads with non-zero modes"
+        pads = explicit_pads(padding)
+        spatial = (2, 3) if layout == "NCHW" else (1, 2)
+        widths = [(0, 0)] * 4
+        widths[spatial[0]], widths[spatial[1]] = pads
+        x = jnp.pad(x, widths, mode={"circular": "wrap", "reflect": "reflect",
+                                      "replicate": "edge"}[padding_mode])
+        padding = "VALID"
+    elif not isinstance(padding, str):
+        padding = explicit_pads(padding)
+    y = jax.lax.conv_general_dilated(
+        x, w, window_strides=stride, padding=padding, rhs_dilation=dilation,
+        dimension_numbers=(layout, kernel_layout, layout), feature_group_count=groups,
+        precision=jax.lax.Precision.HIGHEST, preferred_element_type=preferred_element_type)
+    return y[0] if unbatched else y
+
+
+def explicit_pads(padding):
+    """int, (ph, pw) or ((t, b), (l, r)) -> ((t, b), (l, r))."""
+    if isinstance(padding, int):
+        return ((padding, padding), (padding, padding))
+    a, b = padding
+    if isinstance(a, int):
+        return ((a, a), (b, b))
+    return (tuple(a), tuple(b))
+
+
+def to_nhwc(x, w):
+    """Batched-or-not NCHW x and OIHW w -> NHWC x and HWIO w."""
+    x = jnp.moveaxis(x, -3, -1)
+    return x, jnp.transpose(w, (2, 3, 1, 0))
+
+
+def tolerance(dtype):
+    """(rtol, atol) for comparing a result of this dtype with a float32/64 reference."""
+    return {
+        jnp.dtype(jnp.float16): (1e-2, 1e-2),
+        jnp.dtype(jnp.bfloat16): (2e-2, 5e-2),
+        jnp.dtype(jnp.float32): (1e-5, 1e-5),
+        jnp.dtype(jnp.float64): (1e-12, 1e-12),
+    }[jnp.dtype(dtype)]
+
+
+def assert_close(actual, expected, dtype=jnp.float32, scale=None):
+    """allclose with per-dtype tolerances; atol scales with the reference's magnitude."""
+    actual = np.asarray(jnp.asarray(actual, jnp.float64 if jax.config.jax_enable_x64
+                                    else jnp.float32))
+    expected = np.asarray(expected, actual.dtype)
+    rtol, atol = tolerance(dtype)
+    if scale is None:
+        scale = float(np.max(np.abs(expected), initial=0.0)) + 1.0
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale)

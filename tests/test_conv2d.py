@@ -1,0 +1,242 @@
+"""jconv.conv2d, every method, against lax.conv_general_dilated (HIGHEST) and a NumPy loop."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jconv
+from tests.reference import assert_close, conv_lax, conv_numpy, explicit_pads, to_nhwc
+
+JCONV_METHODS = [m for m in jconv.METHODS if m != "xla"]
+
+# (x shape NCHW, out channels, (kh, kw), conv2d keyword arguments)
+CONFIGS = [
+    ((2, 3, 7, 8), 4, (3, 3), {}),
+    ((2, 3, 9, 9), 5, (3, 2), {"stride": 2}),
+    ((1, 4, 8, 7), 2, (2, 3), {"stride": (1, 3), "padding": "SAME"}),
+    ((2, 2, 9, 8), 3, (3, 3), {"stride": 2, "padding": "SAME"}),
+    ((2, 2, 8, 9), 3, (4, 2), {"stride": (2, 3), "padding": "SAME_LOWER"}),
+    ((1, 3, 6, 6), 2, (3, 3), {"padding": 2}),
+    ((2, 3, 6, 7), 4, (3, 3), {"padding": (1, 2)}),
+    ((1, 2, 6, 5), 3, (2, 3), {"padding": ((0, 2), (3, 1))}),
+    ((2, 3, 9, 10), 2, (3, 3), {"dilation": 2}),
+    ((1, 2, 10, 9), 3, (2, 3), {"dilation": (3, 1), "stride": 2, "padding": "SAME"}),
+    ((2, 4, 7, 7), 6, (3, 3), {"groups": 2}),
+    ((2, 6, 8, 6), 6, (3, 3), {"groups": 6, "padding": 1}),  # depthwise
+    ((1, 4, 6, 6), 8, (3, 3), {"groups": 4, "stride": 2}),  # depthwise, multiplier 2
+    ((2, 5, 6, 6), 3, (1, 1), {}),  # 1x1
+    ((1, 3, 7, 7), 2, (1, 1), {"stride": 2, "padding": 1}),
+    ((2, 3, 6, 7), 4, (3, 3), {"padding": 1, "padding_mode": "circular"}),
+    ((1, 2, 7, 6), 3, (3, 2), {"padding": ((2, 1), (0, 1)), "padding_mode": "reflect"}),
+    ((2, 2, 6, 6), 3, (3, 3), {"padding": (2, 1), "padding_mode": "replicate", "stride": 2}),
+    ((1, 4, 7, 7), 4, (3, 3), {"padding": 3, "padding_mode": "circular", "dilation": 2,
+                               "groups": 2}),
+    ((3, 7, 6), 4, (2, 2), {"padding": 1}),  # unbatched
+    ((2, 3, 5, 5), 2, (5, 5), {}),  # kernel as large as the input: a 1x1 output
+]
+IDS = [f"{c[0]}-{c[1]}-{c[2]}-" + ",".join(f"{k}={v}" for k, v in c[3].items()) for c in CONFIGS]
+
+
+def make(config, dtype=jnp.float32, key=0, layout="NCHW"):
+    """Fresh random x, kernel and bias for a config, in the layout's orders."""
+    x_shape, o, (kh, kw), kwargs = config
+    c = x_shape[-3]
+    kx, kk, kb = jax.random.split(jax.random.key(key), 3)
+    x = jax.random.normal(kx, x_shape, dtype)
+    w = jax.random.normal(kk, (o, c // kwargs.get("groups", 1), kh, kw), dtype)
+    b = jax.random.normal(kb, (o,), dtype)
+    if layout == "NHWC":
+        x, w = to_nhwc(x, w)
+    return x, w, b
+
+
+def reference(x, w, b, layout, **kwargs):
+    y = conv_lax(x.astype(jnp.float32), w.astype(jnp.float32), layout=layout, **kwargs)
+    channel_axis = 1 if layout == "NCHW" else 3
+    if x.ndim == 3:
+        channel_axis -= 1
+    return y + jnp.expand_dims(b.astype(jnp.float32),
+                               [a for a in range(y.ndim) if a != channel_axis])
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("method", jconv.METHODS)
+def test_forward_matches_lax(method, config, layout):
+    x, w, b = make(config, layout=layout)
+    kwargs = config[3]
+    y = jconv.conv2d(x, w, b, layout=layout, method=method, precision="highest", **kwargs)
+    expected = reference(x, w, b, layout, **kwargs)
+    assert y.shape == expected.shape
+    assert y.dtype == jnp.float32
+    assert_close(y, expected)
+
+
+NUMPY_CASES = [
+    ((2, 3, 5, 6), 2, (2, 3), dict(stride=(2, 1), dilation=(1, 2), pads=((1, 0), (2, 1)))),
+    ((1, 4, 6, 6), 4, (3, 3), dict(groups=2, pads=((1, 1), (1, 1)), padding_mode="reflect")),
+    ((1, 3, 5, 5), 3, (3, 3), dict(groups=3, pads=((2, 2), (1, 1)), padding_mode="circular")),
+    ((2, 2, 4, 5), 3, (2, 2), dict(stride=2, pads=((1, 2), (0, 1)), padding_mode="replicate")),
+]
+
+
+@pytest.mark.parametrize("case", NUMPY_CASES)
+@pytest.mark.parametrize("method", jconv.METHODS)
+def test_matches_numpy_loop(method, case):
+    """jconv (every method, 'xla' included) against the independent NumPy loop."""
+    x_shape, o, (kh, kw), np_kwargs = case
+    rng = np.random.default_rng(1)
+    groups = np_kwargs.get("groups", 1)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((o, x_shape[1] // groups, kh, kw)).astype(np.float32)
+    stride = np_kwargs.get("stride", 1)
+    stride = (stride, stride) if isinstance(stride, int) else stride
+    expected = conv_numpy(x, w, **{**np_kwargs, "stride": stride})
+    y = jconv.conv2d(x, w, stride=stride, dilation=np_kwargs.get("dilation", 1),
+                     padding=np_kwargs["pads"], groups=groups,
+                     padding_mode=np_kwargs.get("padding_mode", "zeros"),
+                     precision="highest", method=method)
+    assert_close(y, expected)
+
+
+DTYPE_CONFIGS = [CONFIGS[3], CONFIGS[11], CONFIGS[16]]
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+@pytest.mark.parametrize("config", DTYPE_CONFIGS, ids=[IDS[CONFIGS.index(c)] for c in DTYPE_CONFIGS])
+@pytest.mark.parametrize("method", jconv.METHODS)
+def test_dtypes(method, config, dtype):
+    x, w, b = make(config, dtype, key=2)
+    y = jconv.conv2d(x, w, b, method=method, **config[3])
+    assert y.dtype == dtype
+    assert_close(y, reference(x, w, b, "NCHW", **config[3]), dtype)
+
+
+@pytest.mark.parametrize("method", jconv.METHODS)
+def test_float64(method):
+    with jax.enable_x64(True):
+        x, w, b = make(CONFIGS[3], jnp.float64, key=3)
+        y = jconv.conv2d(x, w, b, method=method, **CONFIGS[3][3])
+        assert y.dtype == jnp.float64
+        pads = jax.lax.padtype_to_pads(x.shape[2:], w.shape[2:], (2, 2), "SAME")
+        expected = conv_numpy(x, w, stride=(2, 2), pads=pads) + np.asarray(b)[:, None, None]
+        assert_close(y, expected, jnp.float64)
+
+
+@pytest.mark.parametrize("method", jconv.METHODS)
+def test_preferred_element_type(method):
+    x, w, b = make(CONFIGS[1], jnp.bfloat16, key=4)
+    y = jconv.conv2d(x, w, method=method, stride=2, preferred_element_type=jnp.float32)
+    assert y.dtype == jnp.float32
+    expected = conv_lax(x, w, stride=2, preferred_element_type=jnp.float32)
+    assert_close(y, expected, jnp.float32, scale=10.0)
+
+
+@pytest.mark.parametrize("method", jconv.METHODS)
+def test_mixed_dtypes_promote(method):
+    x, w, _ = make(CONFIGS[0], key=5)
+    y = jconv.conv2d(x.astype(jnp.bfloat16), w, method=method)
+    assert y.dtype == jnp.float32
+    assert_close(y, conv_lax(x.astype(jnp.bfloat16).astype(jnp.float32), w))
+
+
+GRAD_CONFIGS = [CONFIGS[i] for i in (3, 7, 9, 11, 13, 16, 18, 19)]
+
+
+@pytest.mark.parametrize("config", GRAD_CONFIGS, ids=[IDS[CONFIGS.index(c)] for c in GRAD_CONFIGS])
+@pytest.mark.parametrize("method", JCONV_METHODS)
+def test_gradients_match_lax(method, config):
+    layout = "NHWC" if CONFIGS.index(config) % 2 else "NCHW"
+    x, w, b = make(config, key=6, layout=layout)
+    kwargs = config[3]
+    cotangent = jax.random.normal(jax.random.key(7), reference(x, w, b, layout, **kwargs).shape)
+
+    def loss(fn):
+        return lambda x, w, b: jnp.sum(fn(x, w, b) * cotangent)
+
+    got = jax.grad(loss(lambda *a: jconv.conv2d(*a, layout=layout, method=method,
+                                                precision="highest", **kwargs)),
+                   argnums=(0, 1, 2))(x, w, b)
+    expected = jax.grad(loss(lambda *a: reference(*a, layout, **kwargs)), argnums=(0, 1, 2))(
+        x, w, b)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        assert_close(g, e)
+
+
+@pytest.mark.parametrize("method", JCONV_METHODS)
+def test_check_grads(method):
+    """Numerical against automatic derivatives, forward and reverse (second order for 'taps')."""
+    with jax.enable_x64(True):
+        x, w, b = make(((1, 2, 5, 6), 2, (2, 3), {}), jnp.float64, key=8)
+        check_grads(
+            lambda x, w, b: jconv.conv2d(x, w, b, stride=(2, 1), padding=((1, 0), (1, 2)),
+                                         padding_mode="reflect", method=method),
+            (x, w, b), order=2 if method == "taps" else 1, modes=["fwd", "rev"])
+
+
+@pytest.mark.parametrize("method", jconv.METHODS)
+def test_vmap_of_unbatched_equals_batched(method):
+    x, w, b = make(CONFIGS[6], key=9)
+    f = jax.jit(lambda x: jconv.conv2d(x, w, b, method=method, padding=(1, 2)))
+    assert_close(jax.vmap(f)(x), f(x))
+    # vmap over the kernel too: one conv per (sample, kernel) pair
+    ws = jnp.stack([w, -2.0 * w])
+    yw = jax.vmap(lambda w: jconv.conv2d(x, w, method=method, padding=(1, 2)))(ws)
+    assert_close(yw[1], -2.0 * yw[0])
+
+
+@pytest.mark.parametrize("method", JCONV_METHODS)
+def test_jit_of_grad_of_vmap(method):
+    x, w, _ = make(CONFIGS[0], key=10)
+
+    def loss(w):
+        per_sample = jax.vmap(lambda xi: jconv.conv2d(xi, w, method=method))(x)
+        return jnp.mean(per_sample**2)
+
+    got = jax.jit(jax.grad(loss))(w)
+    expected = jax.grad(lambda w: jnp.mean(conv_lax(x, w) ** 2))(w)
+    assert_close(got, expected)
+
+
+@pytest.mark.parametrize("method", jconv.METHODS)
+def test_nan_and_inf_propagate_like_lax(method):
+    x, w, _ = make(CONFIGS[0], key=11)
+    x = x.at[0, 1, 2, 3].set(jnp.nan).at[1, 0, 4, 4].set(jnp.inf)
+    y = jconv.conv2d(x, w, method=method)
+    expected = conv_lax(x, w)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+    assert np.isnan(y).any()
+
+
+def test_same_padding_splits_like_lax():
+    """'SAME' at stride 2: the odd padded pixel goes after (bottom/right), as in lax."""
+    x = jax.random.normal(jax.random.key(12), (1, 1, 6, 6))
+    w = jax.random.normal(jax.random.key(13), (1, 1, 4, 4))
+    for padding in ("SAME", "SAME_LOWER"):
+        y = jconv.conv2d(x, w, stride=2, padding=padding)
+        assert_close(y, jax.lax.conv_general_dilated(x, w, (2, 2), padding,
+                                                     precision="highest"))
+
+
+@pytest.mark.parametrize("padding", [1, (1, 2), ((0, 2), (1, 1))])
+def test_padding_forms_mean_explicit_amounts(padding):
+    x, w, _ = make(CONFIGS[0], key=14)
+    assert_close(jconv.conv2d(x, w, padding=padding),
+                 jconv.conv2d(x, w, padding=explicit_pads(padding), method="xla"))
+
+
+def test_circular_conv_commutes_with_roll():
+    """Rolling the input of a stride-1 circular 'SAME' conv rolls its output."""
+    x, w, _ = make(((1, 3, 8, 8), 2, (3, 3), {}), key=15)
+    conv = lambda x: jconv.conv2d(x, w, padding="SAME", padding_mode="circular")  # noqa: E731
+    for shift in itertools.product([1, 3], [2, 5]):
+        assert_close(conv(jnp.roll(x, shift, axis=(2, 3))),
+                     jnp.roll(conv(x), shift, axis=(2, 3)))
