@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
+import numpy as np
+
 from jconv._checks import check_conv_args
 from jconv._typing import IntPair, PaddingLike, Shape
 
@@ -40,3 +44,98 @@ def conv2d_flops(
     )
     mh, mw = spec.out_hw
     return 2 * spec.n * spec.o * mh * mw * spec.cg * spec.kh * spec.kw
+
+
+class CommBytes(NamedTuple):
+    """Bytes one device sends in a sharded convolution's forward and backward passes."""
+
+    forward: int
+    backward: int  # gradients of x, the kernel and the bias (if any)
+
+
+def sharded_conv2d_comm_bytes(
+    x_shape: Shape,
+    kernel_shape: Shape,
+    *,
+    strategy: str,
+    devices: int | tuple[int, int],
+    bias: bool = False,
+    dtype: Any = "float32",
+    stride: IntPair = 1,
+    padding: PaddingLike = "VALID",
+    dilation: IntPair = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    layout: str = "NCHW",
+    scatter: bool = False,
+) -> CommBytes:
+    """Bytes each device sends when jconv.sharded_conv2d splits this convolution over `devices`.
+
+    Shapes are the global ones, as for conv2d; `devices` is the size of the mesh
+    axis (for 'spatial', an int splits the height, a pair (Dh, Dw) both). A
+    collective of S bytes costs, per device, what a ring sends: an all-reduce
+    2 (D - 1) / D * S, a reduce-scatter or all-gather (D - 1) / D * S, a
+    collective-permute (the halo exchange) its operand; an interior device is
+    counted (the edge devices of a non-circular image send one side only).
+
+    - 'batch': forward 0; backward all-reduces the kernel's (and bias's) gradient.
+    - 'out_channels': forward 0; backward all-reduces the gradient of the
+      replicated x.
+    - 'in_channels': forward all-reduces the output (scatter=True: reduce-scatters
+      it); backward 0 (with scatter, all-gathers the output's gradient).
+    - 'spatial': forward sends the halo rows (then columns) to the neighbours;
+      backward sends the halo gradients back and all-reduces the kernel's.
+
+    The two-convolution block (jconv.sharded_conv_pair) costs the sum of its
+    first conv as 'out_channels' and its second as 'in_channels'.
+
+    >>> import jconv
+    >>> jconv.sharded_conv2d_comm_bytes((8, 64, 32, 32), (64, 64, 3, 3), strategy="in_channels",
+    ...                                 devices=8, padding="SAME")
+    CommBytes(forward=3670016, backward=0)
+    """
+    from jconv._shard_blocks import Axes, plan_sharded_conv
+    from jconv._shard_hlo import ring_all_reduce_bytes, ring_gather_bytes
+
+    spec = check_conv_args(
+        x_shape,
+        kernel_shape,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        padding_mode=padding_mode,
+        layout=layout,
+    )
+    item = np.dtype(dtype).itemsize
+    mh, mw = spec.out_hw
+    x_bytes = spec.n * spec.c * spec.h * spec.w * item
+    y_bytes = spec.n * spec.o * mh * mw * item
+    w_bytes = (spec.o * spec.cg * spec.kh * spec.kw + (spec.o if bias else 0)) * item
+    if strategy == "spatial":
+        dh, dw = devices if isinstance(devices, tuple) else (devices, 1)
+        axes = Axes(height="h" if dh > 1 else None, width="w" if dw > 1 else None)
+        plan = plan_sharded_conv(spec, axes, {"h": dh, "w": dw})
+        sent = 0
+        rows_h = spec.h
+        if plan.halo_h is not None:
+            sent += plan.halo_h.rows_sent * spec.n * spec.c * (spec.w // dw) * item
+            rows_h = plan.halo_h.length
+        if plan.halo_w is not None:
+            sent += plan.halo_w.rows_sent * spec.n * spec.c * rows_h * item
+        return CommBytes(sent, sent + ring_all_reduce_bytes(w_bytes, dh * dw))
+    if isinstance(devices, tuple) or devices < 1:
+        raise ValueError(f"strategy {strategy!r} takes one device count, got {devices!r}")
+    d = devices
+    if strategy == "batch":
+        return CommBytes(0, ring_all_reduce_bytes(w_bytes, d))
+    if strategy == "out_channels":
+        return CommBytes(0, ring_all_reduce_bytes(x_bytes, d))
+    if strategy == "in_channels":
+        if scatter:
+            return CommBytes(ring_gather_bytes(y_bytes, d), ring_gather_bytes(y_bytes, d))
+        return CommBytes(ring_all_reduce_bytes(y_bytes, d), 0)
+    raise ValueError(
+        f"unknown strategy {strategy!r}: strategies are ('batch', 'out_channels', "
+        "'in_channels', 'spatial')"
+    )
