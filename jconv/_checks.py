@@ -169,8 +169,7 @@ def resolve_padding(
             ph, pw = (operator.index(v) for v in padding)
             pads = ((ph, ph), (pw, pw))
         elif all(
-            isinstance(v, Sequence) and len(v) == 2 and all(_is_int(u) for u in v)
-            for v in padding
+            isinstance(v, Sequence) and len(v) == 2 and all(_is_int(u) for u in v) for v in padding
         ):
             pads = tuple((operator.index(a), operator.index(b)) for a, b in padding)
         else:
@@ -217,7 +216,7 @@ def check_precision(precision: Any) -> Any:
         except ValueError as e:
             raise ValueError(
                 f"precision {precision!r} is not a jax.lax.Precision name "
-                "('default', 'high', 'highest')"
+                "(such as 'default', 'high', 'highest')"
             ) from e
     if isinstance(precision, (tuple, list)) and len(precision) == 2:
         return tuple(check_precision(p) for p in precision)
@@ -315,9 +314,7 @@ def check_conv_args(
     if bias_dtype is not None:
         check_float_dtype("bias", bias_dtype)
     if preferred_element_type is not None:
-        preferred_element_type = check_float_dtype(
-            "preferred_element_type", preferred_element_type
-        )
+        preferred_element_type = check_float_dtype("preferred_element_type", preferred_element_type)
     return ConvSpec(
         layout=layout,
         batched=batched,

@@ -27,7 +27,9 @@ __all__ = [
 
 def _check_ndim(name: str, a: Array, ndim: int, layout: str) -> None:
     if a.ndim != ndim:
-        raise ValueError(f"{name} must have shape {layout} ({ndim} dimensions), got shape {a.shape}")
+        raise ValueError(
+            f"{name} must have shape {layout} ({ndim} dimensions), got shape {a.shape}"
+        )
 
 
 def _check_float(name: str, a: Array) -> None:

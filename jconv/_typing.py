@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 import jax
 
 Array = jax.Array  # a JAX array (or tracer)
 ArrayLike = jax.typing.ArrayLike  # anything jnp.asarray accepts
 DTypeLike = jax.typing.DTypeLike
-IntPair = Union[int, tuple[int, int]]  # an int used for both spatial axes, or (h, w)
+IntPair = int | tuple[int, int]  # an int used for both spatial axes, or (h, w)
 Pads = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
-PaddingLike = Union[str, int, tuple[int, int], Pads]  # what conv2d's `padding` accepts
+PaddingLike = str | int | tuple[int, int] | Pads  # what conv2d's `padding` accepts
 Shape = tuple[int, ...]
-Precision = Union[None, str, jax.lax.Precision, tuple, jax.lax.DotAlgorithmPreset]
+Precision = None | str | jax.lax.Precision | tuple | jax.lax.DotAlgorithmPreset
 
-__all__ = ["Array", "ArrayLike", "DTypeLike", "IntPair", "Pads", "PaddingLike", "Shape"]
+__all__ = ["Array", "ArrayLike", "DTypeLike", "IntPair", "PaddingLike", "Pads", "Shape"]

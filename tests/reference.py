@@ -15,12 +15,13 @@ import numpy as np
 NP_PAD_MODE = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "replicate": "edge"}
 
 
-def conv_numpy(x, w, *, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), groups=1,
-               padding_mode="zeros"):
+def conv_numpy(
+    x, w, *, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), groups=1, padding_mode="zeros"
+):
     """x: (N, C, H, W), w: (O, C/groups, kh, kw), explicit pads -> (N, O, mh, mw), float64."""
     x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
     x = np.pad(x, ((0, 0), (0, 0), *pads), mode=NP_PAD_MODE[padding_mode])
-    n, c, hp, wp = x.shape
+    n, _, hp, wp = x.shape
     o, cg, kh, kw = w.shape
     og = o // groups
     (sh, sw), (dh, dw) = stride, dilation
@@ -28,18 +29,32 @@ def conv_numpy(x, w, *, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), g
     mw = (wp - (kw - 1) * dw - 1) // sw + 1
     y = np.zeros((n, o, mh, mw))
     for g in range(groups):
-        xg = x[:, g * cg:(g + 1) * cg]
-        wg = w[g * og:(g + 1) * og]
+        xg = x[:, g * cg : (g + 1) * cg]
+        wg = w[g * og : (g + 1) * og]
         for a in range(mh):
             for b in range(mw):
-                patch = xg[:, :, a * sh:a * sh + (kh - 1) * dh + 1:dh,
-                           b * sw:b * sw + (kw - 1) * dw + 1:dw]
-                y[:, g * og:(g + 1) * og, a, b] = np.einsum("nchw,ochw->no", patch, wg)
+                patch = xg[
+                    :,
+                    :,
+                    a * sh : a * sh + (kh - 1) * dh + 1 : dh,
+                    b * sw : b * sw + (kw - 1) * dw + 1 : dw,
+                ]
+                y[:, g * og : (g + 1) * og, a, b] = np.einsum("nchw,ochw->no", patch, wg)
     return y
 
 
-def conv_lax(x, w, *, stride=1, padding="VALID", dilation=1, groups=1, padding_mode="zeros",
-             layout="NCHW", preferred_element_type=None):
+def conv_lax(
+    x,
+    w,
+    *,
+    stride=1,
+    padding="VALID",
+    dilation=1,
+    groups=1,
+    padding_mode="zeros",
+    layout="NCHW",
+    preferred_element_type=None,
+):
     """The reference: x and w in `layout`'s own orders (OIHW or HWIO), batched or not."""
     kernel_layout = {"NCHW": "OIHW", "NHWC": "HWIO"}[layout]
     unbatched = x.ndim == 3
@@ -53,15 +68,25 @@ def conv_lax(x, w, *, stride=1, padding="VALID", dilation=1, groups=1, padding_m
         spatial = (2, 3) if layout == "NCHW" else (1, 2)
         widths = [(0, 0)] * 4
         widths[spatial[0]], widths[spatial[1]] = pads
-        x = jnp.pad(x, widths, mode={"circular": "wrap", "reflect": "reflect",
-                                      "replicate": "edge"}[padding_mode])
+        x = jnp.pad(
+            x,
+            widths,
+            mode={"circular": "wrap", "reflect": "reflect", "replicate": "edge"}[padding_mode],
+        )
         padding = "VALID"
     elif not isinstance(padding, str):
         padding = explicit_pads(padding)
     y = jax.lax.conv_general_dilated(
-        x, w, window_strides=stride, padding=padding, rhs_dilation=dilation,
-        dimension_numbers=(layout, kernel_layout, layout), feature_group_count=groups,
-        precision=jax.lax.Precision.HIGHEST, preferred_element_type=preferred_element_type)
+        x,
+        w,
+        window_strides=stride,
+        padding=padding,
+        rhs_dilation=dilation,
+        dimension_numbers=(layout, kernel_layout, layout),
+        feature_group_count=groups,
+        precision=jax.lax.Precision.HIGHEST,
+        preferred_element_type=preferred_element_type,
+    )
     return y[0] if unbatched else y
 
 
@@ -93,8 +118,9 @@ def tolerance(dtype):
 
 def assert_close(actual, expected, dtype=jnp.float32, scale=None):
     """allclose with per-dtype tolerances; atol scales with the reference's magnitude."""
-    actual = np.asarray(jnp.asarray(actual, jnp.float64 if jax.config.jax_enable_x64
-                                    else jnp.float32))
+    actual = np.asarray(
+        jnp.asarray(actual, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    )
     expected = np.asarray(expected, actual.dtype)
     rtol, atol = tolerance(dtype)
     if scale is None:

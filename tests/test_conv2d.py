@@ -35,8 +35,12 @@ CONFIGS = [
     ((2, 3, 6, 7), 4, (3, 3), {"padding": 1, "padding_mode": "circular"}),
     ((1, 2, 7, 6), 3, (3, 2), {"padding": ((2, 1), (0, 1)), "padding_mode": "reflect"}),
     ((2, 2, 6, 6), 3, (3, 3), {"padding": (2, 1), "padding_mode": "replicate", "stride": 2}),
-    ((1, 4, 7, 7), 4, (3, 3), {"padding": 3, "padding_mode": "circular", "dilation": 2,
-                               "groups": 2}),
+    (
+        (1, 4, 7, 7),
+        4,
+        (3, 3),
+        {"padding": 3, "padding_mode": "circular", "dilation": 2, "groups": 2},
+    ),
     ((3, 7, 6), 4, (2, 2), {"padding": 1}),  # unbatched
     ((2, 3, 5, 5), 2, (5, 5), {}),  # kernel as large as the input: a 1x1 output
 ]
@@ -61,8 +65,9 @@ def reference(x, w, b, layout, **kwargs):
     channel_axis = 1 if layout == "NCHW" else 3
     if x.ndim == 3:
         channel_axis -= 1
-    return y + jnp.expand_dims(b.astype(jnp.float32),
-                               [a for a in range(y.ndim) if a != channel_axis])
+    return y + jnp.expand_dims(
+        b.astype(jnp.float32), [a for a in range(y.ndim) if a != channel_axis]
+    )
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -98,10 +103,17 @@ def test_matches_numpy_loop(method, case):
     stride = np_kwargs.get("stride", 1)
     stride = (stride, stride) if isinstance(stride, int) else stride
     expected = conv_numpy(x, w, **{**np_kwargs, "stride": stride})
-    y = jconv.conv2d(x, w, stride=stride, dilation=np_kwargs.get("dilation", 1),
-                     padding=np_kwargs["pads"], groups=groups,
-                     padding_mode=np_kwargs.get("padding_mode", "zeros"),
-                     precision="highest", method=method)
+    y = jconv.conv2d(
+        x,
+        w,
+        stride=stride,
+        dilation=np_kwargs.get("dilation", 1),
+        padding=np_kwargs["pads"],
+        groups=groups,
+        padding_mode=np_kwargs.get("padding_mode", "zeros"),
+        precision="highest",
+        method=method,
+    )
     assert_close(y, expected)
 
 
@@ -109,7 +121,9 @@ DTYPE_CONFIGS = [CONFIGS[3], CONFIGS[11], CONFIGS[16]]
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
-@pytest.mark.parametrize("config", DTYPE_CONFIGS, ids=[IDS[CONFIGS.index(c)] for c in DTYPE_CONFIGS])
+@pytest.mark.parametrize(
+    "config", DTYPE_CONFIGS, ids=[IDS[CONFIGS.index(c)] for c in DTYPE_CONFIGS]
+)
 @pytest.mark.parametrize("method", jconv.METHODS)
 def test_dtypes(method, config, dtype):
     x, w, b = make(config, dtype, key=2)
@@ -131,7 +145,7 @@ def test_float64(method):
 
 @pytest.mark.parametrize("method", jconv.METHODS)
 def test_preferred_element_type(method):
-    x, w, b = make(CONFIGS[1], jnp.bfloat16, key=4)
+    x, w, _ = make(CONFIGS[1], jnp.bfloat16, key=4)
     y = jconv.conv2d(x, w, method=method, stride=2, preferred_element_type=jnp.float32)
     assert y.dtype == jnp.float32
     expected = conv_lax(x, w, stride=2, preferred_element_type=jnp.float32)
@@ -160,11 +174,15 @@ def test_gradients_match_lax(method, config):
     def loss(fn):
         return lambda x, w, b: jnp.sum(fn(x, w, b) * cotangent)
 
-    got = jax.grad(loss(lambda *a: jconv.conv2d(*a, layout=layout, method=method,
-                                                precision="highest", **kwargs)),
-                   argnums=(0, 1, 2))(x, w, b)
+    got = jax.grad(
+        loss(
+            lambda *a: jconv.conv2d(*a, layout=layout, method=method, precision="highest", **kwargs)
+        ),
+        argnums=(0, 1, 2),
+    )(x, w, b)
     expected = jax.grad(loss(lambda *a: reference(*a, layout, **kwargs)), argnums=(0, 1, 2))(
-        x, w, b)
+        x, w, b
+    )
     for g, e in zip(got, expected):
         assert g.shape == e.shape
         assert_close(g, e)
@@ -176,9 +194,19 @@ def test_check_grads(method):
     with jax.enable_x64(True):
         x, w, b = make(((1, 2, 5, 6), 2, (2, 3), {}), jnp.float64, key=8)
         check_grads(
-            lambda x, w, b: jconv.conv2d(x, w, b, stride=(2, 1), padding=((1, 0), (1, 2)),
-                                         padding_mode="reflect", method=method),
-            (x, w, b), order=2 if method == "taps" else 1, modes=["fwd", "rev"])
+            lambda x, w, b: jconv.conv2d(
+                x,
+                w,
+                b,
+                stride=(2, 1),
+                padding=((1, 0), (1, 2)),
+                padding_mode="reflect",
+                method=method,
+            ),
+            (x, w, b),
+            order=2 if method == "taps" else 1,
+            modes=["fwd", "rev"],
+        )
 
 
 @pytest.mark.parametrize("method", jconv.METHODS)
@@ -222,21 +250,21 @@ def test_same_padding_splits_like_lax():
     w = jax.random.normal(jax.random.key(13), (1, 1, 4, 4))
     for padding in ("SAME", "SAME_LOWER"):
         y = jconv.conv2d(x, w, stride=2, padding=padding)
-        assert_close(y, jax.lax.conv_general_dilated(x, w, (2, 2), padding,
-                                                     precision="highest"))
+        assert_close(y, jax.lax.conv_general_dilated(x, w, (2, 2), padding, precision="highest"))
 
 
 @pytest.mark.parametrize("padding", [1, (1, 2), ((0, 2), (1, 1))])
 def test_padding_forms_mean_explicit_amounts(padding):
     x, w, _ = make(CONFIGS[0], key=14)
-    assert_close(jconv.conv2d(x, w, padding=padding),
-                 jconv.conv2d(x, w, padding=explicit_pads(padding), method="xla"))
+    assert_close(
+        jconv.conv2d(x, w, padding=padding),
+        jconv.conv2d(x, w, padding=explicit_pads(padding), method="xla"),
+    )
 
 
 def test_circular_conv_commutes_with_roll():
     """Rolling the input of a stride-1 circular 'SAME' conv rolls its output."""
     x, w, _ = make(((1, 3, 8, 8), 2, (3, 3), {}), key=15)
-    conv = lambda x: jconv.conv2d(x, w, padding="SAME", padding_mode="circular")  # noqa: E731
+    conv = lambda x: jconv.conv2d(x, w, padding="SAME", padding_mode="circular")
     for shift in itertools.product([1, 3], [2, 5]):
-        assert_close(conv(jnp.roll(x, shift, axis=(2, 3))),
-                     jnp.roll(conv(x), shift, axis=(2, 3)))
+        assert_close(conv(jnp.roll(x, shift, axis=(2, 3))), jnp.roll(conv(x), shift, axis=(2, 3)))
