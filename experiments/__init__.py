@@ -1,0 +1,1 @@
+"""Experiments built on jconv: training a CNN, benchmarks, sharding reports."""

@@ -1,0 +1,615 @@
+"""Train a LeNet whose conv layers are jconv.nnx.Conv, with optax, data parallel.
+
+    python experiments/train_cnn.py                      # digits, no network needed
+    python experiments/train_cnn.py --conv flax          # the same with flax.nnx.Conv
+    python experiments/train_cnn.py --dataset fashion_mnist --data-dir data/fashion_mnist
+
+`run(config)` holds the whole loop, so that it can be imported and tested;
+`main(argv)` only parses flags into a `Config`. The training step is a pure
+function of (params, opt_state, batch): the model is split once into a graph
+definition and a plain dict of parameters, and merged back inside the step.
+That makes it one function for `jax.shard_map` over a 'data' mesh axis (the
+default) or `jax.pmap` (--pmap), for orbax to checkpoint, and for a resumed run
+to end exactly where an uninterrupted one does: each epoch's order is drawn from
+(seed, epoch) alone.
+
+Outputs in --out: metrics.jsonl (one JSON object per epoch, appended on
+--resume), curves.png (loss and accuracy), config.json, checkpoints/ (orbax).
+A run refuses an --out that already holds a run unless --resume is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `experiments` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax import lax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import jconv
+from experiments._data import DATASETS, DataError, Dataset, load_dataset, random_shift
+from experiments._models import ConvFactory, LeNet
+
+Params = dict[str, Any]  # nested dict of arrays: nnx.to_pure_dict of the model's nnx.Params
+OptState = Any  # optax's state for Params
+DATA = "data"  # the mesh axis the batch is split over
+
+CONVS = ("jconv", "flax")
+# Config fields that decide the parameters' trajectory: a resumed run must keep them.
+TRAJECTORY_FIELDS = (
+    "dataset", "seed", "batch_size", "learning_rate", "lr_decay_epochs", "shift", "train_limit",
+)  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; main() turns it into a usage error."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    dataset: str = "digits"  # one of _data.DATASETS
+    data_dir: str = "data/fashion_mnist"  # where fashion_mnist's IDX .gz files are (or go)
+    download: bool = True  # fetch missing fashion_mnist files
+    out: str = "runs/train_cnn"
+    epochs: int = 40  # train until this epoch (a resumed run counts the epochs done)
+    batch_size: int = 32  # global batch, split over the devices
+    learning_rate: float = 5e-3  # Adam's, at the start
+    lr_decay_epochs: int = 40  # cosine decay to 1% over this many epochs, then constant
+    shift: int = 1  # augmentation: move each training image by up to this many pixels
+    seed: int = 0  # parameter init, each epoch's order and shifts
+    conv: str = "jconv"  # 'jconv' (jconv.nnx.Conv) or 'flax' (flax.nnx.Conv)
+    method: str = "auto"  # jconv's lowering, one of jconv.METHODS
+    num_devices: int | None = None  # the first n devices; None: every device
+    pmap: bool = False  # jax.pmap instead of jax.shard_map
+    resume: bool = False  # continue from the latest checkpoint in `out`
+    progress: bool = True  # tqdm bars
+    train_limit: int | None = None  # train on the first n training images only
+    test_limit: int | None = None  # score on the first n test images only
+    max_to_keep: int = 2  # checkpoints kept
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_config(config: Config) -> list[jax.Device]:
+    """Refuse a bad config before anything is loaded or written; the devices to use."""
+    if config.dataset not in DATASETS:
+        raise ConfigError(f"dataset must be one of {DATASETS}, got {config.dataset!r}")
+    if config.conv not in CONVS:
+        raise ConfigError(f"conv must be one of {CONVS}, got {config.conv!r}")
+    if config.method not in jconv.METHODS:
+        raise ConfigError(f"method must be one of {jconv.METHODS}, got {config.method!r}")
+    if config.conv == "flax" and config.method != "auto":
+        raise ConfigError("method picks jconv's lowering; it does not apply to conv='flax'")
+    if config.shift < 0:
+        raise ConfigError(f"shift must be at least 0, got {config.shift}")
+    for name in ("epochs", "batch_size", "lr_decay_epochs", "max_to_keep"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
+    for name in ("train_limit", "test_limit", "num_devices"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1 (or None), got {value}")
+    if not (config.learning_rate > 0 and math.isfinite(config.learning_rate)):
+        raise ConfigError(f"learning_rate must be a positive number, got {config.learning_rate}")
+    devices = jax.devices()
+    if config.num_devices is not None:
+        if config.num_devices > len(devices):
+            raise ConfigError(
+                f"num_devices={config.num_devices}, but only {len(devices)} devices are "
+                "visible (on the CPU, set JAX_NUM_CPU_DEVICES to simulate more)"
+            )
+        if jax.process_count() > 1 and config.num_devices != len(devices):
+            raise ConfigError("with several processes, every device is used: drop num_devices")
+        devices = devices[: config.num_devices]
+    if config.batch_size % len(devices):
+        raise ConfigError(
+            f"batch size {config.batch_size} cannot be split evenly over {len(devices)} "
+            f"devices: pick a multiple of {len(devices)}"
+        )
+    if config.conv == "jconv":
+        conv_factory(config)  # raises if jconv.nnx has not landed
+    return devices
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    """Refuse to start afresh over an earlier run's outputs."""
+    if resume:
+        return
+    found = [p.name for p in (out / "checkpoints", out / "metrics.jsonl") if _nonempty(p)]
+    if found:
+        raise ConfigError(
+            f"{out} already holds a run ({', '.join(found)}): pass --resume to continue it, "
+            "or choose another --out; nothing was changed"
+        )
+
+
+def _nonempty(path: Path) -> bool:
+    if path.is_dir():
+        return any(path.iterdir())
+    return path.is_file() and path.stat().st_size > 0
+
+
+def check_resumable(out: Path, config: Config) -> None:
+    """A resumed run must keep the fields that decide its parameters."""
+    path = out / "config.json"
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text())
+    changed = [
+        f"{k}: {before[k]!r} -> {getattr(config, k)!r}"
+        for k in TRAJECTORY_FIELDS
+        if k in before and before[k] != getattr(config, k)
+    ]
+    if changed:
+        raise ConfigError(
+            f"cannot resume the run in {out} with a different {', '.join(changed)}; "
+            "choose another --out for a new run"
+        )
+
+
+# --------------------------------------------------------------------------- model and steps
+
+
+def conv_factory(config: Config) -> ConvFactory:
+    if config.conv == "flax":
+        return nnx.Conv
+    try:
+        jconv_nnx = importlib.import_module("jconv.nnx")
+    except ModuleNotFoundError as e:
+        raise ConfigError("jconv.nnx is not available in this jconv; use conv='flax'") from e
+    return functools.partial(jconv_nnx.Conv, method=config.method)
+
+
+def init_model(config: Config, data: Dataset) -> tuple[nnx.GraphDef, Params]:
+    """LeNet's graph definition and initial parameters (drawn from config.seed)."""
+
+    def create() -> LeNet:
+        return LeNet(
+            conv_factory(config),
+            image_shape=data.image_shape,
+            num_classes=data.num_classes,
+            rngs=nnx.Rngs(config.seed),
+        )
+
+    graphdef, _ = nnx.split(nnx.eval_shape(create))
+    # One compiled initializer rather than one compilation per eager random op; on
+    # the CPU unoptimized, which compiles in 1 s rather than 10 s and runs once.
+    cpu = jax.default_backend() == "cpu"
+    options = {"xla_backend_optimization_level": 0} if cpu else None
+    params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(create())), compiler_options=options)()
+    return graphdef, params
+
+
+def optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Adam with a cosine decay whose length is fixed (not config.epochs), so that a
+    run stopped and resumed follows the same learning rates as one that was not.
+    """
+    schedule = optax.cosine_decay_schedule(
+        config.learning_rate, config.lr_decay_epochs * steps_per_epoch, alpha=0.01
+    )
+    return optax.adam(schedule)
+
+
+def loss_and_logits(
+    graphdef: nnx.GraphDef, params: Params, x: jax.Array, y: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    logits = nnx.merge(graphdef, params)(x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+
+def make_steps(
+    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, devices: list[jax.Device], pmap: bool
+) -> tuple[Callable, Callable]:
+    """(train_step, eval_step), data parallel over `devices` along the axis DATA.
+
+    train_step(params, opt_state, x, y) -> (params, opt_state, loss, accuracy)
+    eval_step(params, x, y, mask) -> number of correct predictions where mask is 1
+    Parameters are replicated; each device takes its slice of the batch, and the
+    gradients are averaged over devices (lax.pmean), so every device applies the
+    same update: the mean gradient of the whole batch, whatever the device count.
+    """
+
+    def train_step(params, opt_state, x, y):
+        # x: f32[B/D, H, W, C], y: i32[B/D] (this device's slice of the batch)
+        grad_fn = jax.value_and_grad(functools.partial(loss_and_logits, graphdef), has_aux=True)
+        (loss, logits), grads = grad_fn(params, x, y)
+        grads = lax.pmean(grads, DATA)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
+        return params, opt_state, lax.pmean(loss, DATA), lax.pmean(accuracy, DATA)
+
+    def eval_step(params, x, y, mask):
+        # x: f32[E/D, H, W, C], y, mask: [E/D]
+        logits = nnx.merge(graphdef, params)(x)
+        return lax.psum(jnp.sum((jnp.argmax(logits, -1) == y) * mask), DATA)
+
+    if pmap:
+        return (
+            jax.pmap(train_step, DATA, in_axes=(None, None, 0, 0), out_axes=None, devices=devices),
+            jax.pmap(eval_step, DATA, in_axes=(None, 0, 0, 0), out_axes=None, devices=devices),
+        )
+    mesh = data_mesh(devices)
+    shard = functools.partial(jax.shard_map, mesh=mesh, out_specs=P())
+    return (
+        jax.jit(shard(train_step, in_specs=(P(), P(), P(DATA), P(DATA)))),
+        jax.jit(shard(eval_step, in_specs=(P(), P(DATA), P(DATA), P(DATA)))),
+    )
+
+
+def data_mesh(devices: list[jax.Device]) -> jax.sharding.Mesh:
+    return jax.make_mesh(
+        (len(devices),), (DATA,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+    )
+
+
+class Feeder:
+    """Puts a global batch (every process holds all of it) on the devices, split along DATA."""
+
+    def __init__(self, devices: list[jax.Device], pmap: bool):
+        self.n, self.pmap = len(devices), pmap
+        self.sharding = None if pmap else NamedSharding(data_mesh(devices), P(DATA))
+        self.replicated = None if pmap else NamedSharding(data_mesh(devices), P())
+
+    def batch(self, *arrays: np.ndarray) -> list[jax.Array | np.ndarray]:
+        if self.pmap:  # [D_local, B/D, ...]: this process's devices' rows
+            local = jax.local_device_count()
+            start = jax.process_index() * local
+            return [a.reshape(self.n, -1, *a.shape[1:])[start : start + local] for a in arrays]
+        return [
+            jax.make_array_from_callback(a.shape, self.sharding, lambda i, a=a: a[i])
+            for a in arrays
+        ]
+
+    def replicate(self, tree: Any) -> Any:
+        return tree if self.pmap else jax.device_put(tree, self.replicated)
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The source of an epoch's order and shifts: a function of (seed, epoch) only,
+    so that a resumed run sees the same batches as an uninterrupted one."""
+    return np.random.default_rng([seed, epoch])
+
+
+def evaluate(eval_step: Callable, feeder: Feeder, params: Params, x: np.ndarray, y: np.ndarray):
+    """Fraction of (x, y) classified correctly, in padded batches of at most ~1024."""
+    n = len(x)
+    size = feeder.n * math.ceil(min(n, 1024) / feeder.n)
+    correct = 0
+    for start in range(0, n, size):
+        xb, yb = x[start : start + size], y[start : start + size]
+        pad = size - len(xb)
+        mask = np.concatenate([np.ones(len(xb), np.float32), np.zeros(pad, np.float32)])
+        xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
+        yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
+        correct += eval_step(params, *feeder.batch(xb, yb, mask))
+    return float(correct) / n
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def append_metrics(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's records, the last one for each epoch (a resumed epoch is rewritten)."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                by_epoch[record["epoch"]] = record
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Training loss and test accuracy against epoch, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    epochs = [r["epoch"] for r in records]
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    loss_ax.plot(epochs, [r["train_loss"] for r in records], marker="o")
+    loss_ax.set(xlabel="epoch", ylabel="training loss", yscale="log", title="loss")
+    acc_ax.plot(epochs, [100 * r["test_accuracy"] for r in records], marker="o", color="C1")
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+
+
+def checkpoint_manager(out: Path, max_to_keep: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager((out / "checkpoints").resolve(), options=options)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(config: Config) -> dict[str, Any]:
+    """Train and evaluate as `config` says; a summary of the run.
+
+    The summary holds the final test accuracy, the timings, the devices and the
+    final parameters ('params', a dict of NumPy arrays, for tests and notebooks).
+    Raises ConfigError or DataError, before anything is written, for a config
+    that cannot run.
+    """
+    t_start = time.perf_counter()
+    devices = check_config(config)
+    out = Path(config.out)
+    check_out_dir(out, config.resume)
+    if config.resume:
+        check_resumable(out, config)
+    data = load_dataset(config.dataset, config.data_dir, download=config.download)
+    data = _limit(data, config)
+    if len(data.x_train) < config.batch_size:
+        raise ConfigError(
+            f"batch size {config.batch_size} is larger than the {len(data.x_train)} training images"
+        )
+    is_main = jax.process_index() == 0
+
+    graphdef, params = init_model(config, data)
+    feeder = Feeder(devices, config.pmap)
+    n_train = len(data.x_train)
+    steps = n_train // config.batch_size  # the remainder of each epoch's order is left out
+    tx = optimizer(config, steps)
+    params = feeder.replicate(params)
+    opt_state = feeder.replicate(tx.init(params))
+    train_step, eval_step = make_steps(graphdef, tx, devices, config.pmap)
+
+    out.mkdir(parents=True, exist_ok=True)
+    manager = checkpoint_manager(out, config.max_to_keep)
+    start_epoch = 0
+    if config.resume and manager.latest_step() is not None:
+        start_epoch = manager.latest_step()
+        target = {"params": params, "opt_state": opt_state}
+        restored = manager.restore(start_epoch, args=ocp.args.StandardRestore(target))
+        params, opt_state = restored["params"], restored["opt_state"]
+        print(f"resuming from the checkpoint after epoch {start_epoch} in {out}")
+    elif is_main:
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+    # Compile before timing: a pure step, so calling it once and dropping its result
+    # changes nothing.
+    t0 = time.perf_counter()
+    first = feeder.batch(data.x_train[: config.batch_size], data.y_train[: config.batch_size])
+    jax.block_until_ready(train_step(params, opt_state, *first))
+    compile_s = time.perf_counter() - t0
+
+    metrics_path = out / "metrics.jsonl"
+    rates, train_s = [], 0.0
+    record: dict[str, Any] | None = None
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        params, opt_state, record = _train_epoch(
+            config, epoch, data, steps, train_step, eval_step, feeder, params, opt_state
+        )
+        manager.save(epoch, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
+        if is_main:
+            append_metrics(metrics_path, record)
+        rates.append(record["steps_per_s"])
+        train_s += record["train_time_s"]
+    manager.wait_until_finished()
+    manager.close()
+
+    if record is None:  # nothing left to train: score what the checkpoint holds
+        test_accuracy = evaluate(eval_step, feeder, params, data.x_test, data.y_test)
+        train_loss = None
+    else:
+        test_accuracy, train_loss = record["test_accuracy"], record["train_loss"]
+    if is_main:
+        records = read_metrics(metrics_path)
+        if records:
+            title = f"LeNet on {config.dataset}, conv={config.conv}"
+            plot_curves(records, out / "curves.png", title)
+
+    mode = "pmap" if config.pmap else "shard_map"
+    summary = {
+        "dataset": config.dataset,
+        "epochs": config.epochs,
+        "epochs_run": len(rates),
+        "test_accuracy": test_accuracy,
+        "train_loss": train_loss,
+        "steps_per_s": float(np.mean(rates)) if rates else None,
+        "train_time_s": train_s,
+        "compile_s": compile_s,
+        "total_time_s": time.perf_counter() - t_start,
+        "devices": len(devices),
+        "platform": devices[0].platform,
+        "mode": mode,
+        "conv": config.conv,
+        "method": config.method if config.conv == "jconv" else None,
+        "out": str(out),
+        "params": jax.tree.map(np.asarray, params),
+    }
+    rate = "" if not rates else f", {summary['steps_per_s']:.0f} steps/s"
+    print(
+        f"train_cnn: {config.dataset} test accuracy {test_accuracy:.2%} after epoch "
+        f"{config.epochs} ({len(rates)} run now, {train_s:.1f} s training{rate}, "
+        f"{summary['total_time_s']:.1f} s in all); conv={config.conv}"
+        f"{f' method={config.method}' if config.conv == 'jconv' else ''}, {len(devices)} "
+        f"{summary['platform']} device{'s' if len(devices) > 1 else ''} ({mode}); outputs in {out}"
+    )
+    return summary
+
+
+def _limit(data: Dataset, config: Config) -> Dataset:
+    return data._replace(
+        x_train=data.x_train[: config.train_limit],
+        y_train=data.y_train[: config.train_limit],
+        x_test=data.x_test[: config.test_limit],
+        y_test=data.y_test[: config.test_limit],
+    )
+
+
+def _train_epoch(config, epoch, data, steps, train_step, eval_step, feeder, params, opt_state):
+    from tqdm.auto import tqdm
+
+    rng = epoch_rng(config.seed, epoch)
+    order = rng.permutation(len(data.x_train))
+    bar = tqdm(
+        total=steps,
+        desc=f"epoch {epoch}/{config.epochs}",
+        unit="step",
+        disable=not config.progress,
+        leave=True,
+    )
+    losses, accuracies = [], []
+    refresh = max(1, steps // 10)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        idx = order[i * config.batch_size : (i + 1) * config.batch_size]
+        x = random_shift(data.x_train[idx], rng, config.shift)
+        batch = feeder.batch(x, data.y_train[idx])
+        params, opt_state, loss, accuracy = train_step(params, opt_state, *batch)
+        losses.append(loss)
+        accuracies.append(accuracy)
+        bar.update()
+        if (i + 1) % refresh == 0:
+            bar.set_postfix(loss=f"{float(loss):.4f}", acc=f"{float(accuracy):.3f}")
+    jax.block_until_ready(params)
+    train_time = time.perf_counter() - t0
+    train_loss = float(np.mean(jax.device_get(losses)))
+    train_accuracy = float(np.mean(jax.device_get(accuracies)))
+    test_accuracy = evaluate(eval_step, feeder, params, data.x_test, data.y_test)
+    bar.set_postfix(
+        loss=f"{train_loss:.4f}", acc=f"{train_accuracy:.3f}", test_acc=f"{test_accuracy:.3f}"
+    )
+    bar.close()
+    record = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_accuracy": train_accuracy,
+        "test_accuracy": test_accuracy,
+        "steps_per_s": steps / train_time,
+        "train_time_s": train_time,
+    }
+    return params, opt_state, record
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def configure_devices(environ: dict[str, str] = os.environ) -> None:
+    """Simulate JAX_NUM_CPU_DEVICES CPU devices; call before JAX starts its backend.
+
+    Only where the platform is the CPU: on a GPU or TPU the real devices are used.
+    """
+    value = environ.get("JAX_NUM_CPU_DEVICES")
+    platforms = environ.get("JAX_PLATFORMS", "")
+    if value and (platforms == "" or platforms.split(",")[0] == "cpu"):
+        try:
+            jax.config.update("jax_num_cpu_devices", int(value))
+        except ValueError as e:
+            raise ConfigError(f"JAX_NUM_CPU_DEVICES must be an integer, got {value!r}") from e
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    d = Config()
+    p = argparse.ArgumentParser(
+        description="Train a LeNet built on jconv.nnx.Conv (or flax.nnx.Conv) with optax.",
+    )
+    p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
+    p.add_argument("--data-dir", default=d.data_dir, help="fashion_mnist's IDX .gz files")
+    p.add_argument("--no-download", dest="download", action="store_false",
+                   help="never fetch missing fashion_mnist files")  # fmt: skip
+    p.add_argument("--out", default=d.out, help="metrics, plot and checkpoints go here")
+    p.add_argument("--resume", action="store_true", help="continue from --out's latest checkpoint")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs)
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                   help="global batch size, a multiple of the device count")  # fmt: skip
+    p.add_argument("--learning-rate", "--lr", type=positive_float, default=d.learning_rate)
+    p.add_argument("--lr-decay-epochs", type=positive_int, default=d.lr_decay_epochs,
+                   help="cosine decay of the learning rate over this many epochs")  # fmt: skip
+    p.add_argument("--shift", type=non_negative_int, default=d.shift,
+                   help="move training images by up to this many pixels (0: off)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--conv", choices=CONVS, default=d.conv)
+    p.add_argument("--method", choices=jconv.METHODS, default=None,
+                   help="jconv's lowering (default 'auto')")  # fmt: skip
+    p.add_argument("--num-devices", type=positive_int, default=None,
+                   help="use the first N devices (default: all)")  # fmt: skip
+    p.add_argument("--pmap", action="store_true", help="jax.pmap instead of jax.shard_map")
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (many hosts)")  # fmt: skip
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--train-limit", type=positive_int, default=None,
+                   help="train on the first N training images only")  # fmt: skip
+    p.add_argument("--test-limit", type=positive_int, default=None)
+    args = p.parse_args(argv)
+    if args.conv == "flax" and args.method is not None:
+        p.error("--method picks jconv's lowering; it does not apply to --conv flax")
+    return p, args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser, args = parse_args(argv)
+    if args.distributed:
+        jax.distributed.initialize()
+    try:
+        configure_devices()
+        fields = ({f.name for f in dataclasses.fields(Config)} & vars(args).keys()) - {"method"}
+        config = Config(**{k: getattr(args, k) for k in fields}, method=args.method or "auto")
+        return run(config)
+    except (ConfigError, DataError) as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+
+
+if __name__ == "__main__":
+    main()
