@@ -43,18 +43,18 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax import lax
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jconv
 from experiments._data import DATASETS, DataError, Dataset, load_dataset, random_shift
-from experiments._models import ConvFactory, LeNet
+from experiments._models import DATA, MODEL, ConvFactory, LeNet, ShardedConv
 
 Params = dict[str, Any]  # nested dict of arrays: nnx.to_pure_dict of the model's nnx.Params
 OptState = Any  # optax's state for Params
-DATA = "data"  # the mesh axis the batch is split over
 
 CONVS = ("jconv", "flax")
+MODEL_STRATEGIES = tuple(s for s in jconv.STRATEGIES if s != "batch")  # --model-parallel's
 # Config fields that decide the parameters' trajectory: a resumed run must keep them.
 TRAJECTORY_FIELDS = (
     "dataset", "seed", "batch_size", "learning_rate", "lr_decay_epochs", "shift", "train_limit",
@@ -81,6 +81,8 @@ class Config:
     method: str = "auto"  # jconv's lowering, one of jconv.METHODS
     num_devices: int | None = None  # the first n devices; None: every device
     pmap: bool = False  # jax.pmap instead of jax.shard_map
+    model_parallel: str | None = None  # split the convs over a 'model' axis: MODEL_STRATEGIES
+    model_devices: int = 2  # the 'model' axis' size, with model_parallel
     resume: bool = False  # continue from the latest checkpoint in `out`
     progress: bool = True  # tqdm bars
     train_limit: int | None = None  # train on the first n training images only
@@ -91,8 +93,30 @@ class Config:
 # --------------------------------------------------------------------------- checks
 
 
-def check_config(config: Config) -> list[jax.Device]:
-    """Refuse a bad config before anything is loaded or written; the devices to use."""
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where a run computes: its devices, and how the batch (and model) is split."""
+
+    devices: tuple[jax.Device, ...]
+    pmap: bool
+    mesh: Mesh | None  # ('data',), or ('data', 'model') with model_parallel; None with pmap
+
+    @property
+    def data_size(self) -> int:
+        """Into how many slices each batch is split."""
+        return len(self.devices) if self.mesh is None else self.mesh.shape[DATA]
+
+    def describe(self) -> str:
+        if self.pmap:
+            return "pmap"
+        if MODEL in self.mesh.shape:
+            k = self.mesh.shape[MODEL]
+            return f"jit + sharded_conv2d, mesh data={self.data_size} x model={k}"
+        return "shard_map"
+
+
+def check_config(config: Config) -> Layout:
+    """Refuse a bad config before anything is loaded or written; where the run computes."""
     if config.dataset not in DATASETS:
         raise ConfigError(f"dataset must be one of {DATASETS}, got {config.dataset!r}")
     if config.conv not in CONVS:
@@ -112,7 +136,7 @@ def check_config(config: Config) -> list[jax.Device]:
             raise ConfigError(f"{name} must be at least 1 (or None), got {value}")
     if not (config.learning_rate > 0 and math.isfinite(config.learning_rate)):
         raise ConfigError(f"learning_rate must be a positive number, got {config.learning_rate}")
-    devices = jax.devices()
+    devices = tuple(jax.devices())
     if config.num_devices is not None:
         if config.num_devices > len(devices):
             raise ConfigError(
@@ -122,14 +146,34 @@ def check_config(config: Config) -> list[jax.Device]:
         if jax.process_count() > 1 and config.num_devices != len(devices):
             raise ConfigError("with several processes, every device is used: drop num_devices")
         devices = devices[: config.num_devices]
-    if config.batch_size % len(devices):
-        raise ConfigError(
-            f"batch size {config.batch_size} cannot be split evenly over {len(devices)} "
-            f"devices: pick a multiple of {len(devices)}"
+    auto = (jax.sharding.AxisType.Auto,)
+    if config.model_parallel is not None:
+        if config.model_parallel not in MODEL_STRATEGIES:
+            raise ConfigError(
+                f"model_parallel must be one of {MODEL_STRATEGIES}, got {config.model_parallel!r}"
+            )
+        if config.pmap or config.conv != "jconv":
+            raise ConfigError(
+                "model_parallel runs jconv.sharded_conv2d: not with pmap or conv='flax'"
+            )
+        k = config.model_devices
+        if k < 1 or len(devices) % k:
+            raise ConfigError(
+                f"model_devices={k} must divide the number of devices, {len(devices)}"
+            )
+        mesh = jax.make_mesh((len(devices) // k, k), (DATA, MODEL), auto * 2, devices=devices)
+    else:
+        mesh = (
+            None if config.pmap else jax.make_mesh((len(devices),), (DATA,), auto, devices=devices)
         )
-    if config.conv == "jconv":
-        conv_factory(config)  # raises if jconv.nnx has not landed
-    return devices
+    layout = Layout(devices, config.pmap, mesh)
+    if config.batch_size % layout.data_size:
+        raise ConfigError(
+            f"batch size {config.batch_size} cannot be split evenly over {layout.data_size} "
+            f"devices: pick a multiple of {layout.data_size}"
+        )
+    conv_factory(config, layout)  # raises if jconv.nnx is missing
+    return layout
 
 
 def check_out_dir(out: Path, resume: bool) -> None:
@@ -171,9 +215,14 @@ def check_resumable(out: Path, config: Config) -> None:
 # --------------------------------------------------------------------------- model and steps
 
 
-def conv_factory(config: Config) -> ConvFactory:
+def conv_factory(config: Config, layout: Layout) -> ConvFactory:
+    """The conv layer class LeNet is built from, as config says."""
     if config.conv == "flax":
         return nnx.Conv
+    if config.model_parallel is not None:
+        return functools.partial(
+            ShardedConv, mesh=layout.mesh, strategy=config.model_parallel, method=config.method
+        )
     try:
         jconv_nnx = importlib.import_module("jconv.nnx")
     except ModuleNotFoundError as e:
@@ -181,34 +230,33 @@ def conv_factory(config: Config) -> ConvFactory:
     return functools.partial(jconv_nnx.Conv, method=config.method)
 
 
-def init_model(config: Config, data: Dataset) -> tuple[nnx.GraphDef, Params]:
-    """LeNet's graph definition and initial parameters (drawn from config.seed)."""
+def init_model(config: Config, layout: Layout, data: Dataset) -> tuple[nnx.GraphDef, Params, LeNet]:
+    """LeNet's graph definition, initial parameters (drawn from config.seed) and
+    abstract model (its arrays only shapes)."""
 
     def create() -> LeNet:
         return LeNet(
-            conv_factory(config),
+            conv_factory(config, layout),
             image_shape=data.image_shape,
             num_classes=data.num_classes,
             rngs=nnx.Rngs(config.seed),
         )
 
-    graphdef, _ = nnx.split(nnx.eval_shape(create))
+    abstract = nnx.eval_shape(create)
+    graphdef, _ = nnx.split(abstract)
     # One compiled initializer rather than one compilation per eager random op; on
     # the CPU unoptimized, which compiles in 1 s rather than 10 s and runs once.
     cpu = jax.default_backend() == "cpu"
     options = {"xla_backend_optimization_level": 0} if cpu else None
     params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(create())), compiler_options=options)()
-    return graphdef, params
+    return graphdef, params, abstract
 
 
-def optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
+def optimizer(learning_rate: float, decay_steps: int) -> optax.GradientTransformation:
     """Adam with a cosine decay whose length is fixed (not config.epochs), so that a
     run stopped and resumed follows the same learning rates as one that was not.
     """
-    schedule = optax.cosine_decay_schedule(
-        config.learning_rate, config.lr_decay_epochs * steps_per_epoch, alpha=0.01
-    )
-    return optax.adam(schedule)
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=0.01))
 
 
 def loss_and_logits(
@@ -218,72 +266,83 @@ def loss_and_logits(
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
 
+@functools.lru_cache(maxsize=8)
 def make_steps(
-    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, devices: list[jax.Device], pmap: bool
+    graphdef: nnx.GraphDef, layout: Layout, learning_rate: float, decay_steps: int
 ) -> tuple[Callable, Callable]:
-    """(train_step, eval_step), data parallel over `devices` along the axis DATA.
+    """(train_step, eval_step), data parallel over layout's devices along DATA.
 
     train_step(params, opt_state, x, y) -> (params, opt_state, loss, accuracy)
     eval_step(params, x, y, mask) -> number of correct predictions where mask is 1
+
     Parameters are replicated; each device takes its slice of the batch, and the
     gradients are averaged over devices (lax.pmean), so every device applies the
     same update: the mean gradient of the whole batch, whatever the device count.
+    With a 'model' axis the steps are written for whole arrays instead: the convs
+    split their own work (jconv.sharded_conv2d) and XLA the rest, averaging the
+    gradients over the batch's devices itself.
+
+    Cached: runs in one process with the same model, layout and optimizer (a
+    resumed run, tests) share the jitted steps, and so their compilations.
     """
+    tx = optimizer(learning_rate, decay_steps)
+    grad_fn = jax.value_and_grad(functools.partial(loss_and_logits, graphdef), has_aux=True)
 
-    def train_step(params, opt_state, x, y):
-        # x: f32[B/D, H, W, C], y: i32[B/D] (this device's slice of the batch)
-        grad_fn = jax.value_and_grad(functools.partial(loss_and_logits, graphdef), has_aux=True)
+    def train_step(params, opt_state, x, y, axis=DATA):
+        # x: f32[B/D, H, W, C], y: i32[B/D] (this device's slice; whole arrays if axis is None)
         (loss, logits), grads = grad_fn(params, x, y)
-        grads = lax.pmean(grads, DATA)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
         accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
-        return params, opt_state, lax.pmean(loss, DATA), lax.pmean(accuracy, DATA)
+        if axis is not None:
+            grads, loss, accuracy = lax.pmean((grads, loss, accuracy), axis)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, accuracy
 
-    def eval_step(params, x, y, mask):
+    def eval_step(params, x, y, mask, axis=DATA):
         # x: f32[E/D, H, W, C], y, mask: [E/D]
         logits = nnx.merge(graphdef, params)(x)
-        return lax.psum(jnp.sum((jnp.argmax(logits, -1) == y) * mask), DATA)
+        correct = jnp.sum((jnp.argmax(logits, -1) == y) * mask)
+        return correct if axis is None else lax.psum(correct, axis)
 
-    if pmap:
+    if layout.pmap:
+        devices = list(layout.devices)
         return (
             jax.pmap(train_step, DATA, in_axes=(None, None, 0, 0), out_axes=None, devices=devices),
             jax.pmap(eval_step, DATA, in_axes=(None, 0, 0, 0), out_axes=None, devices=devices),
         )
-    mesh = data_mesh(devices)
-    shard = functools.partial(jax.shard_map, mesh=mesh, out_specs=P())
+    if MODEL in layout.mesh.shape:
+        replicated = NamedSharding(layout.mesh, P())
+        return (
+            jax.jit(functools.partial(train_step, axis=None), out_shardings=replicated),
+            jax.jit(functools.partial(eval_step, axis=None), out_shardings=replicated),
+        )
+    shard = functools.partial(jax.shard_map, mesh=layout.mesh, out_specs=P())
     return (
         jax.jit(shard(train_step, in_specs=(P(), P(), P(DATA), P(DATA)))),
         jax.jit(shard(eval_step, in_specs=(P(), P(DATA), P(DATA), P(DATA)))),
     )
 
 
-def data_mesh(devices: list[jax.Device]) -> jax.sharding.Mesh:
-    return jax.make_mesh(
-        (len(devices),), (DATA,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
-    )
-
-
 class Feeder:
     """Puts a global batch (every process holds all of it) on the devices, split along DATA."""
 
-    def __init__(self, devices: list[jax.Device], pmap: bool):
-        self.n, self.pmap = len(devices), pmap
-        self.sharding = None if pmap else NamedSharding(data_mesh(devices), P(DATA))
-        self.replicated = None if pmap else NamedSharding(data_mesh(devices), P())
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        if not layout.pmap:
+            self.sharding = NamedSharding(layout.mesh, P(DATA))
+            self.replicated = NamedSharding(layout.mesh, P())
 
     def batch(self, *arrays: np.ndarray) -> list[jax.Array | np.ndarray]:
-        if self.pmap:  # [D_local, B/D, ...]: this process's devices' rows
-            local = jax.local_device_count()
+        if self.layout.pmap:  # [D_local, B/D, ...]: this process's devices' rows
+            n, local = len(self.layout.devices), jax.local_device_count()
             start = jax.process_index() * local
-            return [a.reshape(self.n, -1, *a.shape[1:])[start : start + local] for a in arrays]
+            return [a.reshape(n, -1, *a.shape[1:])[start : start + local] for a in arrays]
         return [
             jax.make_array_from_callback(a.shape, self.sharding, lambda i, a=a: a[i])
             for a in arrays
         ]
 
     def replicate(self, tree: Any) -> Any:
-        return tree if self.pmap else jax.device_put(tree, self.replicated)
+        return tree if self.layout.pmap else jax.device_put(tree, self.replicated)
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -295,7 +354,8 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 def evaluate(eval_step: Callable, feeder: Feeder, params: Params, x: np.ndarray, y: np.ndarray):
     """Fraction of (x, y) classified correctly, in padded batches of at most ~1024."""
     n = len(x)
-    size = feeder.n * math.ceil(min(n, 1024) / feeder.n)
+    d = feeder.layout.data_size
+    size = d * math.ceil(min(n, 1024) / d)
     correct = 0
     for start in range(0, n, size):
         xb, yb = x[start : start + size], y[start : start + size]
@@ -362,7 +422,7 @@ def run(config: Config) -> dict[str, Any]:
     that cannot run.
     """
     t_start = time.perf_counter()
-    devices = check_config(config)
+    layout = check_config(config)
     out = Path(config.out)
     check_out_dir(out, config.resume)
     if config.resume:
@@ -375,14 +435,19 @@ def run(config: Config) -> dict[str, Any]:
         )
     is_main = jax.process_index() == 0
 
-    graphdef, params = init_model(config, data)
-    feeder = Feeder(devices, config.pmap)
+    graphdef, params, abstract_model = init_model(config, layout, data)
+    if config.model_parallel is not None:
+        convs = (abstract_model.conv1, abstract_model.conv2)
+        plans = [c.strategies(h) for c, h in zip(convs, abstract_model.conv_heights, strict=True)]
+        print(f"model parallel ({layout.describe()}): conv1 {plans[0]}, conv2 {plans[1]}")
+    feeder = Feeder(layout)
     n_train = len(data.x_train)
     steps = n_train // config.batch_size  # the remainder of each epoch's order is left out
-    tx = optimizer(config, steps)
+    decay_steps = config.lr_decay_epochs * steps
+    tx = optimizer(config.learning_rate, decay_steps)
     params = feeder.replicate(params)
     opt_state = feeder.replicate(tx.init(params))
-    train_step, eval_step = make_steps(graphdef, tx, devices, config.pmap)
+    train_step, eval_step = make_steps(graphdef, layout, config.learning_rate, decay_steps)
 
     out.mkdir(parents=True, exist_ok=True)
     manager = checkpoint_manager(out, config.max_to_keep)
@@ -429,7 +494,7 @@ def run(config: Config) -> dict[str, Any]:
             title = f"LeNet on {config.dataset}, conv={config.conv}"
             plot_curves(records, out / "curves.png", title)
 
-    mode = "pmap" if config.pmap else "shard_map"
+    devices, mode = layout.devices, layout.describe()
     summary = {
         "dataset": config.dataset,
         "epochs": config.epochs,
@@ -443,6 +508,7 @@ def run(config: Config) -> dict[str, Any]:
         "devices": len(devices),
         "platform": devices[0].platform,
         "mode": mode,
+        "model_parallel": config.model_parallel,
         "conv": config.conv,
         "method": config.method if config.conv == "jconv" else None,
         "out": str(out),
@@ -586,6 +652,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     p.add_argument("--num-devices", type=positive_int, default=None,
                    help="use the first N devices (default: all)")  # fmt: skip
     p.add_argument("--pmap", action="store_true", help="jax.pmap instead of jax.shard_map")
+    p.add_argument("--model-parallel", choices=MODEL_STRATEGIES, default=None,
+                   help="also split each conv over a 'model' mesh axis with "
+                        "jconv.sharded_conv2d")  # fmt: skip
+    p.add_argument("--model-devices", type=positive_int, default=d.model_devices,
+                   help="size of the 'model' axis with --model-parallel")  # fmt: skip
     p.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first (many hosts)")  # fmt: skip
     p.add_argument("--no-progress", dest="progress", action="store_false")
