@@ -221,6 +221,29 @@ def global_spec_of_blocks(
     )
 
 
+def _varying_axes(x: Array) -> frozenset:
+    aval = jax.typeof(x)
+    vma = getattr(aval, "vma", None)  # jax < 0.10 spelled it aval.vma
+    if vma is None:
+        vma = getattr(getattr(aval, "mat", None), "varying", frozenset())
+    return frozenset(vma)
+
+
+def vary(x: Array | None, axes: tuple[AxisName, ...]) -> Array | None:
+    """x, marked as varying over `axes` where shard_map's type check has it invariant.
+
+    A replicated input (x under 'out_channels', the kernel under 'batch' or
+    'spatial') is cast here, at the block's entry, so that under jax.grad
+    shard_map sums its cotangent here, at x's own size, and not wherever it first
+    meets a varying operand: inside im2col that is the patches, kh * kw times
+    larger. No communication; a no-op under check_vma=False.
+    """
+    if x is None:
+        return None
+    todo = tuple(a for a in axes if a is not None and a not in _varying_axes(x))
+    return jax.lax.pcast(x, todo, to="varying") if todo else x
+
+
 def conv_on_block(
     x: Array,
     kernel: Array,
@@ -239,6 +262,10 @@ def conv_on_block(
     spec, axes = plan.spec, plan.axes
     info = LAYOUT_INFO[spec.layout]
     ch, (hax, wax) = info.channel_axis, info.spatial_axes
+    used = axes.used()
+    x, kernel = vary(x, used), vary(kernel, used)
+    # the bias is added after the in_channels psum, to an output invariant over that axis
+    bias = vary(bias, tuple(a for a in used if a != axes.in_channels))
     groups = spec.groups
     if axes.out_channels is not None and spec.groups > 1:
         # This device's filters read only their own groups' input channels.

@@ -359,8 +359,8 @@ def test_conv_pair_gradients():
 )
 def test_forward_collectives_and_bytes(strategy, expected):
     x, kernel, bias = make((8, 8, 16, 8), 8, 3)
-    kw = dict(padding="SAME", method="xla")
-    f = functools.partial(jconv.sharded_conv2d, mesh=mesh1d(), strategy=strategy, **kw)
+    # method 'auto' (im2col here): the backward psum must still be on x, not on its patches
+    f = functools.partial(jconv.sharded_conv2d, mesh=mesh1d(), strategy=strategy, padding="SAME")
     forward = jax.jit(f).lower(x, kernel, bias).compile().as_text()
     assert jconv.count_collectives(forward) == expected
     model = jconv.sharded_conv2d_comm_bytes(
