@@ -248,7 +248,9 @@ def configure_devices(environ: dict[str, str] = os.environ) -> None:
     """Simulate JAX_NUM_CPU_DEVICES CPU devices (on the CPU only); call before JAX starts."""
     value = environ.get("JAX_NUM_CPU_DEVICES")
     platforms = environ.get("JAX_PLATFORMS", "")
-    if value and (platforms == "" or platforms.split(",")[0] == "cpu"):
+    on_cpu = platforms == "" or platforms.split(",")[0] == "cpu"
+    # (a value already in force, e.g. set by a test's conftest, is left alone)
+    if value and on_cpu and jax.config.jax_num_cpu_devices != int(value):
         jax.config.update("jax_num_cpu_devices", int(value))
 
 

@@ -1,0 +1,41 @@
+"""Smoke test of experiments/sharding.py on a tiny configuration: its CLI, table and JSON,
+and that every collective found in the compiled programs is what the cost model says."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import pytest
+
+from experiments import sharding
+
+pytestmark = pytest.mark.skipif(
+    jax.device_count() < 8, reason="needs the 8 simulated CPU devices of conftest.py"
+)
+
+
+def test_tiny_run_matches_cost_model(tmp_path, capsys):
+    argv = ["--n", "8", "--c", "8", "--o", "8", "--hw", "16", "--repeats", "1", "--calls", "1"]
+    result = sharding.main([*argv, "--out", str(tmp_path)])
+    table = capsys.readouterr().out
+    assert "simulated" in table and "pair" in table
+    rows = {r["case"]: r for r in result["rows"]}
+    assert set(rows) == {"unsharded", *sharding.CASES}
+    for case in sharding.CASES:
+        r = rows[case]
+        assert r["forward_bytes_found"] == r["forward_bytes_model"], case
+        assert r["backward_bytes_found"] == r["backward_bytes_model"], case
+        assert r["forward_ms"] > 0 and r["forward_backward_ms"] > 0
+    assert rows["batch"]["forward_collectives"] == {}
+    assert rows["out_channels"]["forward_collectives"] == {}
+    assert rows["in_channels"]["forward_collectives"] == {"all-reduce": 1}
+    assert rows["spatial"]["forward_collectives"] == {"collective-permute": 2}
+    assert rows["pair"]["forward_collectives"] == {"all-reduce": 1}
+    saved = json.loads((tmp_path / "sharding.json").read_text())
+    assert saved["meta"]["config"]["hw"] == 16 and len(saved["rows"]) == len(rows)
+
+
+def test_unknown_case_is_refused():
+    with pytest.raises(ValueError, match="unknown case"):
+        sharding.run(sharding.ShardingConfig(cases=("pipeline",)))
