@@ -35,7 +35,12 @@ def conv_vmap(x: Array, w: Array, spec: ConvSpec) -> Array:
     corr2d = functools.partial(corr2d_strided, stride=spec.stride, dilation=spec.dilation)
 
     def multi_in(x_i: Array, w_oi: Array) -> Array:  # (Cg, Hp, Wp), (Cg, kh, kw) -> (mh, mw)
-        return jnp.sum(jax.vmap(corr2d)(x_i, w_oi), axis=0)
+        # The sum over input channels as a running sum (a scan), so that the per-pair
+        # correlations, (N, O, C/groups, mh, mw) once vmapped, never sit in memory at once.
+        def add_channel(acc: Array, pair: tuple[Array, Array]) -> tuple[Array, None]:
+            return acc + corr2d(*pair), None
+
+        return jax.lax.scan(add_channel, jnp.zeros(spec.out_hw, x_i.dtype), (x_i, w_oi))[0]
 
     multi_in_out = jax.vmap(multi_in, in_axes=(None, 0))  # over output channels
     per_sample = jax.vmap(multi_in_out)  # over groups
