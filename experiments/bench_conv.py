@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import functools
 import datetime
+import functools
 import json
 import os
 import pathlib
