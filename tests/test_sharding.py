@@ -545,3 +545,69 @@ def test_data_parallel_step_pmap():
     for k in params:
         for d in range(8):
             close(p[k][d], want[k], tol=1e-5)
+
+
+# -- the halo geometry, exhaustively, without JAX ------------------------------------------
+
+
+def _simulate_halo(plan, image):
+    """Each device's window, assembled from plan's figures as extend_with_halo does (NumPy)."""
+    d_, b = plan.devices, plan.block
+    blocks = image.reshape(d_, b)
+    ring = plan.padding_mode == "circular"
+    windows = []
+    for d in range(d_):
+        own = blocks[d]
+        left = np.zeros(plan.left)
+        if plan.from_left and (ring or d > 0):
+            left[plan.left - plan.from_left :] = blocks[(d - 1) % d_][b - plan.from_left :]
+        right = np.zeros(plan.right)
+        if plan.from_right and (ring or d < d_ - 1):
+            right[: plan.from_right] = blocks[(d + 1) % d_][: plan.from_right]
+        if plan.padding_mode == "replicate":
+            left = np.full(plan.left, own[0]) if d == 0 else left
+            right = np.full(plan.right, own[-1]) if d == d_ - 1 else right
+        if plan.padding_mode == "reflect":
+            if d == 0:
+                left = own[np.minimum(np.arange(plan.left, 0, -1), b - 1)]
+            if d == d_ - 1:
+                right = own[np.maximum(b - 2 - np.arange(plan.right), 0)]
+        buffer = np.concatenate([left, own, right, np.zeros(plan.tail)])
+        off = plan.offsets[d]
+        assert off >= 0 and off + plan.length <= len(buffer)
+        windows.append(buffer[off : off + plan.length])
+    return windows
+
+
+def test_halo_geometry_exhaustive():
+    """Every accepted (size, devices, taps, dilation, stride, pads, mode): each device's window
+    holds exactly the padded rows its output rows read."""
+    from jconv._shard_halo import plan_halo
+
+    np_mode = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "replicate": "edge"}
+    accepted = refused = 0
+    for size, devices in [(8, 2), (8, 4), (12, 3), (12, 4), (16, 8), (20, 4), (9, 1)]:
+        image = np.arange(1.0, size + 1)
+        for taps, dil, stride, top, bottom, mode in np.ndindex(4, 3, 3, 4, 4, 4):
+            taps, dil, stride = taps + 1, dil + 1, stride + 1
+            mode = MODES[mode]
+            window = (taps - 1) * dil + 1
+            if size + top + bottom < window or (mode == "reflect" and max(top, bottom) >= size):
+                continue
+            try:
+                plan = plan_halo(
+                    size=size, devices=devices, pads=(top, bottom), taps=taps, dilation=dil,
+                    stride=stride, padding_mode=mode,
+                )  # fmt: skip
+            except ValueError as e:
+                assert "smaller than its halo" in str(e)
+                refused += 1
+                continue
+            accepted += 1
+            padded = np.pad(image, (top, bottom), mode=np_mode[mode])
+            for d, win in enumerate(_simulate_halo(plan, image)):
+                real = min(plan.out_block, plan.out_size - d * plan.out_block)
+                rows = (np.arange(max(real, 0)) * stride)[:, None] + dil * np.arange(taps)
+                start = d * plan.out_block * stride
+                assert np.array_equal(win[rows], padded[start + rows]), (plan, d)
+    assert accepted > 5000 and refused < accepted
