@@ -19,6 +19,7 @@ make up, by the same check_conv_args that conv2d uses.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -240,8 +241,12 @@ def vary(x: Array | None, axes: tuple[AxisName, ...]) -> Array | None:
     """
     if x is None:
         return None
-    todo = tuple(a for a in axes if a is not None and a not in _varying_axes(x))
-    return jax.lax.pcast(x, todo, to="varying") if todo else x
+    for a in axes:
+        if a is None or a in _varying_axes(x):
+            continue
+        with contextlib.suppress(ValueError):  # already varying, unbeknown to _varying_axes
+            x = jax.lax.pcast(x, (a,), to="varying")
+    return x
 
 
 def conv_on_block(
