@@ -15,21 +15,23 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+# The strategies one by one are tested (collectives, bytes) in test_sharding.py; here the
+# experiment runs end to end on two cases, to keep the suite quick.
+CASES = ["spatial", "pair"]
+
+
 def test_tiny_run_matches_cost_model(tmp_path, capsys):
     argv = ["--n", "8", "--c", "8", "--o", "8", "--hw", "16", "--repeats", "1", "--calls", "1"]
-    result = sharding.main([*argv, "--out", str(tmp_path)])
+    result = sharding.main([*argv, "--cases", *CASES, "--out", str(tmp_path)])
     table = capsys.readouterr().out
     assert "simulated" in table and "pair" in table
     rows = {r["case"]: r for r in result["rows"]}
-    assert set(rows) == {"unsharded", *sharding.CASES}
-    for case in sharding.CASES:
+    assert set(rows) == {"unsharded", *CASES}
+    for case in CASES:
         r = rows[case]
         assert r["forward_bytes_found"] == r["forward_bytes_model"], case
         assert r["backward_bytes_found"] == r["backward_bytes_model"], case
         assert r["forward_ms"] > 0 and r["forward_backward_ms"] > 0
-    assert rows["batch"]["forward_collectives"] == {}
-    assert rows["out_channels"]["forward_collectives"] == {}
-    assert rows["in_channels"]["forward_collectives"] == {"all-reduce": 1}
     assert rows["spatial"]["forward_collectives"] == {"collective-permute": 2}
     assert rows["pair"]["forward_collectives"] == {"all-reduce": 1}
     saved = json.loads((tmp_path / "sharding.json").read_text())
