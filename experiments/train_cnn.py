@@ -290,7 +290,15 @@ def make_steps(
 
     def train_step(params, opt_state, x, y, axis=DATA):
         # x: f32[B/D, H, W, C], y: i32[B/D] (this device's slice; whole arrays if axis is None)
-        (loss, logits), grads = grad_fn(params, x, y)
+        if axis is not None and not layout.pmap:
+            # Under shard_map, the gradient of a replicated (device-invariant) input
+            # comes back already summed over the axis, which pmean would leave D
+            # times too large. Marked as varying, params get this device's own
+            # gradient, which pmean then averages.
+            params_here = lax.pcast(params, axis, to="varying")
+        else:
+            params_here = params
+        (loss, logits), grads = grad_fn(params_here, x, y)
         accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
         if axis is not None:
             grads, loss, accuracy = lax.pmean((grads, loss, accuracy), axis)
@@ -392,7 +400,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
     from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in records]
-    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    fig = Figure(figsize=(9, 3.5))
     FigureCanvasAgg(fig)
     loss_ax, acc_ax = fig.subplots(1, 2)
     loss_ax.plot(epochs, [r["train_loss"] for r in records], marker="o")
@@ -402,6 +410,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.82, wspace=0.3)
     fig.savefig(path, dpi=100)
 
 

@@ -37,13 +37,13 @@ def write_gz(path: Path, payload: bytes) -> None:
         f.write(payload)
 
 
-def write_fashion(directory: Path, n_train: int = 12, n_test: int = 5, seed: int = 0):
-    """Four small Fashion-MNIST-shaped IDX .gz files; the arrays written."""
-    rng = np.random.default_rng(seed)
+def write_fashion(directory: Path, n_train: int = 12, n_test: int = 5, size: int = 28):
+    """Four small Fashion-MNIST-like IDX .gz files (size x size images); the arrays written."""
+    rng = np.random.default_rng(0)
     arrays = {
-        TRAIN_IMAGES: rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        TRAIN_IMAGES: rng.integers(0, 256, (n_train, size, size), dtype=np.uint8),
         TRAIN_LABELS: rng.integers(0, 10, n_train, dtype=np.uint8),
-        TEST_IMAGES: rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        TEST_IMAGES: rng.integers(0, 256, (n_test, size, size), dtype=np.uint8),
         TEST_LABELS: rng.integers(0, 10, n_test, dtype=np.uint8),
     }
     directory.mkdir(parents=True, exist_ok=True)
