@@ -1,6 +1,6 @@
 """jconv: multi-channel 2-D convolution built from pure JAX functions.
 
-    Y_o = sum_i X_i ⋆ W_(o,i)      X: (ci, nh, nw)   W: (co, ci, kh, kw)   Y: (co, mh, mw)
+Y_o = sum_i X_i ⋆ W_(o,i)      X: (ci, nh, nw)   W: (co, ci, kh, kw)   Y: (co, mh, mw)
 """
 
 from jconv._conv2d import METHODS as METHODS
@@ -12,6 +12,8 @@ from jconv._lesson import corr2d_multi_in_out as corr2d_multi_in_out
 from jconv._lesson import corr2d_multi_in_out_1x1 as corr2d_multi_in_out_1x1
 
 __version__ = "0.1.0"
+from jconv import linen as linen
+from jconv import nnx as nnx
 from jconv._cost import CommBytes as CommBytes
 from jconv._cost import sharded_conv2d_comm_bytes as sharded_conv2d_comm_bytes
 from jconv._shard_blocks import STRATEGIES as STRATEGIES

@@ -1,0 +1,196 @@
+"""jconv.nnx.Conv: a drop-in replacement for flax.nnx.Conv that runs jconv.conv2d.
+
+Swap the class and nothing else changes: the constructor takes Flax's
+arguments (plus ``method=``), the module holds the same ``kernel`` and ``bias``
+Params (same names, shapes, dtypes, metadata, and values from the same Rngs),
+so states and checkpoints move between the two both ways.
+
+    >>> import jax, jconv
+    >>> from flax import nnx
+    >>> conv = jconv.nnx.Conv(3, 8, (3, 3), strides=2, padding="CIRCULAR", rngs=nnx.Rngs(0))
+    >>> x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))     # N, H, W, C
+    >>> conv(x).shape
+    (2, 8, 8, 8)
+    >>> ref = nnx.Conv(3, 8, (3, 3), strides=2, padding="CIRCULAR", rngs=nnx.Rngs(0))
+    >>> bool((ref.kernel[...] == conv.kernel[...]).all())
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.nnx.nn import dtypes
+from flax.typing import Dtype, Initializer, PaddingLike, PrecisionLike, PromoteDtypeFn
+
+from jconv._flax_common import (
+    canonical_kernel_size,
+    canonical_padding,
+    check_supported,
+    flax_conv,
+)
+from jconv._typing import Array
+
+__all__ = ["Conv"]
+
+default_kernel_init = nnx.initializers.lecun_normal()  # Flax's Conv defaults
+default_bias_init = nnx.initializers.zeros_init()
+
+
+class Conv(nnx.Module):
+    """A convolution layer holding Flax NNX parameters and calling jconv.conv2d.
+
+    Same arguments and defaults as ``flax.nnx.Conv`` (see its documentation),
+    plus ``method``: which of jconv.METHODS runs the convolution ('auto' picks
+    one of jconv's own lowerings; 'xla' is lax.conv_general_dilated).
+
+    Parameters:
+      kernel: Param (*kernel_size, in_features // feature_group_count, out_features),
+        i.e. (kh, kw, C/groups, O) for a 2-D convolution and (k, C/groups, O) for 1-D.
+      bias: Param (out_features,), or None when use_bias=False.
+
+    Call with inputs channels-last: (*batch, H, W, C) for a 2-D kernel_size,
+    (*batch, L, C) for a 1-D one, with any number of batch axes (none included);
+    the output is (*batch, mh, mw, O) or (*batch, mL, O).
+
+    Padding is Flax's: 'SAME', 'VALID' (and 'SAME_LOWER'), 'CIRCULAR' and
+    'REFLECT' (which pad ((w - 1) // 2, w // 2) for the dilated window w, whatever
+    the stride), 'CAUSAL' (1-D only), an int, or one int or (low, high) pair per
+    spatial axis (negative amounts crop).
+
+    Raises NotImplementedError at construction for what jconv.conv2d cannot run:
+    a kernel_size of length other than 1 or 2, input_dilation other than 1, a
+    conv_general_dilated other than lax's; and at call for out_sharding. Other
+    errors are Flax's, of the same type and at the same moment, except that
+    in_features not divisible by feature_group_count is a ValueError at
+    construction (Flax asserts at call).
+
+    >>> import jax, jconv
+    >>> from flax import nnx
+    >>> conv = jconv.nnx.Conv(4, 6, 3, padding="CAUSAL", rngs=nnx.Rngs(0))   # 1-D
+    >>> conv.kernel.shape
+    (3, 4, 6)
+    >>> conv(jax.random.normal(jax.random.key(1), (10, 4))).shape      # (L, C), no batch
+    (10, 6)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | Sequence[int],
+        strides: int | Sequence[int] | None = 1,
+        *,
+        padding: PaddingLike = "SAME",
+        input_dilation: int | Sequence[int] | None = 1,
+        kernel_dilation: int | Sequence[int] | None = 1,
+        feature_group_count: int = 1,
+        use_bias: bool = True,
+        mask: Array | None = None,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        precision: PrecisionLike = None,
+        kernel_init: Initializer = default_kernel_init,
+        bias_init: Initializer = default_bias_init,
+        conv_general_dilated: Any = jax.lax.conv_general_dilated,
+        promote_dtype: PromoteDtypeFn = dtypes.promote_dtype,
+        preferred_element_type: Dtype | None = None,
+        rngs: nnx.Rngs,
+        kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
+        bias_metadata: Mapping[str, Any] = MappingProxyType({}),
+        method: str = "auto",
+    ):
+        kernel_size = canonical_kernel_size(kernel_size)
+        in_per_group = in_features // feature_group_count
+        check_supported(
+            kernel_size,
+            input_dilation,
+            method,
+            None if conv_general_dilated is jax.lax.conv_general_dilated else conv_general_dilated,
+        )
+        if in_features % feature_group_count:
+            raise ValueError(
+                f"in_features={in_features} must be divisible by "
+                f"feature_group_count={feature_group_count}"
+            )
+        # Flax's order of key draws: the kernel's, then (with a bias) the bias's.
+        kernel_shape = (*kernel_size, in_per_group, out_features)
+        self.kernel_shape = kernel_shape
+        self.kernel = nnx.Param(
+            kernel_init(rngs.params(), kernel_shape, param_dtype), **kernel_metadata
+        )
+        self.bias: nnx.Param[Array] | None
+        if use_bias:
+            self.bias = nnx.Param(
+                bias_init(rngs.params(), (out_features,), param_dtype), **bias_metadata
+            )
+        else:
+            self.bias = nnx.data(None)
+
+        self.in_features = in_features
+        self.out_features = out_features
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.padding = padding
+        self.input_dilation = input_dilation
+        self.kernel_dilation = kernel_dilation
+        self.feature_group_count = feature_group_count
+        self.use_bias = use_bias
+        self.mask = mask
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.precision = precision
+        self.conv_general_dilated = conv_general_dilated
+        self.promote_dtype = promote_dtype
+        self.preferred_element_type = preferred_element_type
+        self.method = method
+
+    def __call__(self, inputs: Array, out_sharding: Any = None) -> Array:
+        """Convolve channels-last inputs: (*batch, H, W, C) -> (*batch, mh, mw, O) (1-D: L, mL).
+
+        out_sharding (Flax's explicit-sharding output argument) is not supported:
+        jconv.conv2d has no out_sharding; pass None and reshard the result.
+        """
+        if out_sharding is not None:
+            raise NotImplementedError(
+                "jconv.conv2d has no out_sharding: call with out_sharding=None and use "
+                "jax.sharding.reshard on the result"
+            )
+        kernel_size = self.kernel_size
+        # Attributes may have been changed since construction: check again, cheaply.
+        check_supported(
+            kernel_size,
+            self.input_dilation,
+            self.method,
+            None
+            if self.conv_general_dilated is jax.lax.conv_general_dilated
+            else self.conv_general_dilated,
+        )
+        padding = canonical_padding(self.padding, kernel_size)
+        if self.mask is not None and self.mask.shape != self.kernel_shape:
+            raise ValueError(
+                "Mask needs to have the same shape as weights. "
+                f"Shapes are: {self.mask.shape}, {self.kernel_shape}"
+            )
+        kernel = self.kernel[...]
+        if self.mask is not None:
+            kernel = kernel * self.mask
+        bias = self.bias[...] if self.bias is not None else None
+        inputs, kernel, bias = self.promote_dtype((inputs, kernel, bias), dtype=self.dtype)
+        return flax_conv(
+            inputs,
+            kernel,
+            bias if self.use_bias else None,
+            padding=padding,
+            strides=self.strides,
+            kernel_dilation=self.kernel_dilation,
+            feature_group_count=self.feature_group_count,
+            precision=self.precision,
+            preferred_element_type=self.preferred_element_type,
+            method=self.method,
+        )

@@ -1,0 +1,379 @@
+"""jconv.nnx.Conv against flax.nnx.Conv: same parameters, outputs, gradients, states and errors.
+
+Every configuration builds both modules from the same Rngs seed, checks that the
+parameters are identical, then compares outputs and gradients (precision
+'highest' on both): jconv.nnx.Conv is a drop-in replacement for Flax's.
+
+Run time: on CPU, compiling JAX's (partitionable threefry) random number
+generator costs seconds per new shape, far more than any convolution here.
+So the kernels come in a few shapes (KERNEL_SHAPES, shared with test_linen.py)
+and are initialized eagerly, where JAX caches the generator per shape; inputs
+are drawn with NumPy; and each configuration compiles once, one nnx.jit for
+both modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+import jconv
+
+OUT = 8  # output features everywhere: divisible by every group count and by the 8 devices
+# (kernel_size, input features per group): with OUT, the few kernel shapes all tests use.
+KERNEL_SHAPES = [((3, 3), 2), ((2, 3), 1), ((3,), 2)]
+# Padding forms Flax accepts, for a 2-D and a 1-D kernel (negative amounts crop).
+PADDINGS_2D = [
+    "SAME",
+    "VALID",
+    "CIRCULAR",
+    "REFLECT",
+    "same_lower",
+    1,
+    (2, 0),
+    ((1, 2), (0, 1)),
+    (1, (0, 2)),
+    ((-1, 1), (2, -1)),
+]
+PADDINGS_1D = ["CAUSAL", "SAME", "REFLECT", ((0, 3),), ((-1, 2),)]
+REDUCED_DTYPES = [  # (param_dtype, dtype, preferred_element_type), for every 4th config
+    (jnp.float32, jnp.float16, None),
+    (jnp.bfloat16, None, None),
+    (jnp.bfloat16, jnp.bfloat16, jnp.float32),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    kernel_size: tuple[int, ...]
+    in_features: int
+    batch: tuple[int, ...]
+    spatial: tuple[int, ...]
+    method: str
+    kwargs: dict[str, Any]
+
+    def __str__(self) -> str:
+        kw = ",".join(
+            k if k == "mask" else f"{k}={getattr(v, '__name__', v)}" for k, v in self.kwargs.items()
+        )
+        return f"k{self.kernel_size}-b{self.batch}-s{self.spatial}-{self.method}-{kw}"
+
+
+def random_config(i: int) -> Config:
+    """Configuration i: padding forms and methods in turn, the rest drawn at random."""
+    rng = np.random.default_rng(1000 + i)
+    rank = 1 if i % 3 == 2 else 2
+    if rank == 1:
+        padding = PADDINGS_1D[i // 3 % len(PADDINGS_1D)]
+        kernel_size, per_group = KERNEL_SHAPES[2]
+    else:
+        padding = PADDINGS_2D[(i - i // 3) % len(PADDINGS_2D)]
+        kernel_size, per_group = KERNEL_SHAPES[int(rng.integers(2))]
+    strides = tuple(int(s) for s in rng.integers(1, 3, rank))
+    dilation = tuple(int(d) for d in rng.integers(1, 3, rank))
+    groups = int(rng.choice([1, 2, 4]))
+    window = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation, strict=True)]
+    spatial = tuple(int(w + rng.integers(1, 4)) for w in window)
+    param_dtype, dtype, preferred = jnp.float32, None, None
+    if i % 4 == 1:
+        param_dtype, dtype, preferred = REDUCED_DTYPES[i // 4 % len(REDUCED_DTYPES)]
+    kwargs: dict[str, Any] = dict(
+        strides=strides if rng.random() < 0.7 else strides[0],
+        padding=padding,
+        kernel_dilation=dilation if rng.random() < 0.7 else dilation[0],
+        feature_group_count=groups,
+        use_bias=bool(rng.random() < 0.7),
+        param_dtype=param_dtype,
+    )
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if preferred is not None:
+        kwargs["preferred_element_type"] = preferred
+    if rng.random() < 0.3:
+        kwargs["mask"] = jnp.asarray(rng.random((*kernel_size, per_group, OUT)) < 0.7, jnp.float32)
+    batch = [(), (2,), (2, 1)][int(rng.integers(3))]
+    method = jconv.METHODS[i % len(jconv.METHODS)]
+    return Config(kernel_size, per_group * groups, batch, spatial, method, kwargs)
+
+
+CONFIGS = [random_config(i) for i in range(15)]
+GRAD_CONFIGS = {1, 2, 3, 5, 6}  # gradients too: every method, 1-D and 2-D, f16, bf16, a mask
+
+
+def build(conv_cls: type, config: Config, seed: int = 0) -> nnx.Module:
+    """Flax's Conv (conv_cls=nnx.Conv) or jconv's for a config, from a seed."""
+    kw = dict(config.kwargs, precision="highest")
+    if conv_cls is jconv.nnx.Conv:
+        kw["method"] = config.method
+    return conv_cls(config.in_features, OUT, config.kernel_size, rngs=nnx.Rngs(seed), **kw)
+
+
+def random_array(shape: tuple[int, ...], seed: int = 1) -> jax.Array:
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def random_input(config: Config, seed: int = 1) -> jax.Array:
+    return random_array((*config.batch, *config.spatial, config.in_features), seed)
+
+
+def tolerance(config: Config) -> float:
+    dtypes = {config.kwargs["param_dtype"], config.kwargs.get("dtype", jnp.float32)}
+    if jnp.bfloat16 in dtypes:
+        return 3e-2
+    if jnp.float16 in dtypes:
+        return 3e-3
+    return 1e-5
+
+
+def assert_trees_close(actual: Any, expected: Any, tol: float = 1e-5) -> None:
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        assert a.shape == e.shape and a.dtype == e.dtype
+        a, e = np.asarray(a, np.float32), np.asarray(e, np.float32)
+        scale = float(np.max(np.abs(e), initial=0.0)) + 1.0
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * scale)
+
+
+def assert_params_equal(ref: Any, mine: Any) -> None:
+    """Identical Params: same tree, names, shapes, dtypes and bits (modules or states)."""
+    if isinstance(ref, nnx.Module):
+        ref, mine = nnx.state(ref, nnx.Param), nnx.state(mine, nnx.Param)
+    assert jax.tree.structure(ref) == jax.tree.structure(mine)
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(mine), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+def loss_and_output(model: nnx.Module, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """<model(x), r> for a fixed, varied r, and model(x)."""
+    y = model(x)
+    r = jnp.sin(0.7 * jnp.arange(y.size, dtype=jnp.float32) + 0.3).reshape(y.shape)
+    return jnp.sum(y.astype(jnp.float32) * r), y
+
+
+@nnx.jit(static_argnames="with_grads")
+def outputs(models: tuple[nnx.Module, ...], x: jax.Array, with_grads: bool) -> list[Any]:
+    """For each model, y = model(x) and, with_grads, the gradients of <y, r> with respect
+    to its Params and to x: nnx.jit and nnx.grad over both modules, one compile."""
+    if not with_grads:
+        return [(model(x), None) for model in models]
+    grad_fn = nnx.grad(loss_and_output, argnums=(0, 1), has_aux=True)
+    return [grad_fn(model, x)[::-1] for model in models]
+
+
+@pytest.mark.parametrize(
+    "i",
+    range(len(CONFIGS)),
+    ids=[f"{'grads-' * (i in GRAD_CONFIGS)}{c}" for i, c in enumerate(CONFIGS)],
+)
+def test_same_params_outputs_and_grads(i: int):
+    config = CONFIGS[i]
+    ref, mine = build(nnx.Conv, config), build(jconv.nnx.Conv, config)
+    assert_params_equal(ref, mine)
+    (y_ref, grads_ref), (y, grads) = outputs((ref, mine), random_input(config), i in GRAD_CONFIGS)
+    assert y.shape == y_ref.shape and y.dtype == y_ref.dtype
+    assert_trees_close(y, y_ref, tolerance(config))
+    assert_trees_close(grads, grads_ref, tolerance(config))
+
+
+def test_eager_call_and_state_swap():
+    """Eagerly, as most code runs: same outputs; and a Flax state (a checkpoint) loads into
+    jconv's Conv and back, mask included."""
+    mask = jnp.tril(jnp.ones((3, 3, 2, OUT)))
+    kw = dict(strides=2, padding="CIRCULAR", precision="highest", mask=mask)
+    ref = nnx.Conv(2, OUT, (3, 3), rngs=nnx.Rngs(5), **kw)
+    mine = jconv.nnx.Conv(2, OUT, (3, 3), rngs=nnx.Rngs(5), **kw)
+    assert_params_equal(ref, mine)
+    x = random_array((2, 9, 8, 2))
+    assert_trees_close(mine(x), ref(x))
+
+    other = jconv.nnx.Conv(2, OUT, (3, 3), rngs=nnx.Rngs(6), **kw)
+    assert jax.tree.structure(nnx.state(other)) == jax.tree.structure(nnx.state(ref))
+    assert not np.allclose(other(x), ref(x))  # another seed, other parameters
+    nnx.update(other, nnx.state(ref))  # Flax -> jconv
+    assert_params_equal(ref, other)
+    assert_trees_close(other(x), ref(x))
+
+    nnx.update(mine, jax.tree.map(lambda v: -v, nnx.state(mine, nnx.Param)))
+    nnx.update(ref, nnx.state(mine))  # jconv -> Flax
+    assert_params_equal(mine, ref)
+    assert_trees_close(ref(x), mine(x))
+
+
+def test_metadata_initializers_attributes_and_unbatched_1d():
+    kw = dict(
+        strides=None,
+        kernel_init=nnx.initializers.he_normal(),
+        bias_init=nnx.initializers.constant(0.25),
+        kernel_metadata={"tag": "k"},
+        bias_metadata={"tag": "b"},
+    )
+    ref = nnx.Conv(2, OUT, 3, rngs=nnx.Rngs(params=4), **kw)
+    mine = jconv.nnx.Conv(2, OUT, 3, rngs=nnx.Rngs(params=4), **kw)
+    assert_params_equal(ref, mine)
+    assert mine.kernel.get_metadata()["tag"] == "k" and mine.bias.get_metadata()["tag"] == "b"
+    for name in ("kernel_shape", "kernel_size", "strides", "padding", "in_features", "use_bias"):
+        assert getattr(mine, name) == getattr(ref, name)
+    assert mine.kernel_shape == (3, 2, OUT)
+    x = random_array((7, 2))  # (L, C): no batch axis
+    assert_trees_close(mine(x), ref(x))
+
+
+def test_vmap_over_params_and_over_inputs():
+    """nnx.vmap applies a stack of Convs (an ensemble) to one input, and one Conv to a batch of
+    unbatched inputs, under nnx.jit: as Flax's Conv does."""
+    models = []
+    for conv_cls, kw in ((nnx.Conv, {}), (jconv.nnx.Conv, {"method": "taps"})):
+        conv = conv_cls(
+            2, OUT, (2, 3), padding="REFLECT", precision="highest", rngs=nnx.Rngs(0), **kw
+        )
+        graphdef, state = nnx.split(conv)
+        stacked = jax.tree.map(lambda v: jnp.stack([v, -2 * v, v + 0.5]), state)
+        models.append((nnx.merge(graphdef, stacked), conv))
+
+    @nnx.jit
+    def run(models: Any, x: jax.Array) -> Any:
+        return [
+            (
+                nnx.vmap(lambda m, x: m(x), in_axes=(0, None))(ensemble, x),
+                nnx.vmap(lambda m, x: m(x), in_axes=(None, 0))(single, x),
+            )
+            for ensemble, single in models
+        ]
+
+    x = random_array((2, 6, 5, 2))
+    ys_ref, ys = run(models, x)
+    assert ys[0].shape == (3, 2, 6, 5, OUT)
+    assert_trees_close(ys, ys_ref)
+
+
+def test_empty_output_like_lax():
+    """A window wider than the padded input gives an empty output in Flax; likewise here."""
+    x = random_array((2, 2, 5, 2))
+    y_ref, y = (
+        conv_cls(2, OUT, (3, 3), padding="VALID", rngs=nnx.Rngs(0))(x)
+        for conv_cls in (nnx.Conv, jconv.nnx.Conv)
+    )
+    assert y.shape == y_ref.shape == (2, 0, 3, OUT) and y.dtype == y_ref.dtype
+
+
+def _error(fn: Any) -> tuple[type, str] | None:
+    try:
+        with warnings.catch_warnings():  # numpy warns on the way to some of lax's errors
+            warnings.simplefilter("ignore")
+            fn()
+    except Exception as e:  # comparing whatever each raises
+        return type(e), str(e)
+    return None
+
+
+X = np.random.default_rng(0).normal(size=(2, 6, 6, 2)).astype(np.float32)
+X6 = np.random.default_rng(0).normal(size=(2, 6, 6, 6)).astype(np.float32)
+# Bad arguments: (constructor keyword arguments, call input). Flax writes the messages of
+# the first group itself, so they must match word for word; the rest come from lax.
+FLAX_MESSAGES = [
+    (dict(padding="CAUSAL"), X),
+    (dict(padding=[[1, 1], [1, 1]]), X),
+    (dict(padding=(1, 2, 3)), X),
+    (dict(padding=np.int64(1)), X),
+    (dict(mask=jnp.ones((3, 3, 2, 5))), X),
+]
+SAME_TYPE = [
+    (dict(padding="FOO"), X),
+    (dict(padding="circular"), X),
+    (dict(padding=((1.5, 1), (1, 1))), X),
+    (dict(strides=(1, 1, 1)), X),
+    (dict(strides=0), X),
+    (dict(kernel_dilation=0), X),
+    (dict(), X[..., :1]),  # channel mismatch
+    (dict(), X[0, 0]),  # too few dimensions
+    (dict(in_features=6, feature_group_count=3), X6),  # 3 groups do not divide 8 outputs
+    (dict(feature_group_count=0), X),
+    (dict(kernel_size=None), X),
+    (dict(dtype=jnp.int32), X),
+    (dict(precision="fastest-ish"), X),
+    (dict(preferred_element_type=jnp.int32), X),
+    (dict(preferred_element_type=jnp.bfloat16), X),
+]
+
+
+def _errors(kwargs: dict[str, Any], x: Any) -> tuple[Any, Any]:
+    kw = dict(dict(in_features=2, out_features=OUT, kernel_size=(3, 3)), **kwargs)
+    return (
+        _error(lambda: nnx.Conv(**kw, rngs=nnx.Rngs(0))(x)),
+        _error(lambda: jconv.nnx.Conv(**kw, rngs=nnx.Rngs(0))(x)),
+    )
+
+
+@pytest.mark.parametrize("kwargs,x", FLAX_MESSAGES, ids=lambda v: str(v)[:40])
+def test_errors_with_flax_messages(kwargs, x):
+    ref, mine = _errors(kwargs, x)
+    assert ref is not None and mine == ref
+
+
+@pytest.mark.parametrize("kwargs,x", SAME_TYPE, ids=lambda v: str(v)[:40])
+def test_errors_of_same_type(kwargs, x):
+    ref, mine = _errors(kwargs, x)
+    assert ref is not None and mine is not None and mine[0] is ref[0], (ref, mine)
+
+
+def test_errors_raised_at_construction():
+    """What jconv cannot run, or what could never run, is refused before any key is drawn."""
+    rngs = nnx.Rngs(0)
+    cases = [
+        (NotImplementedError, "1-D and 2-D", dict(kernel_size=(3, 3, 3))),
+        (NotImplementedError, "1-D and 2-D", dict(kernel_size=())),
+        (NotImplementedError, "input \\(lhs\\) dilation", dict(input_dilation=2)),
+        (NotImplementedError, "input \\(lhs\\) dilation", dict(input_dilation=(1, 2))),
+        (NotImplementedError, "conv_general_dilated", dict(conv_general_dilated=lambda *a: a)),
+        (ValueError, "method must be one of", dict(method="fft")),
+        (ValueError, "divisible by feature_group_count", dict(feature_group_count=3)),
+    ]
+    for error, match, kwargs in cases:
+        kw = dict(dict(in_features=4, out_features=OUT, kernel_size=(3, 3)), **kwargs)
+        with pytest.raises(error, match=match):
+            jconv.nnx.Conv(**kw, rngs=rngs)
+    assert rngs.params.count[...] == 0
+    conv = jconv.nnx.Conv(2, OUT, (3, 3), rngs=rngs)
+    with pytest.raises(NotImplementedError, match="out_sharding"):
+        conv(X, out_sharding=PartitionSpec())
+
+
+@pytest.mark.parametrize("kernel_size", [(3, 3), (3,)], ids=["2d", "1d"])
+def test_kernel_sharded_on_output_features(kernel_size: tuple[int, ...]):
+    """with_partitioning on the output-feature axis: jit with the NamedShardings that
+    nnx.get_partition_spec gives on a Mesh of all devices puts 1/8 of the kernel's output
+    features on each device, for Flax's Conv and jconv's alike; the outputs agree."""
+    mesh = jax.make_mesh((len(jax.devices()),), ("model",), axis_types=(AxisType.Auto,))
+    names = (*([None] * len(kernel_size)), None, "model")
+    # eager_sharding=False: created on one device, placed by jit below
+    init = nnx.with_partitioning(nnx.initializers.lecun_normal(), names, eager_sharding=False)
+    models = tuple(
+        conv_cls(2, OUT, kernel_size, kernel_init=init, precision="highest", rngs=nnx.Rngs(0))
+        for conv_cls in (nnx.Conv, jconv.nnx.Conv)
+    )
+    state = nnx.state(models)
+    shardings = jax.tree.map(
+        lambda spec: NamedSharding(mesh, spec),
+        nnx.get_partition_spec(state),
+        is_leaf=lambda v: isinstance(v, PartitionSpec),
+    )
+    nnx.update(models, jax.jit(lambda s: s, out_shardings=shardings)(state))
+    x = random_array((2, *((6, 5) if len(kernel_size) == 2 else (7,)), 2))
+    with jax.set_mesh(mesh):
+        y_ref, y = nnx.jit(lambda models, x: [m(x) for m in models])(models, x)
+    expected = NamedSharding(mesh, PartitionSpec(*names))
+    for model in models:
+        kernel = model.kernel[...]
+        assert kernel.sharding.is_equivalent_to(expected, kernel.ndim)
+        assert kernel.addressable_data(0).shape == (*kernel_size, 2, OUT // len(jax.devices()))
+    assert_params_equal(*models)
+    assert_trees_close(y, y_ref)
