@@ -1,39 +1,36 @@
 """method='auto': pick one of jconv's own lowerings for a problem, from a cost model.
 
-The model is a handful of rules measured on the benchmark suite
-(experiments/bench_conv.py, see BENCHMARKS.md); it never picks 'xla'.
+The rules come from experiments/bench_conv.py on a 2-core CPU (BENCHMARKS.md),
+forward and forward-plus-backward together, since 'auto' cannot know whether
+its result will be differentiated. It never picks 'xla'.
+
+- depthwise (one input channel per group): 'vmap', whose products are all
+  elementwise: a multiply-add per tap, no matrix product to waste;
+- narrow images with few channels (LeNet): 'banded', one large GEMM whose
+  extra multiply-adds (the band's zeros, `banded_overhead`) cost less than
+  the small GEMMs of the other lowerings;
+- everything else: 'taps', kh*kw GEMMs with no patches in memory.
+'im2col' is never faster than 'taps' on a CPU in the suite and needs kh*kw
+copies of the input; it stays available by name.
 """
 
 from __future__ import annotations
 
-import jax
-
 from jconv._checks import ConvSpec
-from jconv._method_im2col import patch_bytes
+from jconv._method_banded import banded_overhead, banded_weight_bytes
 
-# im2col's patches must stay below this many bytes, and below this multiple of x's size
-# (a guard on peak memory: the patches hold kh*kw copies of the input).
-IM2COL_MAX_BYTES = 256 * 2**20
-IM2COL_MAX_GROWTH = 32
+BANDED_MAX_OVERHEAD = 8.0  # at most this many times the convolution's multiply-adds
+BANDED_MAX_WEIGHT_BYTES = 32 * 2**20  # and a banded weight matrix of at most this size
 
 
-def _input_bytes(spec: ConvSpec) -> int:
-    hp, wp = spec.padded_hw
-    return spec.n * spec.c * hp * wp * jax.numpy.dtype(spec.dtype).itemsize
-
-
-def im2col_fits(spec: ConvSpec) -> bool:
-    """Whether im2col's patches are small enough to build."""
-    size = patch_bytes(spec)
-    return size <= IM2COL_MAX_BYTES and size <= IM2COL_MAX_GROWTH * max(_input_bytes(spec), 1)
-
-
-def choose_method(spec: ConvSpec, backend: str | None = None) -> str:
-    """The lowering 'auto' runs for spec on backend (default: JAX's default backend)."""
-    backend = backend or jax.default_backend()
-    taps = spec.kh * spec.kw
-    if spec.cg == 1 and spec.og == 1 and taps > 1:
-        return "vmap"  # depthwise: a multiply-add per tap, no matrix product
-    if taps == 1 or (spec.cg * taps <= 256 and im2col_fits(spec)):
-        return "im2col"  # one GEMM whose contraction is deep enough to pay for the patches
+def choose_method(spec: ConvSpec) -> str:
+    """The lowering that 'auto' runs for spec."""
+    if spec.cg == 1 and spec.groups > 1 and spec.kh * spec.kw > 1:
+        return "vmap"
+    if (
+        spec.kh * spec.kw > 1
+        and banded_overhead(spec) <= BANDED_MAX_OVERHEAD
+        and banded_weight_bytes(spec) <= BANDED_MAX_WEIGHT_BYTES
+    ):
+        return "banded"
     return "taps"

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jconv._auto import choose_method
 from jconv._checks import ConvSpec, check_conv_args
 from jconv._layouts import LAYOUT_INFO
+from jconv._method_banded import conv_banded
 from jconv._method_im2col import conv_im2col
 from jconv._method_taps import conv_taps
 from jconv._method_vmap import conv_vmap
@@ -24,6 +25,7 @@ LOWERINGS: dict[str, Lowering] = {
     "vmap": conv_vmap,
     "taps": conv_taps,
     "im2col": conv_im2col,
+    "banded": conv_banded,
     "xla": conv_xla,
 }
 
@@ -74,8 +76,8 @@ def conv2d(
       layout: 'NCHW' or 'NHWC'; the output has the input's layout and batching.
       precision, preferred_element_type: as in lax.conv_general_dilated. jconv's
         own lowerings accumulate in at least float32 and round to the output dtype.
-      method: one of jconv.METHODS: 'vmap', 'taps', 'im2col', 'xla' or 'auto'
-        (picks among jconv's own lowerings from a cost model; never 'xla').
+      method: one of jconv.METHODS: 'vmap', 'taps', 'im2col', 'banded', 'xla' or
+        'auto' (picks among jconv's own lowerings from a cost model; never 'xla').
 
     Returns:
       (N, O, mh, mw) or (N, mh, mw, O) (without N if x had none), with

@@ -16,12 +16,6 @@ from jconv._typing import Array
 from jconv._windows import tap_window
 
 
-def patch_bytes(spec: ConvSpec) -> int:
-    """Bytes of the patches matrix that im2col builds for spec."""
-    mh, mw = spec.out_hw
-    return spec.n * mh * mw * spec.kh * spec.kw * spec.c * jnp.dtype(spec.dtype).itemsize
-
-
 def conv_im2col(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout."""
     x = pad_input(x, spec)
