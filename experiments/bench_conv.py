@@ -215,15 +215,21 @@ def _time_batch(fn: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def _peak_bytes(step: Callable, *args) -> int | None:
-    """Arguments + outputs + temporaries of the compiled program (XLA's memory analysis)."""
+def _compile(step: Callable, *args) -> tuple[Callable, int | None]:
+    """Compile once; return the executable and its peak bytes from XLA's memory analysis.
+
+    Peak = arguments + outputs + temporaries of the compiled program (None when the
+    backend reports nothing).
+    """
+    compiled = step.lower(*args).compile()
     try:
-        stats = step.lower(*args).compile().memory_analysis()
-    except Exception:  # some backends report nothing
-        return None
-    if stats is None:
-        return None
-    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
+        stats = compiled.memory_analysis()
+        peak = int(
+            stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+        )
+    except Exception:  # some backends report no memory analysis
+        peak = None
+    return compiled, peak
 
 
 def bench_case(
@@ -245,9 +251,8 @@ def bench_case(
     methods = list(dict.fromkeys([*config.methods, BASELINE]))
     fns, peaks = {}, {}
     for m in methods:
-        step = make_step(layer, config.layout, m, direction)
-        peaks[m] = _peak_bytes(step, x, w, ct)
-        fns[m] = functools.partial(step, x, w, ct)
+        compiled, peaks[m] = _compile(make_step(layer, config.layout, m, direction), x, w, ct)
+        fns[m] = functools.partial(compiled, x, w, ct)
     if config.torch:
         torch_fn = _torch_step(layer, config.layout, direction, x, w, ct)
         if torch_fn is not None:
