@@ -1,7 +1,7 @@
 """What each sharding strategy communicates, found in the compiled program, and how long it takes.
 
     JAX_NUM_CPU_DEVICES=8 python experiments/sharding.py       # 8 simulated CPU devices
-    python experiments/sharding.py --n 64 --c 256 --o 256 --hw 56 --out results/sharding
+    python experiments/sharding.py --n 64 --c 256 --o 256 --hw 56 --out results/sharding  # GPU
 
 For each strategy of jconv.sharded_conv2d ('batch', 'out_channels',
 'in_channels', 'spatial') and for the two-convolution block
@@ -49,17 +49,17 @@ CASES = (*jconv.STRATEGIES, PAIR)
 class ShardingConfig:
     """A 'SAME' convolution of x (n, c, hw, hw) with a kernel (o, c, k, k), over `devices`."""
 
-    n: int = 16
-    c: int = 64
-    o: int = 64
-    hw: int = 64
+    n: int = 8  # the defaults suit a small CPU; raise them on accelerators
+    c: int = 32
+    o: int = 32
+    hw: int = 32
     k: int = 3
     dtype: str = "float32"
     layout: str = "NCHW"
     cases: tuple[str, ...] = CASES
     devices: int | None = None  # default: every device
     repeats: int = 5  # timed batches; the median is reported
-    calls: int = 3  # calls queued before each block_until_ready
+    calls: int = 2  # calls queued before each block_until_ready
     out: str | None = None  # a directory for sharding.json
 
 
