@@ -177,7 +177,6 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
 
 def download_file(name: str, data_dir: Path) -> Path:
     """Fetch one Fashion-MNIST file into data_dir, trying each mirror; check its MD5."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     errors = []
     for mirror in FASHION_MIRRORS:
         url = mirror + name
@@ -192,6 +191,7 @@ def download_file(name: str, data_dir: Path) -> Path:
             continue
         # Write to a temporary file and rename, so that an interrupted download
         # never leaves a partial file that looks complete.
+        data_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{name}.")
         with os.fdopen(fd, "wb") as f:
             f.write(payload)

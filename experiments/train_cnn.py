@@ -99,12 +99,12 @@ class Layout:
 
     devices: tuple[jax.Device, ...]
     pmap: bool
-    mesh: Mesh | None  # ('data',), or ('data', 'model') with model_parallel; None with pmap
+    mesh: Mesh  # ('data',), or ('data', 'model') with model_parallel
 
     @property
     def data_size(self) -> int:
         """Into how many slices each batch is split."""
-        return len(self.devices) if self.mesh is None else self.mesh.shape[DATA]
+        return self.mesh.shape[DATA]
 
     def describe(self) -> str:
         if self.pmap:
@@ -163,9 +163,7 @@ def check_config(config: Config) -> Layout:
             )
         mesh = jax.make_mesh((len(devices) // k, k), (DATA, MODEL), auto * 2, devices=devices)
     else:
-        mesh = (
-            None if config.pmap else jax.make_mesh((len(devices),), (DATA,), auto, devices=devices)
-        )
+        mesh = jax.make_mesh((len(devices),), (DATA,), auto, devices=devices)
     layout = Layout(devices, config.pmap, mesh)
     if config.batch_size % layout.data_size:
         raise ConfigError(
@@ -335,9 +333,10 @@ class Feeder:
 
     def __init__(self, layout: Layout):
         self.layout = layout
-        if not layout.pmap:
-            self.sharding = NamedSharding(layout.mesh, P(DATA))
-            self.replicated = NamedSharding(layout.mesh, P())
+        self.sharding = NamedSharding(layout.mesh, P(DATA))
+        # Also under pmap: its unmapped outputs (out_axes=None) come back replicated
+        # on a 1-D mesh of its devices, and inputs placed alike compile only once.
+        self.replicated = NamedSharding(layout.mesh, P())
 
     def batch(self, *arrays: np.ndarray) -> list[jax.Array | np.ndarray]:
         if self.layout.pmap:  # [D_local, B/D, ...]: this process's devices' rows
@@ -350,7 +349,7 @@ class Feeder:
         ]
 
     def replicate(self, tree: Any) -> Any:
-        return tree if self.layout.pmap else jax.device_put(tree, self.replicated)
+        return jax.device_put(tree, self.replicated)
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -470,7 +469,7 @@ def run(config: Config) -> dict[str, Any]:
     elif is_main:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
 
-    # Compile before timing: a pure step, so calling it once and dropping its result
+    # Compile before timing: the step is pure, so calling it and dropping the result
     # changes nothing.
     t0 = time.perf_counter()
     first = feeder.batch(data.x_train[: config.batch_size], data.y_train[: config.batch_size])
@@ -640,38 +639,34 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     p = argparse.ArgumentParser(
         description="Train a LeNet built on jconv.nnx.Conv (or flax.nnx.Conv) with optax.",
     )
-    p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
-    p.add_argument("--data-dir", default=d.data_dir, help="fashion_mnist's IDX .gz files")
-    p.add_argument("--no-download", dest="download", action="store_false",
-                   help="never fetch missing fashion_mnist files")  # fmt: skip
-    p.add_argument("--out", default=d.out, help="metrics, plot and checkpoints go here")
-    p.add_argument("--resume", action="store_true", help="continue from --out's latest checkpoint")
-    p.add_argument("--epochs", type=positive_int, default=d.epochs)
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
-                   help="global batch size, a multiple of the device count")  # fmt: skip
-    p.add_argument("--learning-rate", "--lr", type=positive_float, default=d.learning_rate)
-    p.add_argument("--lr-decay-epochs", type=positive_int, default=d.lr_decay_epochs,
-                   help="cosine decay of the learning rate over this many epochs")  # fmt: skip
-    p.add_argument("--shift", type=non_negative_int, default=d.shift,
-                   help="move training images by up to this many pixels (0: off)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--conv", choices=CONVS, default=d.conv)
-    p.add_argument("--method", choices=jconv.METHODS, default=None,
-                   help="jconv's lowering (default 'auto')")  # fmt: skip
-    p.add_argument("--num-devices", type=positive_int, default=None,
-                   help="use the first N devices (default: all)")  # fmt: skip
-    p.add_argument("--pmap", action="store_true", help="jax.pmap instead of jax.shard_map")
-    p.add_argument("--model-parallel", choices=MODEL_STRATEGIES, default=None,
-                   help="also split each conv over a 'model' mesh axis with "
-                        "jconv.sharded_conv2d")  # fmt: skip
-    p.add_argument("--model-devices", type=positive_int, default=d.model_devices,
-                   help="size of the 'model' axis with --model-parallel")  # fmt: skip
-    p.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() first (many hosts)")  # fmt: skip
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("--train-limit", type=positive_int, default=None,
-                   help="train on the first N training images only")  # fmt: skip
-    p.add_argument("--test-limit", type=positive_int, default=None)
+    default = " (default: %(default)s)"
+    add = p.add_argument
+    add("--dataset", choices=DATASETS, default=d.dataset, help="what to train on" + default)
+    add("--data-dir", default=d.data_dir, help="fashion_mnist's IDX .gz files" + default)
+    add("--no-download", dest="download", action="store_false", help="never fetch missing files")
+    add("--out", default=d.out, help="metrics, plot and checkpoints go here" + default)
+    add("--resume", action="store_true", help="continue from --out's latest checkpoint")
+    add("--epochs", type=positive_int, default=d.epochs, help="train until this epoch" + default)
+    add("--batch-size", type=positive_int, default=d.batch_size, help="global batch" + default)
+    add("--learning-rate", "--lr", type=positive_float, default=d.learning_rate,
+        help="Adam's initial learning rate" + default)  # fmt: skip
+    add("--lr-decay-epochs", type=positive_int, default=d.lr_decay_epochs,
+        help="cosine decay of the learning rate over this many epochs" + default)  # fmt: skip
+    add("--shift", type=non_negative_int, default=d.shift,
+        help="move training images by up to this many pixels, 0: off" + default)  # fmt: skip
+    add("--seed", type=int, default=d.seed, help="initial parameters, batch order" + default)
+    add("--conv", choices=CONVS, default=d.conv, help="the conv layer's class" + default)
+    add("--method", choices=jconv.METHODS, default=None, help="jconv's lowering (default: auto)")
+    add("--num-devices", type=positive_int, default=None, help="the first N devices (default: all)")
+    add("--pmap", action="store_true", help="jax.pmap instead of jax.shard_map")
+    add("--model-parallel", choices=MODEL_STRATEGIES, default=None,
+        help="also split the convs over a 'model' mesh axis (jconv.sharded_conv2d)")  # fmt: skip
+    add("--model-devices", type=positive_int, default=d.model_devices,
+        help="size of the 'model' axis, with --model-parallel" + default)  # fmt: skip
+    add("--distributed", action="store_true", help="call jax.distributed.initialize() first")
+    add("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add("--train-limit", type=positive_int, default=None, help="use the first N training images")
+    add("--test-limit", type=positive_int, default=None, help="use the first N test images")
     args = p.parse_args(argv)
     if args.conv == "flax" and args.method is not None:
         p.error("--method picks jconv's lowering; it does not apply to --conv flax")

@@ -9,7 +9,6 @@ keeps this file's runtime down.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -52,11 +51,6 @@ def assert_params_close(a, b, rtol=1e-4, atol=5e-5):
 whole_batch_grad = jax.jit(
     jax.value_and_grad(train_cnn.loss_and_logits, argnums=1, has_aux=True), static_argnums=0
 )  # (graphdef, params, x, y) -> ((loss, logits), grads) on one device
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def forward(graphdef, params, x):
-    return train_cnn.nnx.merge(graphdef, params)(x)
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -162,17 +156,15 @@ def test_train_step_averages_gradients_over_devices(reference, tmp_path, pmap):
 
 
 def test_flax_conv_builds_the_same_network(tmp_path):
-    """--conv flax swaps the class only: same parameters from the same seed, same outputs."""
+    """--conv flax swaps the class only: the same parameters from the same seed.
+    (That the two layers compute the same is tests/test_nnx.py's business.)"""
     data = _data.load_digits()
     config = tiny(tmp_path)
     layout = train_cnn.check_config(config)
-    g_j, p_j, _ = train_cnn.init_model(config, layout, data)
-    g_f, p_f, _ = train_cnn.init_model(tiny(tmp_path, conv="flax"), layout, data)
-    jax.tree.map(np.testing.assert_array_equal, p_j, p_f)
-    x = data.x_test[:16]
-    y_j = forward(g_j, p_j, x)
-    y_f = forward(g_f, p_f, x)
-    np.testing.assert_allclose(y_j, y_f, rtol=1e-4, atol=1e-5)
+    _, p_jconv, model = train_cnn.init_model(config, layout, data)
+    _, p_flax, _ = train_cnn.init_model(tiny(tmp_path, conv="flax"), layout, data)
+    jax.tree.map(np.testing.assert_array_equal, p_jconv, p_flax)
+    assert type(model.conv1).__module__ == "jconv.nnx"
 
 
 # --------------------------------------------------------------------------- bad input
