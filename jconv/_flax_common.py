@@ -193,6 +193,7 @@ def flax_conv(
     precision: Any = None,
     preferred_element_type: DTypeLike | None = None,
     method: str = "auto",
+    out_sharding: Any = None,
 ) -> Array:
     """Flax's Conv applied with jconv.conv2d, for a 1-D or 2-D kernel.
 
@@ -204,6 +205,10 @@ def flax_conv(
       bias: (O,) or None.
       padding: from `canonical_padding`.
       strides, kernel_dilation: None, an int, or one int per spatial axis.
+      out_sharding: nnx.Conv's explicit-sharding argument: the sharding (a
+        PartitionSpec under jax.set_mesh, or a NamedSharding) of the result with
+        its batch axes flattened into one, (N, *spatial, O); jconv reshards the
+        result to it.
 
     Returns:
       (*batch, mL, O) or (*batch, mh, mw, O): lax.conv_general_dilated's result
@@ -256,8 +261,10 @@ def flax_conv(
             for (lo, hi), size, w, s in zip(pads, x.shape[1:-1], window, strides, strict=True)
         ]
         y = jnp.zeros((x.shape[0], *out_hw, kernel.shape[-1]), out_dtype)
-    if not fuse_bias:
-        y = y + bias
     if rank == 1:
         y = y[:, 0]
+    if out_sharding is not None:  # what lax's out_sharding asks of the (N, *spatial, O) result
+        y = jax.sharding.reshard(y, out_sharding)
+    if not fuse_bias:
+        y = y + bias
     return y.reshape((*batch_shape, *y.shape[1:]))

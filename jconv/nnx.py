@@ -65,10 +65,9 @@ class Conv(nnx.Module):
 
     Raises NotImplementedError at construction for what jconv.conv2d cannot run:
     a kernel_size of length other than 1 or 2, input_dilation other than 1, a
-    conv_general_dilated other than lax's; and at call for out_sharding. Other
-    errors are Flax's, of the same type and at the same moment, except that
-    in_features not divisible by feature_group_count is a ValueError at
-    construction (Flax asserts at call).
+    conv_general_dilated other than lax's. Other errors are Flax's, of the same
+    type and at the same moment, except that in_features not divisible by
+    feature_group_count is a ValueError at construction (Flax asserts at call).
 
     >>> import jax, jconv
     >>> from flax import nnx
@@ -153,14 +152,9 @@ class Conv(nnx.Module):
     def __call__(self, inputs: Array, out_sharding: Any = None) -> Array:
         """Convolve channels-last inputs: (*batch, H, W, C) -> (*batch, mh, mw, O) (1-D: L, mL).
 
-        out_sharding (Flax's explicit-sharding output argument) is not supported:
-        jconv.conv2d has no out_sharding; pass None and reshard the result.
+        out_sharding: as in Flax, the sharding of the result (batch axes flattened into
+        one), for JAX's explicit sharding mode; jconv reshards its result to it.
         """
-        if out_sharding is not None:
-            raise NotImplementedError(
-                "jconv.conv2d has no out_sharding: call with out_sharding=None and use "
-                "jax.sharding.reshard on the result"
-            )
         kernel_size = self.kernel_size
         # Attributes may have been changed since construction: check again, cheaply.
         check_supported(
@@ -193,4 +187,5 @@ class Conv(nnx.Module):
             precision=self.precision,
             preferred_element_type=self.preferred_element_type,
             method=self.method,
+            out_sharding=out_sharding,
         )

@@ -234,7 +234,7 @@ def test_vmap_over_params_and_over_inputs():
     models = []
     for conv_cls, kw in ((nnx.Conv, {}), (jconv.nnx.Conv, {"method": "taps"})):
         conv = conv_cls(
-            2, OUT, (2, 3), padding="REFLECT", precision="highest", rngs=nnx.Rngs(0), **kw
+            1, OUT, (2, 3), padding="REFLECT", precision="highest", rngs=nnx.Rngs(0), **kw
         )
         graphdef, state = nnx.split(conv)
         stacked = jax.tree.map(lambda v: jnp.stack([v, -2 * v, v + 0.5]), state)
@@ -250,7 +250,7 @@ def test_vmap_over_params_and_over_inputs():
             for ensemble, single in models
         ]
 
-    x = random_array((2, 6, 5, 2))
+    x = random_array((2, 6, 5, 1))
     ys_ref, ys = run(models, x)
     assert ys[0].shape == (3, 2, 6, 5, OUT)
     assert_trees_close(ys, ys_ref)
@@ -343,9 +343,6 @@ def test_errors_raised_at_construction():
         with pytest.raises(error, match=match):
             jconv.nnx.Conv(**kw, rngs=rngs)
     assert rngs.params.count[...] == 0
-    conv = jconv.nnx.Conv(2, OUT, (3, 3), rngs=rngs)
-    with pytest.raises(NotImplementedError, match="out_sharding"):
-        conv(X, out_sharding=PartitionSpec())
 
 
 @pytest.mark.parametrize("kernel_size", [(3, 3), (3,)], ids=["2d", "1d"])
@@ -378,3 +375,17 @@ def test_kernel_sharded_on_output_features(kernel_size: tuple[int, ...]):
         assert kernel.addressable_data(0).shape == (*kernel_size, 2, OUT // len(jax.devices()))
     assert_params_equal(*models)
     assert_trees_close(y, y_ref)
+
+
+def test_out_sharding_in_explicit_mode():
+    """nnx.Conv's out_sharding (explicit sharding mode): the result lands sharded as asked."""
+    mesh = jax.make_mesh((len(jax.devices()),), ("d",), axis_types=(AxisType.Explicit,))
+    ref, mine = (
+        conv_cls(2, OUT, (3, 3), rngs=nnx.Rngs(0)) for conv_cls in (nnx.Conv, jconv.nnx.Conv)
+    )
+    with jax.set_mesh(mesh):
+        x = jax.device_put(random_array((8, 6, 5, 2)), PartitionSpec("d"))
+        for spec in (PartitionSpec("d", None, None, None), PartitionSpec(None, None, None, "d")):
+            y_ref, y = ref(x, out_sharding=spec), mine(x, out_sharding=spec)
+            assert y.sharding.spec == y_ref.sharding.spec == spec
+            assert_trees_close(y, y_ref, 1e-4)
