@@ -315,6 +315,11 @@ def check_conv_args(
         check_float_dtype("bias", bias_dtype)
     if preferred_element_type is not None:
         preferred_element_type = check_float_dtype("preferred_element_type", preferred_element_type)
+        if dtype is not None and preferred_element_type.itemsize < dtype.itemsize:
+            raise TypeError(  # as lax: accumulating in fewer bits than the inputs is refused
+                f"preferred_element_type {preferred_element_type} must not be narrower than "
+                f"the inputs' dtype {dtype}"
+            )
     return ConvSpec(
         layout=layout,
         batched=batched,

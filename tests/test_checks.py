@@ -50,6 +50,13 @@ BAD = [
     (X, W, {"precision": "bogus"}, ValueError, "precision .bogus."),
     (X, W, {"precision": 3}, TypeError, "precision must be"),
     (X, W, {"preferred_element_type": jnp.int32}, TypeError, "preferred_element_type has dtype"),
+    (
+        X,
+        W,
+        {"preferred_element_type": jnp.bfloat16},
+        TypeError,
+        "preferred_element_type bfloat16 must not be narrower than the inputs' dtype float32",
+    ),
     (X.astype(np.int32), W, {}, TypeError, "x has dtype int32; jconv supports float16"),
     (X, W.astype(bool), {}, TypeError, "kernel has dtype bool"),
     (X.astype(np.complex64), W, {}, TypeError, "x has dtype complex64"),
