@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from jconv._checks import ConvSpec
 from jconv._lesson import corr2d_strided
@@ -40,7 +39,12 @@ def conv_vmap(x: Array, w: Array, spec: ConvSpec) -> Array:
         def add_channel(acc: Array, pair: tuple[Array, Array]) -> tuple[Array, None]:
             return acc + corr2d(*pair), None
 
-        return jax.lax.scan(add_channel, jnp.zeros(spec.out_hw, x_i.dtype), (x_i, w_oi))[0]
+        # Starting from the first channel's term (not from zeros) keeps the carry's type,
+        # sharding-varying axes included, that of the terms it sums.
+        first = corr2d(x_i[0], w_oi[0])
+        if spec.cg == 1:
+            return first
+        return jax.lax.scan(add_channel, first, (x_i[1:], w_oi[1:]))[0]
 
     multi_in_out = jax.vmap(multi_in, in_axes=(None, 0))  # over output channels
     per_sample = jax.vmap(multi_in_out)  # over groups

@@ -268,3 +268,19 @@ def test_circular_conv_commutes_with_roll():
     conv = lambda x: jconv.conv2d(x, w, padding="SAME", padding_mode="circular")
     for shift in itertools.product([1, 3], [2, 5]):
         assert_close(conv(jnp.roll(x, shift, axis=(2, 3))), jnp.roll(conv(x), shift, axis=(2, 3)))
+
+
+@pytest.mark.parametrize("method", jconv.METHODS)
+def test_inside_shard_map(method):
+    """Every lowering traces inside a user's shard_map (carries typed as varying)."""
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
+    x, w, _ = make(CONFIGS[10], key=16)
+    f = jax.shard_map(
+        lambda x: jconv.conv2d(x, w, method=method, groups=2),
+        mesh=mesh,
+        in_specs=P("data"),
+        out_specs=P("data"),
+    )
+    assert_close(jax.jit(f)(x), conv_lax(x, w, groups=2))
