@@ -11,9 +11,9 @@ from experiments import bench_conv
 
 def test_bench_runs_and_writes_results(tmp_path):
     config = bench_conv.BenchConfig(
-        layers=("lenet2", "lenet1"),
+        layers=("lenet2",),
         dtypes=("float32",),
-        methods=("auto", "banded", "taps"),
+        methods=("auto", "taps"),
         batch=2,
         repeats=2,
         calls=2,
@@ -23,9 +23,9 @@ def test_bench_runs_and_writes_results(tmp_path):
     )
     result = bench_conv.run(config)
     rows = result["rows"]
-    # every (layer, direction) has each method plus the lax baseline, all timed
-    assert len(rows) == 2 * 2 * 4
-    assert {r["method"] for r in rows} == {"auto", "banded", "taps", "xla"}
+    # each direction has each method plus the lax baseline, all timed
+    assert len(rows) == 2 * 3
+    assert {r["method"] for r in rows} == {"auto", "taps", "xla"}
     for r in rows:
         assert r["ms"] > 0 and r["tflops"] > 0
         if r["method"] == "xla":

@@ -70,9 +70,18 @@ def reference(x, w, b, layout, **kwargs):
     )
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+# Each of jconv's own lowerings in both layouts; 'auto' (which runs one of them, see
+# test_auto.py) and 'xla' (lax itself) in one layout each, to keep the suite short.
+METHOD_LAYOUTS = [
+    (m, layout)
+    for m in jconv.METHODS
+    for layout in ("NCHW", "NHWC")
+    if (m, layout) not in {("auto", "NCHW"), ("xla", "NHWC")}
+]
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
-@pytest.mark.parametrize("method", jconv.METHODS)
+@pytest.mark.parametrize("method,layout", METHOD_LAYOUTS)
 def test_forward_matches_lax(method, config, layout):
     x, w, b = make(config, layout=layout)
     kwargs = config[3]

@@ -46,7 +46,7 @@ def conv_problems(draw):
     }
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conv_problems())
 def test_random_configurations_match_lax(problem):
     kx, kk = jax.random.split(jax.random.key(problem["seed"]))
@@ -62,7 +62,7 @@ def test_random_configurations_match_lax(problem):
     assert_close(y, conv_lax(x, w, layout=layout, **ref_kwargs))
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(conv_problems())
 def test_linearity_in_x(problem):
     """conv(a x1 + x2) = a conv(x1) + conv(x2) for zero padding; any mode is linear in x."""
