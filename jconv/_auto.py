@@ -5,7 +5,8 @@ forward and forward-plus-backward together, since 'auto' cannot know whether
 its result will be differentiated. It never picks 'xla'.
 
 - depthwise (one input channel per group): 'vmap', whose products are all
-  elementwise: a multiply-add per tap, no matrix product to waste;
+  elementwise: a multiply-add per tap, no matrix product to waste; a single
+  input channel (LeNet's first layer): 'taps', kh*kw outer products;
 - narrow images with few channels (LeNet): 'banded', one large GEMM whose
   extra multiply-adds (the band's zeros, `banded_overhead`) cost less than
   the small GEMMs of the other lowerings;
@@ -25,8 +26,8 @@ BANDED_MAX_WEIGHT_BYTES = 32 * 2**20  # and a banded weight matrix of at most th
 
 def choose_method(spec: ConvSpec) -> str:
     """The lowering that 'auto' runs for spec."""
-    if spec.cg == 1 and spec.groups > 1 and spec.kh * spec.kw > 1:
-        return "vmap"
+    if spec.cg == 1:  # one input channel per group: each tap's contraction is an outer product
+        return "vmap" if spec.groups > 1 else "taps"
     if (
         spec.kh * spec.kw > 1
         and banded_overhead(spec) <= BANDED_MAX_OVERHEAD
