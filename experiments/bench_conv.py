@@ -54,6 +54,11 @@ class Layer(NamedTuple):
     batch_gpu: int  # batch size on an accelerator
     what: str
 
+    @property
+    def conv_kwargs(self) -> dict:
+        """conv2d's keyword arguments for this layer (besides layout and method)."""
+        return {"stride": self.stride, "padding": self.padding, "groups": self.groups}
+
 
 SUITE = (
     Layer("lesson", 100, 100, 5, 68, 1, "VALID", 1, 4, 64, "the lesson's layer: 64x64 output"),
@@ -134,15 +139,7 @@ def layer_arrays(layer: Layer, batch: int, dtype: Any, layout: str, key: jax.Arr
 
 
 def conv(layer: Layer, layout: str, method: str, x: jax.Array, w: jax.Array) -> jax.Array:
-    return jconv.conv2d(
-        x,
-        w,
-        stride=layer.stride,
-        padding=layer.padding,
-        groups=layer.groups,
-        layout=layout,
-        method=method,
-    )
+    return jconv.conv2d(x, w, layout=layout, method=method, **layer.conv_kwargs)
 
 
 def make_step(layer: Layer, layout: str, method: str, direction: str) -> Callable:
@@ -239,14 +236,7 @@ def bench_case(
     backend = jax.default_backend()
     batch = config.batch or (layer.batch_cpu if backend == "cpu" else layer.batch_gpu)
     x, w, ct = layer_arrays(layer, batch, DTYPES[dtype_name], config.layout, key)
-    flops = jconv.conv2d_flops(
-        x.shape,
-        w.shape,
-        stride=layer.stride,
-        padding=layer.padding,
-        groups=layer.groups,
-        layout=config.layout,
-    )
+    flops = jconv.conv2d_flops(x.shape, w.shape, layout=config.layout, **layer.conv_kwargs)
     flops *= 1 if direction == "fwd" else 3  # backward: one conv for dx, one for dw
     methods = list(dict.fromkeys([*config.methods, BASELINE]))
     fns, peaks = {}, {}
@@ -295,14 +285,7 @@ def _chosen(layer: Layer, x: jax.Array, w: jax.Array, layout: str) -> str:
     from jconv._checks import check_conv_args
 
     spec = check_conv_args(
-        x.shape,
-        w.shape,
-        x_dtype=x.dtype,
-        kernel_dtype=w.dtype,
-        stride=layer.stride,
-        padding=layer.padding,
-        groups=layer.groups,
-        layout=layout,
+        x.shape, w.shape, x_dtype=x.dtype, kernel_dtype=w.dtype, layout=layout, **layer.conv_kwargs
     )
     return choose_method(spec)
 

@@ -83,11 +83,6 @@ class ConvSpec:
         """dtype jconv's lowerings accumulate in: at least float32."""
         return jnp.promote_types(self.out_dtype, jnp.float32)
 
-    def x_shape(self, padded: bool = False) -> Shape:
-        """The batched input shape in this spec's layout."""
-        h, w = self.padded_hw if padded else (self.h, self.w)
-        return (self.n, self.c, h, w) if self.layout == "NCHW" else (self.n, h, w, self.c)
-
     def out_shape(self) -> Shape:
         """The batched output shape in this spec's layout."""
         mh, mw = self.out_hw

@@ -22,10 +22,9 @@ class LayoutInfo(NamedTuple):
     channel_axis: int  # channel axis of a batched x
     spatial_axes: tuple[int, int]  # (H, W) axes of a batched x
     kernel_to_oihw: tuple[int, int, int, int]  # transpose taking the kernel to OIHW
-    oihw_to_kernel: tuple[int, int, int, int]  # and back
 
 
 LAYOUT_INFO = {
-    "NCHW": LayoutInfo("OIHW", 1, (2, 3), (0, 1, 2, 3), (0, 1, 2, 3)),
-    "NHWC": LayoutInfo("HWIO", 3, (1, 2), (3, 2, 0, 1), (2, 3, 1, 0)),
+    "NCHW": LayoutInfo("OIHW", 1, (2, 3), (0, 1, 2, 3)),
+    "NHWC": LayoutInfo("HWIO", 3, (1, 2), (3, 2, 0, 1)),
 }

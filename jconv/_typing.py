@@ -11,6 +11,5 @@ IntPair = int | tuple[int, int]  # an int used for both spatial axes, or (h, w)
 Pads = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
 PaddingLike = str | int | tuple[int, int] | Pads  # what conv2d's `padding` accepts
 Shape = tuple[int, ...]
-Precision = None | str | jax.lax.Precision | tuple | jax.lax.DotAlgorithmPreset
 
 __all__ = ["Array", "ArrayLike", "DTypeLike", "IntPair", "PaddingLike", "Pads", "Shape"]
