@@ -16,6 +16,7 @@ from jconv._method_banded import conv_banded
 from jconv._method_im2col import conv_im2col
 from jconv._method_taps import conv_taps
 from jconv._method_vmap import conv_vmap
+from jconv._method_winograd import conv_winograd
 from jconv._method_xla import conv_xla
 from jconv._typing import Array, ArrayLike, DTypeLike, IntPair, PaddingLike
 
@@ -26,6 +27,7 @@ LOWERINGS: dict[str, Lowering] = {
     "taps": conv_taps,
     "im2col": conv_im2col,
     "banded": conv_banded,
+    "winograd": conv_winograd,
     "xla": conv_xla,
 }
 
