@@ -10,7 +10,10 @@ its result will be differentiated. It never picks 'xla'.
 - narrow images with few channels (LeNet): 'banded', one large GEMM whose
   extra multiply-adds (the band's zeros, `banded_overhead`) cost less than
   the small GEMMs of the other lowerings;
-- everything else: 'taps', kh*kw GEMMs with no patches in memory.
+- stride-1 kernels up to 5x5 (ResNet's 3x3 layers, the lesson's 5x5 layer):
+  'winograd', which does 4/9 (3x3) or 9/25 (5x5) of the multiply-adds;
+- everything else (1x1 kernels, strides, dilations, groups): 'taps', kh*kw
+  GEMMs with no patches in memory.
 'im2col' is never faster than 'taps' on a CPU in the suite and needs kh*kw
 copies of the input; it stays available by name.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from jconv._checks import ConvSpec
 from jconv._method_banded import banded_overhead, banded_weight_bytes
+from jconv._method_winograd import winograd_supported
 
 BANDED_MAX_OVERHEAD = 8.0  # at most this many times the convolution's multiply-adds
 BANDED_MAX_WEIGHT_BYTES = 32 * 2**20  # and a banded weight matrix of at most this size
@@ -34,4 +38,6 @@ def choose_method(spec: ConvSpec) -> str:
         and banded_weight_bytes(spec) <= BANDED_MAX_WEIGHT_BYTES
     ):
         return "banded"
+    if winograd_supported(spec):
+        return "winograd"
     return "taps"

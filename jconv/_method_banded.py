@@ -16,11 +16,13 @@ other lowering on a CPU. 'auto' picks it there; see `banded_overhead`.
 
 from __future__ import annotations
 
-import jax
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 
 from jconv._checks import ConvSpec
+from jconv._finite_guard import finite_or_fallback
 from jconv._method_vmap import conv_vmap
 from jconv._padding import pad_input
 from jconv._typing import Array
@@ -62,23 +64,13 @@ def conv_banded(x: Array, w: Array, spec: ConvSpec) -> Array:
 
     The band's zeros would turn one Inf or NaN in x into NaNs along whole output
     rows (0 * Inf is NaN), where lax gives them only to the outputs that read it.
-    So an x that is not all finite goes to 'vmap' instead, which propagates them as
-    lax does; the check is one cheap reduction, and the lax.cond runs the fallback
-    only then (always, under vmap, where the predicate is batched).
+    So an x that is not all finite goes to 'vmap' instead (jconv/_finite_guard.py).
+    The fallback is 'vmap' (which multiplies every weight by every value it sees, as
+    lax does): with 'taps' there, the compiled program ran 2x slower on a CPU even
+    when the fallback was never taken (LeNet conv2, 5.5 ms against 2.7 ms).
     """
-    # The GEMM runs outside the cond; the cond only picks its result or the fallback.
-    # The fallback is 'vmap' (which multiplies every weight by every value it sees, as
-    # lax does): with 'taps' there, the compiled program ran 2x slower on a CPU even
-    # when the fallback was never taken (LeNet conv2, 5.5 ms against 2.7 ms).
-    y = _conv_banded(x, w, spec)
-    return jax.lax.cond(
-        jnp.isfinite(x).all(),
-        lambda x, w, y: y,
-        lambda x, w, y: conv_vmap(x, w, spec),
-        x,
-        w,
-        y,
-    )
+    fast = functools.partial(_conv_banded, spec=spec)
+    return finite_or_fallback(fast, functools.partial(conv_vmap, spec=spec), x, w)
 
 
 def _conv_banded(x: Array, w: Array, spec: ConvSpec) -> Array:

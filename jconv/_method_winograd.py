@@ -23,8 +23,8 @@ Supported: stride 1, dilation 1, groups 1, kernels up to 5x5 (larger ones need
 interpolation points whose rounding error grows). Everything else, and
 1x1 kernels, which have nothing to save, runs 'taps'. The transforms add and
 subtract values within a tile, so an Inf in x or the kernel would turn into NaN
-where lax gives Inf: inputs that are not all finite run 'vmap' instead (a
-lax.cond on one cheap reduction, as in 'banded'; its gradient is still Winograd's).
+where lax gives Inf: inputs that are not all finite run 'vmap' instead (see
+jconv/_finite_guard.py).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jconv._checks import ConvSpec
+from jconv._finite_guard import finite_or_fallback
 from jconv._method_taps import conv_taps
 from jconv._method_vmap import conv_vmap
 from jconv._padding import pad_input
@@ -175,24 +176,8 @@ def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec) -> Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _winograd_nhwc(x: Array, w: Array, spec: ConvSpec) -> Array:
-    """x: (N, H, W, C), zero-padded by spec.pads inside; w: (kh, kw, C, O) -> (N, mh, mw, O).
-
-    The result is in spec.out_dtype. The transforms add and subtract values
-    within a tile, so an Inf would turn into NaN where lax gives Inf: x or w not
-    all finite runs 'vmap' instead. The lax.cond sits inside the custom VJP, so
-    JAX never differentiates it: a differentiated cond made the compiled
-    gradient up to 1.5x slower on a CPU.
-    """
-    y = _correlate(x, w, spec, spec.pads, transposed=False).astype(spec.out_dtype)
-    nhwc = dataclasses.replace(spec, layout="NHWC", batched=True, n=x.shape[0])
-    return jax.lax.cond(
-        jnp.isfinite(x).all() & jnp.isfinite(w).all(),
-        lambda x, w, y: y,
-        lambda x, w, y: conv_vmap(x, w.transpose(3, 2, 0, 1), nhwc),
-        x,
-        w,
-        y,
-    )
+    """x: (N, H, W, C), zero-padded by spec.pads inside; w: (kh, kw, C, O) -> (N, mh, mw, O)."""
+    return _correlate(x, w, spec, spec.pads, transposed=False).astype(spec.out_dtype)
 
 
 def _winograd_nhwc_fwd(x: Array, w: Array, spec: ConvSpec) -> tuple[Array, tuple[Array, Array]]:
@@ -215,6 +200,11 @@ def conv_winograd(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout; w: (O, C, kh, kw) -> batched output, spec.layout."""
     if not winograd_supported(spec):
         return conv_taps(x, w, spec)
+    fast = functools.partial(_conv_winograd, spec=spec)
+    return finite_or_fallback(fast, functools.partial(conv_vmap, spec=spec), x, w)
+
+
+def _conv_winograd(x: Array, w: Array, spec: ConvSpec) -> Array:
     if spec.padding_mode != "zeros":  # other fills are padded here, differentiated by JAX
         x = pad_input(x, spec)
         hp, wp = spec.padded_hw

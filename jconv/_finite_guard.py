@@ -1,0 +1,58 @@
+"""Keeping lax's NaN and Inf behaviour in lowerings that mix values before multiplying.
+
+'banded' multiplies every input value of a row by the band's zeros, and
+'winograd' adds and subtracts the values of a tile: with an Inf or a NaN in
+x or the kernel, both produce NaN in outputs where lax gives Inf, or where lax
+gives a finite number. The fix is to run such inputs through a lowering that
+multiplies each weight only by the values it sees ('vmap'), chosen at run time
+by a lax.cond on one cheap reduction.
+
+The cond sits inside a custom VJP: the forward pass picks the fast result or
+the fallback, and the backward pass is always the fast lowering's own. JAX
+never differentiates the cond itself: a differentiated cond made compiled
+gradients up to 1.8x slower on a CPU (LeNet conv2: 17 ms against 9.5 ms), even
+when its fallback never ran. The gradient for inputs that are not all finite is
+then the fast lowering's, which is non-finite wherever lax's is, though not
+always the same non-finite value.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jconv._typing import Array
+
+Conv = Callable[[Array, Array], Array]  # (x, w) -> y
+
+
+def _all_finite(x: Array, w: Array) -> Array:
+    return jnp.isfinite(x).all() & jnp.isfinite(w).all()
+
+
+def _pick(fallback: Conv, x: Array, w: Array, y: Array) -> Array:
+    # Under vmap the predicate is batched and the cond becomes a select: both run.
+    return jax.lax.cond(
+        _all_finite(x, w), lambda x, w, y: y, lambda x, w, y: fallback(x, w), x, w, y
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def finite_or_fallback(fast: Conv, fallback: Conv, x: Array, w: Array) -> Array:
+    """fast(x, w) when x and w are all finite, else fallback(x, w); gradients are fast's."""
+    return _pick(fallback, x, w, fast(x, w))
+
+
+def _forward(fast: Conv, fallback: Conv, x: Array, w: Array):
+    y, fast_vjp = jax.vjp(fast, x, w)
+    return _pick(fallback, x, w, y), fast_vjp
+
+
+def _backward(fast: Conv, fallback: Conv, fast_vjp, dy: Array) -> tuple[Array, Array]:
+    return fast_vjp(dy)
+
+
+finite_or_fallback.defvjp(_forward, _backward)
