@@ -7,9 +7,9 @@ its result will be differentiated. It never picks 'xla'.
 - depthwise (one input channel per group): 'vmap', whose products are all
   elementwise: a multiply-add per tap, no matrix product to waste; a single
   input channel (LeNet's first layer): 'taps', kh*kw outer products;
-- narrow images with few channels (LeNet): 'banded', one large GEMM whose
-  extra multiply-adds (the band's zeros, `banded_overhead`) cost less than
-  the small GEMMs of the other lowerings;
+- few input channels (LeNet's second layer, C*kh*kw = 150): 'banded', one
+  GEMM whose extra multiply-adds (the band's zeros, `banded_overhead`) cost
+  less than the many shallow GEMMs of the other lowerings;
 - stride-1 kernels up to 5x5 (ResNet's 3x3 layers, the lesson's 5x5 layer):
   'winograd', which does 4/9 (3x3) or 9/25 (5x5) of the multiply-adds;
 - everything else (1x1 kernels, strides, dilations, groups): 'taps', kh*kw
@@ -24,7 +24,8 @@ from jconv._checks import ConvSpec
 from jconv._method_banded import banded_overhead, banded_weight_bytes
 from jconv._method_winograd import winograd_supported
 
-BANDED_MAX_OVERHEAD = 8.0  # at most this many times the convolution's multiply-adds
+BANDED_MAX_CONTRACTION = 256  # C/groups * kh * kw: the direct GEMMs' depth is this small
+BANDED_MAX_OVERHEAD = 2.0  # at most this many times the convolution's multiply-adds
 BANDED_MAX_WEIGHT_BYTES = 32 * 2**20  # and a banded weight matrix of at most this size
 
 
@@ -34,6 +35,7 @@ def choose_method(spec: ConvSpec) -> str:
         return "vmap" if spec.groups > 1 else "taps"
     if (
         spec.kh * spec.kw > 1
+        and spec.cg * spec.kh * spec.kw <= BANDED_MAX_CONTRACTION
         and banded_overhead(spec) <= BANDED_MAX_OVERHEAD
         and banded_weight_bytes(spec) <= BANDED_MAX_WEIGHT_BYTES
     ):

@@ -78,8 +78,10 @@ def conv2d(
       layout: 'NCHW' or 'NHWC'; the output has the input's layout and batching.
       precision, preferred_element_type: as in lax.conv_general_dilated. jconv's
         own lowerings accumulate in at least float32 and round to the output dtype.
-      method: one of jconv.METHODS: 'vmap', 'taps', 'im2col', 'banded', 'xla' or
-        'auto' (picks among jconv's own lowerings from a cost model; never 'xla').
+      method: one of jconv.METHODS: 'vmap', 'taps', 'im2col', 'banded', 'winograd',
+        'xla' or 'auto' (picks among jconv's own lowerings from a cost model; never
+        'xla'). 'winograd' (which 'auto' picks for stride-1 kernels up to 5x5) has a
+        custom VJP: reverse-mode derivatives only; use 'taps' for jax.jvp or jacfwd.
 
     Returns:
       (N, O, mh, mw) or (N, mh, mw, O) (without N if x had none), with

@@ -1,19 +1,22 @@
-"""Keeping lax's NaN and Inf behaviour in lowerings that mix values before multiplying.
+"""Keeping lax's NaN and Inf behaviour in lowerings that mix values first.
 
 'banded' multiplies every input value of a row by the band's zeros, and
-'winograd' adds and subtracts the values of a tile: with an Inf or a NaN in
-x or the kernel, both produce NaN in outputs where lax gives Inf, or where lax
+'winograd' adds and subtracts the values of a tile: with an Inf or a NaN in x
+or the kernel, both produce NaN in outputs where lax gives Inf, or where lax
 gives a finite number. The fix is to run such inputs through a lowering that
 multiplies each weight only by the values it sees ('vmap'), chosen at run time
 by a lax.cond on one cheap reduction.
 
-The cond sits inside a custom VJP: the forward pass picks the fast result or
-the fallback, and the backward pass is always the fast lowering's own. JAX
-never differentiates the cond itself: a differentiated cond made compiled
-gradients up to 1.8x slower on a CPU (LeNet conv2: 17 ms against 9.5 ms), even
-when its fallback never ran. The gradient for inputs that are not all finite is
-then the fast lowering's, which is non-finite wherever lax's is, though not
-always the same non-finite value.
+For 'banded' the cond sits inside a custom JVP (`finite_or_fallback`): the
+value is the fast result or the fallback, and the derivative (forward, and
+reverse by JAX's transposition) is always the fast lowering's own. JAX never
+differentiates the cond itself: a differentiated cond made compiled gradients
+up to 1.8x slower on a CPU (LeNet conv2: 17 ms against 9.5 ms), even when its
+fallback never ran. The gradient for inputs that are not all finite is then
+the fast lowering's, which is non-finite wherever lax's is, though not always
+the same non-finite value. 'winograd', whose derivative is a custom VJP of its
+own, calls `pick_finite` inside that VJP's forward function instead (JAX
+cannot take a JVP of a custom VJP).
 """
 
 from __future__ import annotations
@@ -33,26 +36,23 @@ def _all_finite(x: Array, w: Array) -> Array:
     return jnp.isfinite(x).all() & jnp.isfinite(w).all()
 
 
-def _pick(fallback: Conv, x: Array, w: Array, y: Array) -> Array:
-    # Under vmap the predicate is batched and the cond becomes a select: both run.
+def pick_finite(fallback: Conv, x: Array, w: Array, y: Array) -> Array:
+    """y (computed from x and w) if x and w are all finite, else fallback(x, w).
+
+    Under vmap the predicate is batched and the cond becomes a select: both run.
+    """
     return jax.lax.cond(
         _all_finite(x, w), lambda x, w, y: y, lambda x, w, y: fallback(x, w), x, w, y
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def finite_or_fallback(fast: Conv, fallback: Conv, x: Array, w: Array) -> Array:
-    """fast(x, w) when x and w are all finite, else fallback(x, w); gradients are fast's."""
-    return _pick(fallback, x, w, fast(x, w))
+    """fast(x, w) when x and w are all finite, else fallback(x, w); derivatives are fast's."""
+    return pick_finite(fallback, x, w, fast(x, w))
 
 
-def _forward(fast: Conv, fallback: Conv, x: Array, w: Array):
-    y, fast_vjp = jax.vjp(fast, x, w)
-    return _pick(fallback, x, w, y), fast_vjp
-
-
-def _backward(fast: Conv, fallback: Conv, fast_vjp, dy: Array) -> tuple[Array, Array]:
-    return fast_vjp(dy)
-
-
-finite_or_fallback.defvjp(_forward, _backward)
+@finite_or_fallback.defjvp
+def _jvp(fast: Conv, fallback: Conv, primals, tangents) -> tuple[Array, Array]:
+    y, y_dot = jax.jvp(fast, primals, tangents)
+    return pick_finite(fallback, *primals, y), y_dot

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jconv._checks import ConvSpec
-from jconv._finite_guard import finite_or_fallback
+from jconv._finite_guard import pick_finite
 from jconv._method_taps import conv_taps
 from jconv._method_vmap import conv_vmap
 from jconv._padding import pad_input
@@ -176,8 +176,13 @@ def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec) -> Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _winograd_nhwc(x: Array, w: Array, spec: ConvSpec) -> Array:
-    """x: (N, H, W, C), zero-padded by spec.pads inside; w: (kh, kw, C, O) -> (N, mh, mw, O)."""
-    return _correlate(x, w, spec, spec.pads, transposed=False).astype(spec.out_dtype)
+    """x: (N, H, W, C), zero-padded by spec.pads inside; w: (kh, kw, C, O) -> (N, mh, mw, O).
+
+    The result is in spec.out_dtype; x or w not all finite runs 'vmap' instead.
+    """
+    y = _correlate(x, w, spec, spec.pads, transposed=False).astype(spec.out_dtype)
+    nhwc = dataclasses.replace(spec, layout="NHWC", batched=True, n=x.shape[0])
+    return pick_finite(lambda x, w: conv_vmap(x, w.transpose(3, 2, 0, 1), nhwc), x, w, y)
 
 
 def _winograd_nhwc_fwd(x: Array, w: Array, spec: ConvSpec) -> tuple[Array, tuple[Array, Array]]:
@@ -200,11 +205,6 @@ def conv_winograd(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout; w: (O, C, kh, kw) -> batched output, spec.layout."""
     if not winograd_supported(spec):
         return conv_taps(x, w, spec)
-    fast = functools.partial(_conv_winograd, spec=spec)
-    return finite_or_fallback(fast, functools.partial(conv_vmap, spec=spec), x, w)
-
-
-def _conv_winograd(x: Array, w: Array, spec: ConvSpec) -> Array:
     if spec.padding_mode != "zeros":  # other fills are padded here, differentiated by JAX
         x = pad_input(x, spec)
         hp, wp = spec.padded_hw

@@ -1,0 +1,100 @@
+"""method='winograd': its matrices, its custom VJP and the shapes it hands to 'taps'."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jconv
+from jconv._checks import check_conv_args
+from jconv._method_winograd import winograd_supported
+from jconv._winograd_matrices import winograd_matrices
+from tests.reference import assert_close, conv_lax
+
+
+@pytest.mark.parametrize("m,r", [(2, 1), (2, 2), (2, 3), (2, 4), (2, 5), (4, 3), (3, 2)])
+def test_matrices_compute_a_correlation(m, r):
+    at, g, bt = winograd_matrices(m, r)
+    assert at.shape == (m, m + r - 1) and g.shape == (m + r - 1, r) and bt.shape == (m + r - 1,) * 2
+    rng = np.random.default_rng(m * 10 + r)
+    for _ in range(3):
+        d, k = rng.normal(size=m + r - 1), rng.normal(size=r)
+        np.testing.assert_allclose(
+            at @ ((g @ k) * (bt @ d)), np.correlate(d, k, "valid"), atol=1e-12
+        )
+
+
+def test_f23_matrices_are_the_known_ones():
+    """F(2, 3) from the points 0, 1, -1: entries 0, +-1 and +-1/2 only."""
+    at, g, bt = winograd_matrices(2, 3)
+    for matrix in (at, g, bt):
+        assert set(np.unique(np.abs(matrix))) <= {0.0, 0.5, 1.0}
+
+
+def test_too_many_points_is_refused():
+    with pytest.raises(ValueError, match="points"):
+        winograd_matrices(4, 6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,supported",
+    [
+        ({}, True),
+        ({"stride": 2}, False),
+        ({"dilation": 2}, False),
+        ({"groups": 2}, False),
+    ],
+)
+def test_supported_shapes(kwargs, supported):
+    spec = check_conv_args(
+        (2, 4, 9, 9), (6, 4 // kwargs.get("groups", 1), 3, 3), x_dtype="float32", **kwargs
+    )
+    assert winograd_supported(spec) == supported
+
+
+@pytest.mark.parametrize(
+    "k,padding", [((3, 3), 3), ((5, 5), ((0, 4), (1, 2))), ((3, 5), "SAME"), ((1, 3), 1)]
+)
+def test_gradients_against_lax(k, padding):
+    """Including padding wider than the kernel (the x-gradient's padding goes negative)."""
+    kx, kw, kc = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (2, 3, 7, 8))
+    w = jax.random.normal(kw, (4, 3, *k))
+    y_shape = jax.eval_shape(lambda: conv_lax(x, w, padding=padding)).shape
+    ct = jax.random.normal(kc, y_shape)
+
+    def loss(conv):
+        return lambda x, w: jnp.vdot(conv(x, w), ct)
+
+    got = jax.jit(
+        jax.grad(loss(lambda x, w: jconv.conv2d(x, w, padding=padding, method="winograd")), (0, 1))
+    )(x, w)
+    expected = jax.grad(loss(lambda x, w: conv_lax(x, w, padding=padding)), (0, 1))(x, w)
+    for g, e in zip(got, expected):
+        assert_close(g, e)
+
+
+def test_check_grads_second_order_reverse():
+    """The custom VJP's backward is itself differentiable (grad of grad)."""
+    with jax.enable_x64(True):
+        kx, kw = jax.random.split(jax.random.key(1))
+        x = jax.random.normal(kx, (1, 2, 5, 6), jnp.float64)
+        w = jax.random.normal(kw, (3, 2, 3, 3), jnp.float64)
+        check_grads(
+            lambda x, w: jconv.conv2d(x, w, padding=1, method="winograd"),
+            (x, w),
+            order=2,
+            modes=["rev"],
+        )
+
+
+def test_forward_mode_is_refused():
+    """A custom VJP has no JVP; the docstring sends forward-mode users to 'taps'."""
+    x = jax.random.normal(jax.random.key(2), (1, 2, 5, 5))
+    w = jax.random.normal(jax.random.key(3), (2, 2, 3, 3))
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(lambda x: jconv.conv2d(x, w, method="winograd"), (x,), (x,))
+    jax.jvp(lambda x: jconv.conv2d(x, w, method="taps"), (x,), (x,))
