@@ -13,7 +13,7 @@ from jconv._checks import check_conv_args
     "x_shape,k_shape,kwargs,expected",
     [
         ((256, 6, 14, 14), (16, 6, 5, 5), {}, "banded"),  # LeNet conv2
-        ((256, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "taps"),  # LeNet conv1
+        ((256, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "banded"),  # LeNet conv1
         ((4, 100, 68, 68), (100, 100, 5, 5), {}, "winograd"),  # the lesson's layer
         ((2, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "winograd"),  # ResNet 3x3
         ((4, 64, 56, 56), (128, 64, 3, 3), {"stride": 2, "padding": 1}, "taps"),  # stride 2
