@@ -128,7 +128,9 @@ def _conv_banded(x: Array, w: Array, spec: ConvSpec, block: int | None = None) -
         banded_weights(w, spec, block),
         precision=spec.precision,
         preferred_element_type=spec.acc_dtype,
-    ).reshape(n, mh, blocks * block, spec.o)[:, :, :mw]
+    )
+    # One split, then one merge: JAX's explicit sharding mode refuses both at once.
+    y = y.reshape(n, mh, blocks, block, spec.o).reshape(n, mh, blocks * block, spec.o)[:, :, :mw]
     if spec.layout == "NCHW":
         y = y.transpose(0, 3, 1, 2)
     return y.astype(spec.out_dtype)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -111,8 +112,14 @@ def _tile_grid(x: Array, tiles: tuple[int, int], size: tuple[int, int], step: in
     ]
 
 
-def _matmul_grid(spec: ConvSpec, subscripts: str, a: Grid, b: Grid) -> Grid:
-    """One matrix product per transformed position: the lesson's input-channel sum."""
+def _matmul_grid(
+    spec: ConvSpec, subscripts: str, a: Grid, b: Grid, out_sharding: Any = None
+) -> Grid:
+    """One matrix product per transformed position: the lesson's input-channel sum.
+
+    out_sharding: where a contraction over a sharded axis (the batch, for the
+    kernel gradient) should leave its result, as JAX's explicit sharding mode asks.
+    """
     return [
         [
             jnp.einsum(
@@ -121,6 +128,7 @@ def _matmul_grid(spec: ConvSpec, subscripts: str, a: Grid, b: Grid) -> Grid:
                 b_pq,
                 precision=spec.precision,
                 preferred_element_type=spec.acc_dtype,
+                out_sharding=out_sharding,
             )
             for a_pq, b_pq in zip(a_row, b_row)
         ]
@@ -137,7 +145,7 @@ def _correlate(x: Array, w: Array, spec: ConvSpec, pads, *, transposed: bool) ->
     (a crop). Returns (N, mh, mw, out channels) in the accumulation dtype.
     """
     kh, kw = w.shape[:2]
-    n, h, wd, _ = x.shape
+    _, h, wd, _ = x.shape
     (top, bottom), (left, right) = pads
     mh, mw = h + top + bottom - kh + 1, wd + left + right - kw + 1
     fh, fw = winograd_matrices(TILE, kh), winograd_matrices(TILE, kw)
@@ -150,11 +158,30 @@ def _correlate(x: Array, w: Array, spec: ConvSpec, pads, *, transposed: bool) ->
     u_grid = _transform_2d(fh.g, fw.g, taps)  # (C, O) each
     m_grid = _matmul_grid(spec, "nhwo,co->nhwc" if transposed else "nhwc,co->nhwo", v_grid, u_grid)
     y_grid = _transform_2d(fh.at, fw.at, m_grid)  # y_grid[p][q]: (N, th, tw, out)
-    y = jnp.stack([jnp.stack(row, axis=3) for row in y_grid], axis=2)  # (N, th, 2, tw, 2, out)
-    return y.reshape(n, tiles[0] * TILE, tiles[1] * TILE, y.shape[-1])[:, :mh, :mw]
+    return _interleave(y_grid)[:, :mh, :mw]
 
 
-def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec) -> Array:
+def _interleave(grid: Grid) -> Array:
+    """grid[p][q]: (N, th, tw, C) -> y: (N, th*TILE, tw*TILE, C), y[:, a*TILE + p, b*TILE + q].
+
+    Each position is spread out by interior padding and the results summed (one
+    fused loop). A reshape of (N, th, TILE, tw, TILE, C) would do the same, but
+    JAX's explicit sharding mode refuses that reshape when N is sharded.
+    """
+    zero = jnp.zeros((), grid[0][0].dtype)
+    y = None
+    for p, row in enumerate(grid):
+        for q, part in enumerate(row):
+            spread = jax.lax.pad(
+                part,
+                zero,
+                ((0, 0, 0), (p, TILE - 1 - p, TILE - 1), (q, TILE - 1 - q, TILE - 1), (0, 0, 0)),
+            )
+            y = spread if y is None else y + spread
+    return y
+
+
+def _kernel_gradient(x: Array, dy: Array, w: Array, spec: ConvSpec) -> Array:
     """d loss / d w, (kh, kw, C, O), in the transformed domain.
 
     The forward pass is y = AT (V ⊙ U) A per tile, with U = G w GT; its transpose
@@ -169,7 +196,8 @@ def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec) -> Array:
     x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (top, 0, 0), (left, 0, 0), (0, 0, 0)))
     v_grid = _transform_2d(fh.bt, fw.bt, _tile_grid(x, tiles, (TILE + kh - 1, TILE + kw - 1), TILE))
     dm_grid = _transform_2d(fh.at.T, fw.at.T, _tile_grid(dy, tiles, (TILE, TILE), TILE))
-    du_grid = _matmul_grid(spec, "nhwc,nhwo->co", v_grid, dm_grid)
+    w_tap_sharding = jax.typeof(w[0, 0]).sharding  # the gradient lands as the weights are
+    du_grid = _matmul_grid(spec, "nhwc,nhwo->co", v_grid, dm_grid, w_tap_sharding)
     dw_grid = _transform_2d(fh.g.T, fw.g.T, du_grid)
     return jnp.stack([jnp.stack(row) for row in dw_grid])
 
@@ -195,7 +223,7 @@ def _winograd_nhwc_bwd(spec: ConvSpec, residuals: tuple[Array, Array], dy: Array
     (top, bottom), (left, right) = spec.pads
     dx_pads = ((spec.kh - 1 - top, spec.kh - 1 - bottom), (spec.kw - 1 - left, spec.kw - 1 - right))
     dx = _correlate(dy, w, spec, dx_pads, transposed=True)
-    return dx.astype(x.dtype), _kernel_gradient(x, dy, spec).astype(w.dtype)
+    return dx.astype(x.dtype), _kernel_gradient(x, dy, w, spec).astype(w.dtype)
 
 
 _winograd_nhwc.defvjp(_winograd_nhwc_fwd, _winograd_nhwc_bwd)
