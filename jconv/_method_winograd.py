@@ -11,13 +11,14 @@ each of the a_h * a_w transformed positions into one matrix product,
 multiply-adds of the 9 GEMMs of 'taps' (for 5x5: 36/100).
 
 The gradient is a custom VJP built from the same pieces: the gradient with
-respect to x is the correlation of the padded output gradient with the
-flipped kernel (Winograd again, contracting output channels), and the one
-with respect to the kernel is one GEMM per tap, x's window against the output
-gradient, with the whole batch and image as the contraction. JAX's own
-transpose of the tiling scatters into overlapping tiles and ran 2-4x slower on
-a CPU. Being a custom VJP, this method supports reverse-mode differentiation
-(grad, vjp) but not forward mode (jvp, jacfwd): use 'taps' there.
+respect to x is the correlation of the output gradient, padded so that it
+comes out (N, H, W, C), with the flipped kernel (Winograd again, contracting
+output channels), and the one with respect to the kernel is taken in the
+transformed domain, one GEMM per position contracting the batch and the
+tiles (`_kernel_gradient`). JAX's own transpose of the tiling scatters into
+overlapping tiles and ran 2-4x slower on a CPU. Being a custom VJP, this
+method supports reverse-mode differentiation (grad, vjp, grad of grad) but
+not forward mode (jvp, jacfwd): use 'taps' there.
 
 Supported: stride 1, dilation 1, groups 1, kernels up to 5x5 (larger ones need
 interpolation points whose rounding error grows). Everything else, and
