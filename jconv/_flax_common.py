@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jconv._conv2d import check_method, conv2d
+from jconv._padding import zero_pad_or_crop
 from jconv._typing import Array, DTypeLike
 
 FlaxPadding = str | int | Sequence[int | tuple[int, int]]  # what Flax's Conv accepts
@@ -165,8 +166,7 @@ def _border(
             return x, [(0, 0)] * rank
         return x, padding.upper()
     if any(min(p) < 0 for p in padding):  # lax crops where a pad is negative; so does lax.pad
-        crop = [(0, 0, 0), *((min(lo, 0), min(hi, 0), 0) for lo, hi in padding), (0, 0, 0)]
-        x = jax.lax.pad(x, jnp.zeros((), x.dtype), crop)
+        x = zero_pad_or_crop(x, [(0, 0), *((min(lo, 0), min(hi, 0)) for lo, hi in padding), (0, 0)])
     return x, [(max(lo, 0), max(hi, 0)) for lo, hi in padding]
 
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jconv._checks import ConvSpec
 from jconv._finite_guard import finite_or_fallback
 from jconv._method_vmap import conv_vmap
-from jconv._padding import pad_input
+from jconv._padding import pad_input, zero_pad_or_crop
 from jconv._typing import Array
 
 BLOCK_COLUMNS = 32  # aim for GEMMs at least this wide: block * O columns
@@ -64,12 +63,11 @@ def _band_selector(spec: ConvSpec, in_width: int, out_width: int) -> np.ndarray:
     return (wi == b * sw + j * dw).astype(np.float32)
 
 
-def banded_weights(w: Array, spec: ConvSpec, out_width: int | None = None) -> Array:
+def banded_weights(w: Array, spec: ConvSpec, out_width: int) -> Array:
     """w: (O, C/groups, kh, kw) -> T: (kh*Win*C, out_width*O), rows (i, wi, c), columns (b, o).
 
-    out_width output columns (all mw by default) read Win input columns.
+    out_width adjacent output columns read Win input columns.
     """
-    out_width = out_width or spec.out_hw[1]
     in_width = _block_input_width(spec, out_width)
     g, og, cg = spec.groups, spec.og, spec.cg
     w = w.reshape(g, og, cg, spec.kh, spec.kw)
@@ -96,22 +94,22 @@ def conv_banded(x: Array, w: Array, spec: ConvSpec) -> Array:
     lax does): with 'taps' there, the compiled program ran 2x slower on a CPU even
     when the fallback was never taken (LeNet conv2, 5.5 ms against 2.7 ms).
     """
-    fast = functools.partial(_conv_banded, spec=spec, block=banded_block(spec))
+    fast = functools.partial(_conv_banded, spec=spec)
     return finite_or_fallback(fast, functools.partial(conv_vmap, spec=spec), x, w)
 
 
-def _conv_banded(x: Array, w: Array, spec: ConvSpec, block: int | None = None) -> Array:
-    """block: output columns per GEMM row (all mw by default); the blocks share one T."""
+def _conv_banded(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """Blocks of `banded_block` output columns, all sharing one T: one GEMM."""
     x = pad_input(x, spec)
     if spec.layout == "NCHW":
         x = x.transpose(0, 2, 3, 1)
     n, _, wp, c = x.shape
     (mh, mw), sh, dh = spec.out_hw, spec.stride[0], spec.dilation[0]
-    block = block or mw
+    block = banded_block(spec)
     blocks = -(-mw // block)
     step, in_width = block * spec.stride[1], _block_input_width(spec, block)
     need = (blocks - 1) * step + in_width  # zero columns past Wp feed only cropped outputs
-    x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (0, 0, 0), (0, need - wp, 0), (0, 0, 0)))
+    x = zero_pad_or_crop(x, [(0, 0), (0, 0), (0, need - wp), (0, 0)])
     # Output row a reads input rows a*sh + i*dh, i < kh: kh strided row slices, side by side,
     # and output block b reads input columns b*step ... b*step + in_width - 1.
     row_slices = [x[:, i * dh : i * dh + (mh - 1) * sh + 1 : sh] for i in range(spec.kh)]

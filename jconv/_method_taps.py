@@ -20,41 +20,32 @@ from jconv._windows import tap_window
 
 
 def _contract_tap(window: Array, w_tap: Array, spec: ConvSpec) -> Array:
-    """window: batched x for one tap; w_tap: (O, C/groups) -> this tap's share of y."""
+    """window: batched x for one tap; w_tap: (O, C/groups) -> this tap's share of y.
+
+    With one group the group axis is left out altogether: vmapped, the contraction is
+    then a plain GEMM, (N*mh*mw) x C times C x O (a batched dot_general with a size-1
+    batch axis ran 2-3x slower on a CPU).
+    """
     n, g, cg = window.shape[0], spec.groups, spec.cg
     mh, mw = spec.out_hw
-    kw = dict(precision=spec.precision, preferred_element_type=spec.acc_dtype)
-    if g == 1:
-        # One output channel is a contraction over C; vmap over O makes it a plain GEMM,
-        # (N*mh*mw) x C times C x O, with no group axis for XLA to batch over (a batched
-        # dot_general with a size-1 batch ran 2-3x slower on a CPU).
-        if spec.layout == "NHWC":
-
-            def one_output_channel(w_o: Array) -> Array:  # (C,) -> (N, mh, mw)
-                return jnp.einsum("nhwc,c->nhw", window, w_o, **kw)
-
-            return jax.vmap(one_output_channel, out_axes=3)(w_tap)
-
-        def one_output_channel(w_o: Array) -> Array:  # (C,) -> (N, mh, mw)
-            return jnp.einsum("nchw,c->nhw", window, w_o, **kw)
-
-        return jax.vmap(one_output_channel, out_axes=1)(w_tap)
-    w_tap = w_tap.reshape(g, spec.og, cg)  # (G, Og, Cg)
     if spec.layout == "NHWC":
-        window = window.reshape(n, mh, mw, g, cg)
+        shape, group_axis, subscripts = [n, mh, mw, g, cg], 3, "nhwgc,gc->nhwg"
+    else:
+        shape, group_axis, subscripts = [n, g, cg, mh, mw], 1, "ngchw,gc->nghw"
+    w_tap = w_tap.reshape(g, spec.og, cg)  # (G, Og, Cg): vmapped over Og
+    out_axis, in_axis = group_axis + 1, 1  # Og goes right after G
+    if g == 1:
+        del shape[group_axis]
+        subscripts, w_tap, out_axis, in_axis = subscripts.replace("g", ""), w_tap[0], group_axis, 0
+    window = window.reshape(shape)
 
-        def one_output_channel(w_o: Array) -> Array:  # (G, Cg) -> (N, mh, mw, G)
-            return jnp.einsum("nhwgc,gc->nhwg", window, w_o, **kw)
+    def one_output_channel(w_o: Array) -> Array:  # (G, Cg) or (C,) -> y for one o of each group
+        return jnp.einsum(
+            subscripts, window, w_o, precision=spec.precision, preferred_element_type=spec.acc_dtype
+        )
 
-        y = jax.vmap(one_output_channel, in_axes=1, out_axes=4)(w_tap)  # (N, mh, mw, G, Og)
-        return y.reshape(n, mh, mw, spec.o)
-    window = window.reshape(n, g, cg, mh, mw)
-
-    def one_output_channel(w_o: Array) -> Array:  # (G, Cg) -> (N, G, mh, mw)
-        return jnp.einsum("ngchw,gc->nghw", window, w_o, **kw)
-
-    y = jax.vmap(one_output_channel, in_axes=1, out_axes=2)(w_tap)  # (N, G, Og, mh, mw)
-    return y.reshape(n, spec.o, mh, mw)
+    y = jax.vmap(one_output_channel, in_axes=in_axis, out_axes=out_axis)(w_tap)
+    return y.reshape(n, mh, mw, spec.o) if spec.layout == "NHWC" else y.reshape(n, spec.o, mh, mw)
 
 
 def conv_taps(x: Array, w: Array, spec: ConvSpec) -> Array:

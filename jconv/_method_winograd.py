@@ -43,7 +43,7 @@ from jconv._checks import ConvSpec
 from jconv._finite_guard import pick_finite
 from jconv._method_taps import conv_taps
 from jconv._method_vmap import conv_vmap
-from jconv._padding import pad_input
+from jconv._padding import pad_input, zero_pad_or_crop
 from jconv._typing import Array
 from jconv._winograd_matrices import winograd_matrices
 
@@ -92,25 +92,43 @@ def _transform_2d(rows: np.ndarray, cols: np.ndarray, grid: Grid) -> Grid:
     ]
 
 
-def _tile_grid(x: Array, tiles: tuple[int, int], size: tuple[int, int], step: int) -> Grid:
-    """grid[u][v] = x[:, a * step + u, b * step + v] for every tile (a, b): (N, th, tw, C).
+def _tile_counts(mh: int, mw: int) -> tuple[int, int]:
+    """Tiles along each axis that cover an (mh, mw) output."""
+    return -(-mh // TILE), -(-mw // TILE)
 
-    x is zero-padded (or cropped) first to exactly cover the tiles.
+
+def _tile_grid(
+    x: Array, low: tuple[int, int], tiles: tuple[int, int], size: tuple[int, int]
+) -> Grid:
+    """grid[u][v] = xp[:, a * TILE + u, b * TILE + v] for every tile (a, b): (N, th, tw, C).
+
+    xp is x with `low` zero rows and columns in front (negative: cropped), zero-padded
+    or cropped at the end to exactly cover the tiles of `size` pixels.
     """
-    (th, tw), (ah, aw) = tiles, size
-    need_h, need_w = (th - 1) * step + ah, (tw - 1) * step + aw
-    x = jax.lax.pad(
-        x,
-        jnp.zeros((), x.dtype),
-        ((0, 0, 0), (0, need_h - x.shape[1], 0), (0, need_w - x.shape[2], 0), (0, 0, 0)),
+    (th, tw), (ah, aw), (top, left) = tiles, size, low
+    need_h, need_w = (th - 1) * TILE + ah, (tw - 1) * TILE + aw
+    x = zero_pad_or_crop(
+        x, [(0, 0), (top, need_h - top - x.shape[1]), (left, need_w - left - x.shape[2]), (0, 0)]
     )
     return [
         [
-            x[:, u : u + (th - 1) * step + 1 : step, v : v + (tw - 1) * step + 1 : step]
+            x[:, u : u + (th - 1) * TILE + 1 : TILE, v : v + (tw - 1) * TILE + 1 : TILE]
             for v in range(aw)
         ]
         for u in range(ah)
     ]
+
+
+def _input_transform(
+    x: Array, kernel_hw: tuple[int, int], low: tuple[int, int], tiles: tuple[int, int]
+) -> Grid:
+    """V = BT d B for every input tile d of x (padded in front by `low`).
+
+    The first step of both the forward pass and the kernel gradient.
+    """
+    kh, kw = kernel_hw
+    fh, fw = winograd_matrices(TILE, kh), winograd_matrices(TILE, kw)
+    return _transform_2d(fh.bt, fw.bt, _tile_grid(x, low, tiles, (TILE + kh - 1, TILE + kw - 1)))
 
 
 def _matmul_grid(
@@ -146,13 +164,10 @@ def _correlate(x: Array, w: Array, spec: ConvSpec, pads, *, transposed: bool) ->
     (a crop). Returns (N, mh, mw, out channels) in the accumulation dtype.
     """
     kh, kw = w.shape[:2]
-    _, h, wd, _ = x.shape
     (top, bottom), (left, right) = pads
-    mh, mw = h + top + bottom - kh + 1, wd + left + right - kw + 1
+    mh, mw = x.shape[1] + top + bottom - kh + 1, x.shape[2] + left + right - kw + 1
     fh, fw = winograd_matrices(TILE, kh), winograd_matrices(TILE, kw)
-    tiles = (-(-mh // TILE), -(-mw // TILE))
-    x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (top, 0, 0), (left, 0, 0), (0, 0, 0)))
-    v_grid = _transform_2d(fh.bt, fw.bt, _tile_grid(x, tiles, (TILE + kh - 1, TILE + kw - 1), TILE))
+    v_grid = _input_transform(x, (kh, kw), (top, left), _tile_counts(mh, mw))
     taps = [
         [w[kh - 1 - i, kw - 1 - j] if transposed else w[i, j] for j in range(kw)] for i in range(kh)
     ]
@@ -189,14 +204,11 @@ def _kernel_gradient(x: Array, dy: Array, w: Array, spec: ConvSpec) -> Array:
     gives dU = V^T dM, dM = A dy AT per tile, and dw = GT dU G: the same
     a_h * a_w GEMMs, now contracting the batch and the tiles.
     """
-    kh, kw = spec.kh, spec.kw
     (top, _), (left, _) = spec.pads
-    _, mh, mw, _ = dy.shape
-    fh, fw = winograd_matrices(TILE, kh), winograd_matrices(TILE, kw)
-    tiles = (-(-mh // TILE), -(-mw // TILE))
-    x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (top, 0, 0), (left, 0, 0), (0, 0, 0)))
-    v_grid = _transform_2d(fh.bt, fw.bt, _tile_grid(x, tiles, (TILE + kh - 1, TILE + kw - 1), TILE))
-    dm_grid = _transform_2d(fh.at.T, fw.at.T, _tile_grid(dy, tiles, (TILE, TILE), TILE))
+    tiles = _tile_counts(*dy.shape[1:3])
+    fh, fw = winograd_matrices(TILE, spec.kh), winograd_matrices(TILE, spec.kw)
+    v_grid = _input_transform(x, (spec.kh, spec.kw), (top, left), tiles)
+    dm_grid = _transform_2d(fh.at.T, fw.at.T, _tile_grid(dy, (0, 0), tiles, (TILE, TILE)))
     w_tap_sharding = jax.typeof(w[0, 0]).sharding  # the gradient lands as the weights are
     du_grid = _matmul_grid(spec, "nhwc,nhwo->co", v_grid, dm_grid, w_tap_sharding)
     dw_grid = _transform_2d(fh.g.T, fw.g.T, du_grid)

@@ -1,10 +1,15 @@
 """Filling the padded border of x: zeros, circular, reflect or replicate.
 
 The modes mean what they mean in torch.nn.Conv2d; jnp.pad does the work.
+`zero_pad_or_crop` is the plain zero fill the lowerings use internally, where
+an amount may also be negative (a crop), as in lax.pad.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import jax
 import jax.numpy as jnp
 
 from jconv._checks import ConvSpec
@@ -17,6 +22,11 @@ _JNP_PAD_MODE = {
     "reflect": "reflect",
     "replicate": "edge",
 }
+
+
+def zero_pad_or_crop(x: Array, widths: Sequence[tuple[int, int]]) -> Array:
+    """Zero-pad each axis of x by (low, high); a negative amount crops there instead."""
+    return jax.lax.pad(x, jnp.zeros((), x.dtype), [(lo, hi, 0) for lo, hi in widths])
 
 
 def pad_input(x: Array, spec: ConvSpec) -> Array:
