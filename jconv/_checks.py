@@ -89,7 +89,8 @@ class ConvSpec:
         return (self.n, self.o, mh, mw) if self.layout == "NCHW" else (self.n, mh, mw, self.o)
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An int or a NumPy integer, but not a bool: True is not a stride of 1."""
     if isinstance(v, (bool, np.bool_)):
         return False
     try:
@@ -101,13 +102,13 @@ def _is_int(v: Any) -> bool:
 
 def int_pair(name: str, value: IntPair, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each at least `minimum`, as a pair."""
-    if _is_int(value):
+    if is_int(value):
         pair = (operator.index(value),) * 2
     elif (
         isinstance(value, Sequence)
         and not isinstance(value, str)
         and len(value) == 2
-        and all(_is_int(v) for v in value)
+        and all(is_int(v) for v in value)
     ):
         pair = (operator.index(value[0]), operator.index(value[1]))
     else:
@@ -156,15 +157,15 @@ def resolve_padding(
         "padding must be 'VALID', 'SAME', 'SAME_LOWER', an int, a pair (ph, pw) or "
         f"((top, bottom), (left, right)) of ints; got {padding!r}"
     )
-    if _is_int(padding):
+    if is_int(padding):
         p = operator.index(padding)
         pads = ((p, p), (p, p))
     elif isinstance(padding, Sequence) and len(padding) == 2:
-        if all(_is_int(v) for v in padding):
+        if all(is_int(v) for v in padding):
             ph, pw = (operator.index(v) for v in padding)
             pads = ((ph, ph), (pw, pw))
         elif all(
-            isinstance(v, Sequence) and len(v) == 2 and all(_is_int(u) for u in v) for v in padding
+            isinstance(v, Sequence) and len(v) == 2 and all(is_int(u) for u in v) for v in padding
         ):
             pads = tuple((operator.index(a), operator.index(b)) for a, b in padding)
         else:
@@ -264,7 +265,7 @@ def check_conv_args(
     n, c = xb[0], xb[info.channel_axis]
     h, w = (xb[a] for a in info.spatial_axes)
     o, ci, kh, kw = (kernel_shape[a] for a in info.kernel_to_oihw)
-    if not _is_int(groups):
+    if not is_int(groups):
         raise TypeError(f"groups must be an int, got {groups!r}")
     groups = operator.index(groups)
     if groups < 1:

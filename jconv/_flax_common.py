@@ -1,19 +1,27 @@
-"""What jconv.nnx.Conv and jconv.linen.Conv share: Flax's Conv semantics as pure functions.
+"""What jconv.nnx and jconv.linen share: Flax's Conv semantics as pure functions.
 
 Flax's Conv takes channels-last inputs with any number of leading batch axes,
 a kernel (*kernel_size, in_features // groups, out_features) and a padding in
 one of Flax's forms; it calls lax.conv_general_dilated. These functions turn
 the same arguments into one call of jconv.conv2d(..., layout='NHWC'), so that
-the modules stay thin parameter holders:
+the modules stay thin parameter holders, written once for nnx and once for
+linen:
 
-- `canonical_kernel_size`, `check_supported`: at construction, what jconv can
-  run (1-D and 2-D convolutions, no input dilation, no custom lax function).
-- `canonical_padding`: Flax's padding forms and its errors, before any
-  parameter is read.
-- `flax_conv`: the convolution itself, for a kernel already masked and promoted.
+- at construction: `canonical_kernel_size`, `check_supported` (what jconv can
+  run: 1-D and 2-D convolutions, no input dilation, no custom lax function),
+  `kernel_shape` (the kernel Param's shape, groups checked);
+- at call: `canonical_padding` (Flax's padding forms and errors, before any
+  parameter is read), `check_mask` and `apply_mask`, then `flax_conv`, the
+  convolution itself for a kernel already masked and promoted;
+- for any layer on channels-last inputs: `flatten_batch` and `flax_padding`
+  (Flax's own borders filled, negative pads cropped).
 
-Flax's errors are kept, type and moment: what Flax (or lax under it) refuses
-at call time, these refuse at call time with the same exception type.
+The argument rules themselves (what an int is, which padding strings lax
+knows, how narrow preferred_element_type may be) are jconv._checks', the ones
+conv2d applies. Flax's errors are kept, type and moment: what Flax (or lax
+under it) refuses at call time, these refuse at call time with the same
+exception type. Bools are refused where an int is asked for (Flax would take
+True as 1).
 """
 
 from __future__ import annotations
@@ -27,17 +35,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jconv._checks import PADDING_STRINGS, is_int
 from jconv._conv2d import check_method, conv2d
 from jconv._padding import zero_pad_or_crop
-from jconv._typing import Array, DTypeLike
+from jconv._typing import Array, DTypeLike, Shape
 
 FlaxPadding = str | int | Sequence[int | tuple[int, int]]  # what Flax's Conv accepts
 CanonicalPadding = str | list[tuple[int, int]]  # a string, or (low, high) per spatial axis
 IntsLike = int | Sequence[int] | None  # Flax's strides and dilations: None means 1
 
 SUPPORTED_RANKS = (1, 2)
-LAX_PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")  # the strings Flax hands on to lax
 BORDER_MODES = {"CIRCULAR": "wrap", "REFLECT": "reflect"}  # Flax's own strings, as jnp.pad modes
+
+# Flax's Conv defaults (the same functions in flax.nnx.initializers and flax.linen.initializers).
+default_kernel_init = jax.nn.initializers.lecun_normal()
+default_bias_init = jax.nn.initializers.zeros
 
 
 def canonical_kernel_size(kernel_size: int | Sequence[int]) -> tuple[int, ...]:
@@ -51,27 +63,38 @@ def broadcast_ints(name: str, value: IntsLike, rank: int) -> tuple[int, ...]:
     """Flax's strides and dilations: None is 1, an int is repeated, a sequence is taken as is."""
     if value is None:
         value = 1
-    if isinstance(value, int):
-        return (value,) * rank
-    values = tuple(value)
-    if len(values) != rank:
+    if is_int(value):
+        return (operator.index(value),) * rank  # type: ignore[arg-type]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
+    if len(value) != rank:
         raise ValueError(
             f"{name} must be an int or a sequence of {rank} ints (one per spatial axis of a "
             f"{rank}-D convolution), got {value!r}"
         )
-    return values
+    if not all(is_int(v) for v in value):
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
+    return tuple(operator.index(v) for v in value)
+
+
+def is_custom_conv(fn: Any) -> bool:
+    """Whether a conv_general_dilated (or linen's _cls) override asks for another function."""
+    return fn is not None and fn is not jax.lax.conv_general_dilated
 
 
 def check_supported(
     kernel_size: tuple[int, ...],
-    input_dilation: IntsLike,
     method: str,
-    custom_conv: Any = None,
+    *,
+    input_dilation: IntsLike = 1,
+    conv_overrides: Sequence[Any] = (),
 ) -> None:
     """Refuse, at construction, the Flax arguments that jconv.conv2d cannot run.
 
-    custom_conv: a conv_general_dilated (or _cls) override that Flax would call
-    instead of lax's; jconv.conv2d is the whole point of these modules.
+    conv_overrides: the module's conv_general_dilated (and linen's
+    conv_general_dilated_cls); anything but None or lax's own function is a
+    custom convolution, which jconv cannot honour: calling jconv.conv2d is the
+    whole point of these modules.
     """
     check_method(method)
     if len(kernel_size) not in SUPPORTED_RANKS:
@@ -80,20 +103,60 @@ def check_supported(
             f"kernel_size={kernel_size!r}, a {len(kernel_size)}-D convolution. Use Flax's own "
             "Conv for it."
         )
-    if input_dilation is not None and (
-        isinstance(input_dilation, int) or not isinstance(input_dilation, Sequence)
-    ):
-        input_dilation = (input_dilation,)
-    if input_dilation is not None and any(d != 1 for d in input_dilation):
+    if input_dilation is None:
+        input_dilation = 1
+    dilations = input_dilation if isinstance(input_dilation, Sequence) else (input_dilation,)
+    if any(isinstance(d, (bool, np.bool_)) for d in dilations):
+        raise TypeError(
+            f"input_dilation must be an int or a sequence of ints, got {input_dilation!r}"
+        )
+    if any(d != 1 for d in dilations):
         raise NotImplementedError(
             f"input_dilation={input_dilation!r}: jconv.conv2d has no input (lhs) dilation, "
             "only kernel dilation. Use Flax's own Conv or ConvTranspose for it."
         )
-    if custom_conv is not None:
+    if any(is_custom_conv(fn) for fn in conv_overrides):
         raise NotImplementedError(
             "jconv's Conv always calls jconv.conv2d, so it cannot take a conv_general_dilated "
             "override; use Flax's own Conv for a custom convolution function."
         )
+
+
+def kernel_shape(
+    kernel_size: tuple[int, ...],
+    in_features: int,
+    out_features: int,
+    feature_group_count: int,
+    *,
+    inputs_shape: Shape | None = None,
+) -> tuple[int, ...]:
+    """The kernel Param's shape, (*kernel_size, in_features // groups, out_features).
+
+    Flax asserts that the groups divide in_features; this raises a ValueError
+    naming both (and the inputs' shape, where in_features was read from them).
+    A zero feature_group_count raises ZeroDivisionError, as in Flax.
+    """
+    if in_features % feature_group_count:
+        where = "" if inputs_shape is None else f" (the last axis of inputs {inputs_shape})"
+        raise ValueError(
+            f"in_features={in_features}{where} must be divisible by "
+            f"feature_group_count={feature_group_count}"
+        )
+    return (*kernel_size, in_features // feature_group_count, out_features)
+
+
+def check_mask(mask: Array | None, kernel_shape: tuple[int, ...]) -> None:
+    """Flax's rule, and its message: a mask has the kernel's shape."""
+    if mask is not None and mask.shape != kernel_shape:
+        raise ValueError(
+            "Mask needs to have the same shape as weights. "
+            f"Shapes are: {mask.shape}, {kernel_shape}"
+        )
+
+
+def apply_mask(kernel: Array, mask: Array | None) -> Array:
+    """The kernel with the masked-out taps zeroed (masked convolution), as Flax applies it."""
+    return kernel if mask is None else kernel * mask
 
 
 def canonical_padding(padding: FlaxPadding, kernel_size: tuple[int, ...]) -> CanonicalPadding:
@@ -106,14 +169,14 @@ def canonical_padding(padding: FlaxPadding, kernel_size: tuple[int, ...]) -> Can
     if isinstance(padding, str):
         if padding == "CAUSAL" and rank != 1:
             raise ValueError("Causal padding is only implemented for 1D convolutions.")
-        if padding not in (*BORDER_MODES, "CAUSAL") and padding.upper() not in (
-            LAX_PADDING_STRINGS
-        ):
+        if padding not in (*BORDER_MODES, "CAUSAL") and padding.upper() not in PADDING_STRINGS:
             raise RuntimeError(
                 f"Unrecognized padding type: expected 'VALID', 'SAME', 'SAME_LOWER' (any case), "
                 f"or 'CIRCULAR', 'REFLECT', 'CAUSAL' (upper case), got {padding!r}."
             )
         return padding
+    if isinstance(padding, bool):
+        raise ValueError(f"padding must be a string, an int or a sequence, not a bool: {padding!r}")
     if isinstance(padding, int):
         return [(padding, padding)] * rank
     if isinstance(padding, Sequence) and len(padding) == rank:
@@ -126,9 +189,8 @@ def canonical_padding(padding: FlaxPadding, kernel_size: tuple[int, ...]) -> Can
             else:
                 break
         else:
-            bad = [p for pair in pads for p in pair if not _is_int(p)]
-            if bad:
-                raise ValueError(f"padding amounts must be ints, got {padding!r}")
+            if not all(is_int(p) for pair in pads for p in pair):
+                raise ValueError(f"padding amounts must be ints (not bools), got {padding!r}")
             return [(operator.index(lo), operator.index(hi)) for lo, hi in pads]
     raise ValueError(
         f"Invalid padding format: {padding}, should be str, int, or a sequence of len {rank} "
@@ -136,24 +198,33 @@ def canonical_padding(padding: FlaxPadding, kernel_size: tuple[int, ...]) -> Can
     )
 
 
-def _is_int(v: Any) -> bool:
-    try:
-        operator.index(v)
-    except TypeError:
-        return False
-    return True
+def flatten_batch(inputs: Array, rank: int) -> tuple[Array, Shape]:
+    """(*batch, *spatial, C) -> (N, *spatial, C), N the product of the batch axes (1 if none).
+
+    Returns the flat array and the batch shape that `y.reshape((*batch, *y.shape[1:]))`
+    restores. Flax flattens the same way.
+    """
+    n_batch = inputs.ndim - (rank + 1)
+    if n_batch < 0:
+        spatial = "L" if rank == 1 else "H, W"
+        raise ValueError(
+            f"a {rank}-D convolution takes inputs of shape (*batch, {spatial}, features); got "
+            f"shape {inputs.shape}"
+        )
+    batch_shape = inputs.shape[:n_batch]
+    return inputs.reshape((math.prod(batch_shape), *inputs.shape[n_batch:])), batch_shape
 
 
-def _border(
+def flax_padding(
     x: Array, padding: CanonicalPadding, window: tuple[int, ...]
 ) -> tuple[Array, str | list[tuple[int, int]]]:
     """Fill Flax's own borders (CIRCULAR, REFLECT, CAUSAL) and crop negative pads.
 
-    x: (N, *spatial, C). Returns x and the padding left for conv2d: a lax string
-    or non-negative (low, high) pairs. CIRCULAR and REFLECT pad
-    ((w - 1) // 2, w // 2) for the dilated window w of each axis, whatever the
-    stride, as Flax does, with jnp.pad (which wraps or reflects more than once
-    if it must).
+    x: (N, *spatial, C); window: the dilated kernel size per spatial axis.
+    Returns x and the padding left for conv2d: a lax string or non-negative
+    (low, high) pairs. CIRCULAR and REFLECT pad ((w - 1) // 2, w // 2) for the
+    dilated window w of each axis, whatever the stride, as Flax does, with
+    jnp.pad (which wraps or reflects more than once if it must).
     """
     rank = len(window)
     if isinstance(padding, str):
@@ -168,17 +239,6 @@ def _border(
     if any(min(p) < 0 for p in padding):  # lax crops where a pad is negative; so does lax.pad
         x = zero_pad_or_crop(x, [(0, 0), *((min(lo, 0), min(hi, 0)) for lo, hi in padding), (0, 0)])
     return x, [(max(lo, 0), max(hi, 0)) for lo, hi in padding]
-
-
-def _check_preferred(dtype: Any, preferred_element_type: DTypeLike | None) -> None:
-    """lax refuses a preferred_element_type narrower than the inputs; so does Flax's Conv."""
-    if preferred_element_type is None:
-        return
-    pet = np.dtype(preferred_element_type)
-    if jnp.issubdtype(pet, jnp.floating) and jnp.promote_types(dtype, pet) != pet:
-        raise TypeError(
-            f"preferred_element_type={pet} must not be narrower than the inputs' dtype {dtype}"
-        )
 
 
 def flax_conv(
@@ -215,52 +275,45 @@ def flax_conv(
       for the same arguments, plus bias.
     """
     rank = kernel.ndim - 2
-    n_batch = inputs.ndim - (rank + 1)
-    if n_batch < 0:
-        spatial = "L" if rank == 1 else "H, W"
-        raise ValueError(
-            f"a {rank}-D convolution takes inputs of shape (*batch, {spatial}, features); got "
-            f"shape {inputs.shape}"
-        )
-    batch_shape = inputs.shape[:n_batch]
-    x = inputs.reshape((math.prod(batch_shape), *inputs.shape[n_batch:]))
+    x, batch_shape = flatten_batch(inputs, rank)
     strides = broadcast_ints("strides", strides, rank)
     dilation = broadcast_ints("kernel_dilation", kernel_dilation, rank)
-    if min(dilation) < 1:
+    if min(dilation) < 1:  # conv2d's rule, with lax's exception type, which Flax users see
         raise TypeError(f"All dilations must be positive, got kernel_dilation={dilation}")
     window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:rank], dilation, strict=True))
-    x, pads = _border(x, padding, window)
-    _check_preferred(jnp.result_type(x, kernel), preferred_element_type)
+    x, pads = flax_padding(x, padding, window)
     if rank == 1:  # a 1-D convolution is a 2-D one over a unit height
         x, kernel = x[:, None], kernel[None]
         strides, dilation, window = (1, *strides), (1, *dilation), (1, *window)
         if not isinstance(pads, str):
             pads = [(0, 0), *pads]
+    # An axis where the window is wider than the padded input has no output in lax, and conv2d
+    # refuses such an axis: it runs with that axis zero-extended to one window, one output row
+    # or column that is then dropped, so that conv2d still checks every argument.
+    empty_axes = []
+    if not isinstance(pads, str):
+        for axis, ((lo, hi), size, w) in enumerate(zip(pads, x.shape[1:-1], window, strict=True)):
+            if lo + size + hi < w:
+                empty_axes.append(axis)
+                pads[axis] = (lo, w - lo - size)
     # conv2d adds the bias in the output's dtype; when Flax's `y + bias` would widen, add it here.
     out_dtype = preferred_element_type or jnp.result_type(x, kernel)
     fuse_bias = bias is None or jnp.result_type(out_dtype, bias) == np.dtype(out_dtype)
-    if isinstance(pads, str) or all(
-        lo + size + hi >= w for (lo, hi), size, w in zip(pads, x.shape[1:-1], window, strict=True)
-    ):
-        y = conv2d(
-            x,
-            kernel,
-            bias if fuse_bias else None,
-            stride=strides,
-            padding=pads if isinstance(pads, str) else tuple(pads),
-            dilation=dilation,
-            groups=feature_group_count,
-            layout="NHWC",
-            precision=precision,
-            preferred_element_type=preferred_element_type,
-            method=method,
-        )
-    else:  # the window is wider than the padded input: lax returns an empty output, and so do we
-        out_hw = [
-            0 if lo + size + hi < w else (lo + size + hi - w) // s + 1
-            for (lo, hi), size, w, s in zip(pads, x.shape[1:-1], window, strides, strict=True)
-        ]
-        y = jnp.zeros((x.shape[0], *out_hw, kernel.shape[-1]), out_dtype)
+    y = conv2d(
+        x,
+        kernel,
+        bias if fuse_bias else None,
+        stride=strides,
+        padding=pads if isinstance(pads, str) else tuple(pads),
+        dilation=dilation,
+        groups=feature_group_count,
+        layout="NHWC",
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        method=method,
+    )
+    for axis in empty_axes:
+        y = jax.lax.slice_in_dim(y, 0, 0, axis=1 + axis)
     if rank == 1:
         y = y[:, 0]
     if out_sharding is not None:  # what lax's out_sharding asks of the (N, *spatial, O) result

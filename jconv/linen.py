@@ -29,17 +29,19 @@ from flax.linen.dtypes import promote_dtype
 from flax.typing import Dtype, Initializer, PaddingLike, PrecisionLike, PromoteDtypeFn
 
 from jconv._flax_common import (
+    apply_mask,
     canonical_kernel_size,
     canonical_padding,
+    check_mask,
     check_supported,
+    default_bias_init,
+    default_kernel_init,
     flax_conv,
+    kernel_shape,
 )
 from jconv._typing import Array
 
 __all__ = ["Conv"]
-
-default_kernel_init = nn.initializers.lecun_normal()  # Flax's Conv defaults
-default_bias_init = nn.initializers.zeros_init()
 
 
 class Conv(nn.Module):
@@ -64,7 +66,8 @@ class Conv(nn.Module):
     a kernel_size of length other than 1 or 2, input_dilation other than 1, a
     conv_general_dilated or conv_general_dilated_cls override. Other errors are
     Flax's, of the same type and at the same moment, except that inputs whose
-    channels feature_group_count does not divide raise ValueError (Flax asserts).
+    channels feature_group_count does not divide raise ValueError (Flax asserts)
+    and that bools where ints are asked for are refused (Flax takes True as 1).
 
     >>> import jax, jconv
     >>> conv = jconv.linen.Conv(features=6, kernel_size=3, padding="CAUSAL")   # 1-D
@@ -96,9 +99,9 @@ class Conv(nn.Module):
     def __post_init__(self) -> None:
         check_supported(
             canonical_kernel_size(self.kernel_size),
-            self.input_dilation,
             self.method,
-            self.conv_general_dilated or self.conv_general_dilated_cls,
+            input_dilation=self.input_dilation,
+            conv_overrides=(self.conv_general_dilated, self.conv_general_dilated_cls),
         )
         super().__post_init__()
 
@@ -112,21 +115,16 @@ class Conv(nn.Module):
         """Convolve channels-last inputs: (*batch, H, W, C) -> (*batch, mh, mw, O) (1-D: L, mL)."""
         kernel_size = canonical_kernel_size(self.kernel_size)
         padding = canonical_padding(self.padding, kernel_size)
-        in_features = inputs.shape[-1]
-        if in_features % self.feature_group_count:
-            raise ValueError(
-                f"the inputs' {in_features} channels (shape {inputs.shape}) must be divisible "
-                f"by feature_group_count={self.feature_group_count}"
-            )
-        kernel_shape = (*kernel_size, in_features // self.feature_group_count, self.features)
-        if self.mask is not None and self.mask.shape != kernel_shape:
-            raise ValueError(
-                "Mask needs to have the same shape as weights. "
-                f"Shapes are: {self.mask.shape}, {kernel_shape}"
-            )
-        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
-        if self.mask is not None:
-            kernel = kernel * self.mask
+        shape = kernel_shape(
+            kernel_size,
+            inputs.shape[-1],
+            self.features,
+            self.feature_group_count,
+            inputs_shape=inputs.shape,
+        )
+        check_mask(self.mask, shape)
+        kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
+        kernel = apply_mask(kernel, self.mask)
         bias = None
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)

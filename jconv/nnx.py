@@ -29,17 +29,19 @@ from flax.nnx.nn import dtypes
 from flax.typing import Dtype, Initializer, PaddingLike, PrecisionLike, PromoteDtypeFn
 
 from jconv._flax_common import (
+    apply_mask,
     canonical_kernel_size,
     canonical_padding,
+    check_mask,
     check_supported,
+    default_bias_init,
+    default_kernel_init,
     flax_conv,
+    kernel_shape,
 )
 from jconv._typing import Array
 
 __all__ = ["Conv"]
-
-default_kernel_init = nnx.initializers.lecun_normal()  # Flax's Conv defaults
-default_bias_init = nnx.initializers.zeros_init()
 
 
 class Conv(nnx.Module):
@@ -67,7 +69,10 @@ class Conv(nnx.Module):
     a kernel_size of length other than 1 or 2, input_dilation other than 1, a
     conv_general_dilated other than lax's. Other errors are Flax's, of the same
     type and at the same moment, except that in_features not divisible by
-    feature_group_count is a ValueError at construction (Flax asserts at call).
+    feature_group_count is a ValueError at construction (Flax asserts at call),
+    and that a bool where an int is asked for (strides, dilations, padding
+    amounts, feature_group_count) is refused, as conv2d refuses it, where Flax
+    takes True as 1.
 
     >>> import jax, jconv
     >>> from flax import nnx
@@ -105,23 +110,18 @@ class Conv(nnx.Module):
         method: str = "auto",
     ):
         kernel_size = canonical_kernel_size(kernel_size)
-        in_per_group = in_features // feature_group_count
         check_supported(
             kernel_size,
-            input_dilation,
             method,
-            None if conv_general_dilated is jax.lax.conv_general_dilated else conv_general_dilated,
+            input_dilation=input_dilation,
+            conv_overrides=(conv_general_dilated,),
         )
-        if in_features % feature_group_count:
-            raise ValueError(
-                f"in_features={in_features} must be divisible by "
-                f"feature_group_count={feature_group_count}"
-            )
+        self.kernel_shape = kernel_shape(
+            kernel_size, in_features, out_features, feature_group_count
+        )
         # Flax's order of key draws: the kernel's, then (with a bias) the bias's.
-        kernel_shape = (*kernel_size, in_per_group, out_features)
-        self.kernel_shape = kernel_shape
         self.kernel = nnx.Param(
-            kernel_init(rngs.params(), kernel_shape, param_dtype), **kernel_metadata
+            kernel_init(rngs.params(), self.kernel_shape, param_dtype), **kernel_metadata
         )
         self.bias: nnx.Param[Array] | None
         if use_bias:
@@ -155,25 +155,16 @@ class Conv(nnx.Module):
         out_sharding: as in Flax, the sharding of the result (batch axes flattened into
         one), for JAX's explicit sharding mode; jconv reshards its result to it.
         """
-        kernel_size = self.kernel_size
         # Attributes may have been changed since construction: check again, cheaply.
         check_supported(
-            kernel_size,
-            self.input_dilation,
+            self.kernel_size,
             self.method,
-            None
-            if self.conv_general_dilated is jax.lax.conv_general_dilated
-            else self.conv_general_dilated,
+            input_dilation=self.input_dilation,
+            conv_overrides=(self.conv_general_dilated,),
         )
-        padding = canonical_padding(self.padding, kernel_size)
-        if self.mask is not None and self.mask.shape != self.kernel_shape:
-            raise ValueError(
-                "Mask needs to have the same shape as weights. "
-                f"Shapes are: {self.mask.shape}, {self.kernel_shape}"
-            )
-        kernel = self.kernel[...]
-        if self.mask is not None:
-            kernel = kernel * self.mask
+        padding = canonical_padding(self.padding, self.kernel_size)
+        check_mask(self.mask, self.kernel_shape)
+        kernel = apply_mask(self.kernel[...], self.mask)
         bias = self.bias[...] if self.bias is not None else None
         inputs, kernel, bias = self.promote_dtype((inputs, kernel, bias), dtype=self.dtype)
         return flax_conv(

@@ -232,6 +232,22 @@ def test_errors_of_same_type(kwargs, x):
     assert ref is not None and mine is not None and mine[0] is ref[0], (ref, mine)
 
 
+@pytest.mark.parametrize(
+    "kwargs,error,name",
+    [
+        (dict(strides=(True, 1)), TypeError, "strides"),
+        (dict(padding=((0, 1), (True, 0))), ValueError, "padding"),
+    ],
+    ids=["strides", "padding"],
+)
+def test_bools_refused_where_flax_takes_them_as_one(kwargs, error, name):
+    """Flax takes True as the int 1; jconv refuses it, naming the argument (test_nnx.py has
+    every such argument)."""
+    ref, mine = _errors(kwargs, X)
+    assert ref is None
+    assert mine is not None and mine[0] is error and name in mine[1], mine
+
+
 def test_errors_raised_at_construction():
     """What jconv cannot run is refused when the module is constructed."""
     cases = [

@@ -326,6 +326,37 @@ def test_errors_of_same_type(kwargs, x):
     assert ref is not None and mine is not None and mine[0] is ref[0], (ref, mine)
 
 
+# Where Flax takes a bool as the int 1, jconv refuses it, naming the argument (jconv._checks'
+# rule, the one conv2d applies): (keyword arguments, exception type, what the message names).
+BOOLS_REFUSED = [
+    (dict(strides=True), TypeError, "strides"),
+    (dict(kernel_dilation=(1, True)), TypeError, "kernel_dilation"),
+    (dict(padding=True), ValueError, "padding"),
+    (dict(padding=((True, 0), (0, 1))), ValueError, "padding"),
+    (dict(feature_group_count=True), TypeError, "groups"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,name", BOOLS_REFUSED, ids=lambda v: str(v)[:30])
+def test_bools_refused_where_flax_takes_them_as_one(kwargs, error, name):
+    ref, mine = _errors(kwargs, X)
+    assert ref is None  # Flax runs it
+    assert mine is not None and mine[0] is error and name in mine[1], mine
+
+
+def test_preferred_element_type_as_wide_as_the_inputs():
+    """bfloat16 inputs with a float16 preferred_element_type: lax allows it (same width), and
+    so does jconv (the rule of conv2d, in jconv._checks); the outputs agree with Flax's."""
+    kw = dict(dtype=jnp.bfloat16, preferred_element_type=jnp.float16, precision="highest")
+    x = random_array((2, 6, 5, 2))
+    y_ref, y = (
+        conv_cls(2, OUT, (3, 3), rngs=nnx.Rngs(0), **kw)(x)
+        for conv_cls in (nnx.Conv, jconv.nnx.Conv)
+    )
+    assert y.dtype == y_ref.dtype
+    assert_trees_close(y, y_ref, 3e-2)
+
+
 def test_errors_raised_at_construction():
     """What jconv cannot run, or what could never run, is refused before any key is drawn."""
     rngs = nnx.Rngs(0)
@@ -334,6 +365,7 @@ def test_errors_raised_at_construction():
         (NotImplementedError, "1-D and 2-D", dict(kernel_size=())),
         (NotImplementedError, "input \\(lhs\\) dilation", dict(input_dilation=2)),
         (NotImplementedError, "input \\(lhs\\) dilation", dict(input_dilation=(1, 2))),
+        (TypeError, "input_dilation must be an int", dict(input_dilation=True)),
         (NotImplementedError, "conv_general_dilated", dict(conv_general_dilated=lambda *a: a)),
         (ValueError, "method must be one of", dict(method="fft")),
         (ValueError, "divisible by feature_group_count", dict(feature_group_count=3)),
