@@ -1,24 +1,84 @@
-"""The public surface: the names the later issues and the users rely on."""
+"""The public surface: exactly these names, each the object its private module defines.
 
+A name added to or dropped from jconv, jconv.sharding, jconv.nnx or jconv.linen
+fails here until the lists below say so: the surface changes on purpose only.
+"""
+
+import importlib
+import importlib.metadata
 import inspect
 import pathlib
+import types
+
+import pytest
 
 import jconv
 
+TOP_LEVEL = {
+    "corr2d": "jconv._lesson",
+    "corr2d_multi_in": "jconv._lesson",
+    "corr2d_multi_in_out": "jconv._lesson",
+    "corr2d_multi_in_out_1x1": "jconv._lesson",
+    "conv2d": "jconv._conv2d",
+    "METHODS": "jconv._conv2d",
+    "conv2d_flops": "jconv._cost",
+}
+SUBMODULES = ("nnx", "linen", "sharding")
+SHARDING = {
+    "sharded_conv2d": "jconv._sharding",
+    "sharded_conv_pair": "jconv._sharding",
+    "shard_inputs": "jconv._sharding",
+    "STRATEGIES": "jconv._shard_blocks",
+    "conv2d_block": "jconv._shard_blocks",
+    "conv2d_batch_block": "jconv._shard_blocks",
+    "conv2d_out_channels_block": "jconv._shard_blocks",
+    "conv2d_in_channels_block": "jconv._shard_blocks",
+    "conv2d_spatial_block": "jconv._shard_blocks",
+    "conv_pair_block": "jconv._shard_blocks",
+    "data_parallel_step": "jconv._shard_train",
+    "pmap_data_parallel_step": "jconv._shard_train",
+    "replicate": "jconv._shard_train",
+    "split_batch": "jconv._shard_train",
+    "CommBytes": "jconv._cost",
+    "sharded_conv2d_comm_bytes": "jconv._cost",
+    "Collective": "jconv._shard_hlo",
+    "collectives_in_hlo": "jconv._shard_hlo",
+    "count_collectives": "jconv._shard_hlo",
+}
 
-def test_public_names():
-    for name in [
-        "corr2d",
-        "corr2d_multi_in",
-        "corr2d_multi_in_out",
-        "corr2d_multi_in_out_1x1",
-        "conv2d",
-        "conv2d_flops",
-        "METHODS",
-    ]:
-        assert hasattr(jconv, name), name
-    assert {"auto", "vmap", "taps", "im2col", "xla"} <= set(jconv.METHODS)
+
+def public_names(module: types.ModuleType) -> set[str]:
+    return {name for name in vars(module) if not name.startswith("_")}
+
+
+@pytest.mark.parametrize(
+    "module,expected",
+    [(jconv, {**TOP_LEVEL, **dict.fromkeys(SUBMODULES)}), (jconv.sharding, SHARDING)],
+    ids=["jconv", "jconv.sharding"],
+)
+def test_exactly_the_public_names(module, expected):
+    assert public_names(module) == set(expected)
+    for name, home in expected.items():
+        if home is not None:  # a re-export is the defining module's object, not a copy
+            assert getattr(module, name) is getattr(importlib.import_module(home), name), name
+
+
+@pytest.mark.parametrize("name", ["nnx", "linen"])
+def test_flax_modules_export_conv(name):
+    module = getattr(jconv, name)
+    assert isinstance(module, types.ModuleType) and module.__all__ == ["Conv"]
+    assert module.Conv.__module__ == f"jconv.{name}"
+
+
+def test_methods_and_strategies():
+    assert {"auto", "vmap", "taps", "im2col", "banded", "winograd", "xla"} == set(jconv.METHODS)
     assert jconv.METHODS[0] == "auto"
+    assert jconv.sharding.STRATEGIES == ("batch", "out_channels", "in_channels", "spatial")
+
+
+def test_version_from_package_metadata():
+    assert jconv.__version__ == importlib.metadata.version("jconv")
+    assert jconv.__version__[0].isdigit()
 
 
 def test_conv2d_signature():
