@@ -69,7 +69,7 @@ class LeNet(nnx.Module):
 
 
 class ShardedConv(nnx.Module):
-    """A conv layer run by jconv.sharded_conv2d on a ('data', 'model') device mesh.
+    """A conv layer run by jconv.sharding.sharded_conv2d on a ('data', 'model') device mesh.
 
     The batch is split over 'data' and, where this layer's sizes allow it,
     `strategy` ('out_channels', 'in_channels' or 'spatial') over 'model'; a layer
@@ -111,7 +111,7 @@ class ShardedConv(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         # x: f32[N, H, W, C] (global) -> f32[N, mh, mw, O]
-        return jconv.sharded_conv2d(
+        return jconv.sharding.sharded_conv2d(
             x,
             self.kernel[...],
             self.bias[...],

@@ -3,12 +3,12 @@
     JAX_NUM_CPU_DEVICES=8 python experiments/sharding.py       # 8 simulated CPU devices
     python experiments/sharding.py --n 64 --c 256 --o 256 --hw 56 --out results/sharding  # GPU
 
-For each strategy of jconv.sharded_conv2d ('batch', 'out_channels',
+For each strategy of jconv.sharding.sharded_conv2d ('batch', 'out_channels',
 'in_channels', 'spatial') and for the two-convolution block
-(jconv.sharded_conv_pair: out_channels then in_channels, one collective), this
+(jconv.sharding.sharded_conv_pair: out_channels then in_channels, one collective), this
 compiles the forward pass and the forward-plus-backward pass, reads the
 collectives out of the compiled HLO (kind, count, bytes each device sends), and
-puts them next to jconv.sharded_conv2d_comm_bytes, the cost model; then it times
+puts them next to jconv.sharding.sharded_conv2d_comm_bytes, the cost model; then it times
 both passes against the unsharded jconv.conv2d on one device. On simulated CPU
 devices (JAX_NUM_CPU_DEVICES) the times are labelled 'simulated': the devices
 share the host's cores, so they show overheads, not speedups.
@@ -42,7 +42,7 @@ import numpy as np
 import jconv
 
 PAIR = "pair"  # the two-convolution block
-CASES = (*jconv.STRATEGIES, PAIR)
+CASES = (*jconv.sharding.STRATEGIES, PAIR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,21 +88,25 @@ def _functions(case: str, mesh, config: ShardingConfig) -> tuple[Callable, tuple
     """The function a case runs, and the names of its inputs."""
     kw = _conv_kwargs(config)
     if case == PAIR:
-        f = functools.partial(jconv.sharded_conv_pair, mesh=mesh, activation=jax.nn.relu, **kw)
+        f = functools.partial(
+            jconv.sharding.sharded_conv_pair, mesh=mesh, activation=jax.nn.relu, **kw
+        )
         return f, ("x", "kernel", "kernel2", "bias", "bias2")
     if case == "unsharded":
         return functools.partial(jconv.conv2d, **kw), ("x", "kernel", "bias")
-    f = functools.partial(jconv.sharded_conv2d, mesh=mesh, strategy=case, **kw)
+    f = functools.partial(jconv.sharding.sharded_conv2d, mesh=mesh, strategy=case, **kw)
     return f, ("x", "kernel", "bias")
 
 
-def model_bytes(case: str, config: ShardingConfig, devices: int) -> jconv.CommBytes:
+def model_bytes(case: str, config: ShardingConfig, devices: int) -> jconv.sharding.CommBytes:
     """The cost model's bytes per device; the pair is out_channels then in_channels."""
     inputs = _inputs_shapes(config)
     kw = dict(_conv_kwargs(config), devices=devices, bias=True, dtype=config.dtype)
     if case != PAIR:
-        return jconv.sharded_conv2d_comm_bytes(inputs["x"], inputs["kernel"], strategy=case, **kw)
-    first = jconv.sharded_conv2d_comm_bytes(
+        return jconv.sharding.sharded_conv2d_comm_bytes(
+            inputs["x"], inputs["kernel"], strategy=case, **kw
+        )
+    first = jconv.sharding.sharded_conv2d_comm_bytes(
         inputs["x"], inputs["kernel"], strategy="out_channels", **kw
     )
     h_shape = inputs["x"][:1] + (
@@ -110,10 +114,12 @@ def model_bytes(case: str, config: ShardingConfig, devices: int) -> jconv.CommBy
         if config.layout == "NCHW"
         else (config.hw, config.hw, config.o)
     )
-    second = jconv.sharded_conv2d_comm_bytes(
+    second = jconv.sharding.sharded_conv2d_comm_bytes(
         h_shape, inputs["kernel2"], strategy="in_channels", **kw
     )
-    return jconv.CommBytes(first.forward + second.forward, first.backward + second.backward)
+    return jconv.sharding.CommBytes(
+        first.forward + second.forward, first.backward + second.backward
+    )
 
 
 def _inputs_shapes(config: ShardingConfig) -> dict[str, tuple[int, ...]]:
@@ -125,7 +131,7 @@ def _inputs_shapes(config: ShardingConfig) -> dict[str, tuple[int, ...]]:
 
 def compiled_collectives(compiled) -> tuple[dict[str, int], int]:
     """({kind: count}, bytes each device sends) of a compiled program."""
-    found = jconv.collectives_in_hlo(compiled.as_text())
+    found = jconv.sharding.collectives_in_hlo(compiled.as_text())
     counts: dict[str, int] = {}
     for c in found:
         counts[c.kind] = counts.get(c.kind, 0) + 1

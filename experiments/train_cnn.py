@@ -54,7 +54,7 @@ Params = dict[str, Any]  # nested dict of arrays: nnx.to_pure_dict of the model'
 OptState = Any  # optax's state for Params
 
 CONVS = ("jconv", "flax")
-MODEL_STRATEGIES = tuple(s for s in jconv.STRATEGIES if s != "batch")  # --model-parallel's
+MODEL_STRATEGIES = tuple(s for s in jconv.sharding.STRATEGIES if s != "batch")  # --model-parallel's
 # Config fields that decide the parameters' trajectory: a resumed run must keep them.
 TRAJECTORY_FIELDS = (
     "dataset", "seed", "batch_size", "learning_rate", "lr_decay_epochs", "shift", "train_limit",

@@ -69,7 +69,7 @@ def sharded_conv2d_comm_bytes(
     layout: str = "NCHW",
     scatter: bool = False,
 ) -> CommBytes:
-    """Bytes each device sends when jconv.sharded_conv2d splits this convolution over `devices`.
+    """Bytes each device sends when sharded_conv2d splits this convolution over `devices`.
 
     Shapes are the global ones, as for conv2d; `devices` is the size of the mesh
     axis (for 'spatial', an int splits the height, a pair (Dh, Dw) both). A
@@ -86,15 +86,15 @@ def sharded_conv2d_comm_bytes(
     - 'spatial': forward sends the halo rows (then columns) to the neighbours;
       backward sends the halo gradients back and all-reduces the kernel's.
 
-    The two-convolution block (jconv.sharded_conv_pair) costs the sum of its
+    The two-convolution block (jconv.sharding.sharded_conv_pair) costs the sum of its
     first conv as 'out_channels' and its second as 'in_channels'.
 
     >>> import jconv
-    >>> jconv.sharded_conv2d_comm_bytes((8, 64, 32, 32), (64, 64, 3, 3), strategy="in_channels",
-    ...                                 devices=8, padding="SAME")
+    >>> jconv.sharding.sharded_conv2d_comm_bytes((8, 64, 32, 32), (64, 64, 3, 3),
+    ...                                          strategy="in_channels", devices=8, padding="SAME")
     CommBytes(forward=3670016, backward=0)
     """
-    from jconv._shard_blocks import Axes, plan_sharded_conv
+    from jconv._shard_blocks import STRATEGIES, Axes, plan_sharded_conv
     from jconv._shard_hlo import ring_all_reduce_bytes, ring_gather_bytes
 
     spec = check_conv_args(
@@ -135,7 +135,4 @@ def sharded_conv2d_comm_bytes(
         if scatter:
             return CommBytes(ring_gather_bytes(y_bytes, d), ring_gather_bytes(y_bytes, d))
         return CommBytes(ring_all_reduce_bytes(y_bytes, d), 0)
-    raise ValueError(
-        f"unknown strategy {strategy!r}: strategies are ('batch', 'out_channels', "
-        "'in_channels', 'spatial')"
-    )
+    raise ValueError(f"unknown strategy {strategy!r}: strategies are {STRATEGIES}")

@@ -104,7 +104,7 @@ def pmap_data_parallel_step(
 
     Returns step(params, opt_state, batch) -> (params, opt_state, loss), where
     every leaf carries a leading device axis: params and opt_state stacked
-    copies (jconv.replicate makes them), batch leaves shaped (D, B/D, ...).
+    copies (jconv.sharding.replicate makes them), batch leaves shaped (D, B/D, ...).
 
         # per device: params, opt_state: one copy   batch leaves: f[B/D, ...]
         # grads = pmean(grad(loss_fn)(params, batch_block)) over axis_name

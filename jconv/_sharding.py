@@ -112,7 +112,7 @@ def _crop(y: Array, spec: ConvSpec, mesh: Mesh, out_spec: P) -> Array:
     return y
 
 
-def _prepare(x: Any, batched: bool) -> Any:
+def _with_batch_axis(x: Any, batched: bool) -> Any:
     return x if batched else x[None]
 
 
@@ -148,7 +148,7 @@ def sharded_conv2d(
         placed anywhere, across processes too).
       mesh: a jax.sharding.Mesh.
       strategy: 'batch', 'out_channels', 'in_channels' or 'spatial' (see
-        jconv.STRATEGIES), split over mesh axis `axis` (default: the mesh's
+        jconv.sharding.STRATEGIES), split over mesh axis `axis` (default: the mesh's
         first); or a mapping {strategy: axis name} combining several on a mesh
         with several axes, e.g. {'batch': 'data', 'out_channels': 'model'}.
         'spatial' splits the height; give it a pair of axis names, (height
@@ -178,7 +178,7 @@ def sharded_conv2d(
     >>> mesh = jax.make_mesh((jax.device_count(),), ("d",))
     >>> x = jax.random.normal(jax.random.key(0), (8, 3, 16, 16))
     >>> w = jax.random.normal(jax.random.key(1), (8, 3, 3, 3))
-    >>> jconv.sharded_conv2d(x, w, mesh=mesh, strategy="batch", padding="SAME").shape
+    >>> jconv.sharding.sharded_conv2d(x, w, mesh=mesh, strategy="batch", padding="SAME").shape
     (8, 8, 16, 16)
     """
     axes = strategy_axes(strategy, axis, mesh)
@@ -197,7 +197,7 @@ def _sharded_conv2d(
     batched: bool,
 ) -> Array:  # fmt: skip
     x_spec, k_spec, b_spec, out_spec = block_specs(plan.axes, plan.spec.layout)
-    args, in_specs = (_prepare(x, batched), kernel), (x_spec, k_spec)
+    args, in_specs = (_with_batch_axis(x, batched), kernel), (x_spec, k_spec)
     if bias is not None:
         args, in_specs = (*args, bias), (*in_specs, b_spec)
     args = tuple(place(a, mesh, s) for a, s in zip(args, in_specs, strict=True))
@@ -267,7 +267,7 @@ def _sharded_conv_pair(
     plan1, plan2 = plans
     _, k1_spec, b1_spec, _ = block_specs(plan1.axes, plan1.spec.layout)
     _, k2_spec, _, out_spec = block_specs(plan2.axes, plan2.spec.layout)
-    args = {"x": _prepare(x, batched), "kernel1": kernel1, "kernel2": kernel2}
+    args = {"x": _with_batch_axis(x, batched), "kernel1": kernel1, "kernel2": kernel2}
     specs = {"x": P(), "kernel1": k1_spec, "kernel2": k2_spec}
     if bias1 is not None:
         args["bias1"], specs["bias1"] = bias1, b1_spec

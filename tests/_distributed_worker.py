@@ -4,7 +4,7 @@
 
 Every process runs the same program (JAX's multi-controller model): it joins
 the others through jax.distributed.initialize, builds the global mesh, runs
-jconv.sharded_conv2d with every strategy and one data-parallel training step,
+jconv.sharding.sharded_conv2d with every strategy and one data-parallel training step,
 and gathers the results; process 0 writes them to OUT.npz for the test to
 compare with a single-process run.
 """
@@ -72,13 +72,13 @@ def run_all(meshes) -> dict[str, np.ndarray]:
     p = problem()
     out = {}
     for name, (mesh, strategy) in RUNS.items():
-        y = jconv.sharded_conv2d(
+        y = jconv.sharding.sharded_conv2d(
             p["x"], p["kernel"], p["bias"], mesh=meshes[mesh], strategy=strategy, **KW
         )
         out[name] = np.asarray(multihost_utils.process_allgather(y, tiled=True))
     opt = optimizer()
     params = {"w1": p["w1"], "w2": p["w2"]}
-    step = jconv.data_parallel_step(loss_fn, opt, mesh=meshes["flat"])
+    step = jconv.sharding.data_parallel_step(loss_fn, opt, mesh=meshes["flat"])
     params, _, loss = step(params, opt.init(params), {"x": p["batch_x"], "y": p["batch_y"]})
     for k, v in params.items():
         out[f"step_{k}"] = np.asarray(multihost_utils.process_allgather(v, tiled=True))

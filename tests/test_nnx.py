@@ -407,13 +407,14 @@ def test_kernel_sharded_on_output_features(kernel_size: tuple[int, ...]):
         assert kernel.addressable_data(0).shape == (*kernel_size, 2, OUT // len(jax.devices()))
     assert_params_equal(*models)
     assert_trees_close(y, y_ref)
-    if len(kernel_size) == 2:  # the split jconv.sharded_conv2d's 'out_channels' strategy uses
+    # The same split is jconv.sharding.sharded_conv2d's 'out_channels' strategy:
+    if len(kernel_size) == 2:
         mine = models[1]
-        placed = jconv.shard_inputs(
+        placed = jconv.sharding.shard_inputs(
             x, mine.kernel[...], mesh=mesh, strategy="out_channels", layout="NHWC"
         )
         assert placed[1].sharding.is_equivalent_to(mine.kernel[...].sharding, 4)
-        y_sharded = jconv.sharded_conv2d(
+        y_sharded = jconv.sharding.sharded_conv2d(
             x,
             mine.kernel[...],
             mine.bias[...],

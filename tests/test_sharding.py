@@ -71,11 +71,11 @@ BLOCKS = {
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("strategy", jconv.STRATEGIES)
+@pytest.mark.parametrize("strategy", jconv.sharding.STRATEGIES)
 def test_strategy_equals_conv2d(strategy, layout):
     x, kernel, bias = make((8, 16, 16, 16), 16, 3, layout=layout)
     kw = dict(padding="SAME", layout=layout, **HIGHEST)
-    y = jconv.sharded_conv2d(x, kernel, bias, mesh=mesh1d(), strategy=strategy, **kw)
+    y = jconv.sharding.sharded_conv2d(x, kernel, bias, mesh=mesh1d(), strategy=strategy, **kw)
     close(y, jconv.conv2d(x, kernel, bias, **kw))
     block = BLOCKS[strategy]
     if layout == "NHWC":
@@ -88,7 +88,9 @@ def test_against_lax_and_auto_mesh():
     """An Auto-typed jax.sharding.Mesh works too; the reference is lax itself."""
     mesh = Mesh(np.array(jax.devices()), ("d",))
     x, kernel, _ = make((2, 8, 16, 12), 8, (3, 2))
-    y = jconv.sharded_conv2d(x, kernel, mesh=mesh, strategy="in_channels", stride=(1, 2), **HIGHEST)
+    y = jconv.sharding.sharded_conv2d(
+        x, kernel, mesh=mesh, strategy="in_channels", stride=(1, 2), **HIGHEST
+    )
     ref = jax.lax.conv_general_dilated(x, kernel, (1, 2), "VALID", precision="highest")
     close(y, ref)
 
@@ -127,7 +129,7 @@ def _spatial_cases():
 def test_spatial_every_padding(x_shape, o, k, kw):
     x, kernel, bias = make(x_shape, o, k, groups=kw.get("groups", 1))
     kw = {**kw, **HIGHEST, "method": "xla"}
-    y = jconv.sharded_conv2d(x, kernel, bias, mesh=mesh1d(4), strategy="spatial", **kw)
+    y = jconv.sharding.sharded_conv2d(x, kernel, bias, mesh=mesh1d(4), strategy="spatial", **kw)
     close(y, jconv.conv2d(x, kernel, bias, **kw))
 
 
@@ -145,7 +147,7 @@ def test_spatial_height_and_width(layout, kw):
     x, kernel, bias = make((2, 3, 8, 16), 4, 3, layout=layout)
     kw = {**kw, "layout": layout, **HIGHEST, "method": "xla"}
     strategy = {"spatial": ("a", "b")}
-    y = jconv.sharded_conv2d(x, kernel, bias, mesh=mesh2d(), strategy=strategy, **kw)
+    y = jconv.sharding.sharded_conv2d(x, kernel, bias, mesh=mesh2d(), strategy=strategy, **kw)
     close(y, jconv.conv2d(x, kernel, bias, **kw))
 
 
@@ -153,7 +155,7 @@ def test_spatial_circular_commutes_with_roll():
     """A circular convolution is shift-equivariant: rolling x by a block rolls y by a block."""
     x, kernel, _ = make((1, 2, 16, 8), 3, 3)
     f = functools.partial(
-        jconv.sharded_conv2d,
+        jconv.sharding.sharded_conv2d,
         mesh=mesh1d(),
         strategy="spatial",
         padding=1,
@@ -168,7 +170,9 @@ def test_spatial_circular_commutes_with_roll():
 def test_spatial_unbatched_and_w_only():
     x, kernel, _ = make((1, 3, 6, 16), 2, 3)
     kw = dict(padding=1, padding_mode="reflect", **HIGHEST, method="xla")
-    y = jconv.sharded_conv2d(x[0], kernel, mesh=mesh1d(4), strategy={"spatial": (None, "d")}, **kw)
+    y = jconv.sharding.sharded_conv2d(
+        x[0], kernel, mesh=mesh1d(4), strategy={"spatial": (None, "d")}, **kw
+    )
     close(y, jconv.conv2d(x[0], kernel, **kw))
 
 
@@ -188,7 +192,7 @@ def test_spatial_unbatched_and_w_only():
 def test_combined_strategies(strategy, layout):
     x, kernel, bias = make((4, 8, 8, 8), 8, 3, layout=layout)
     kw = dict(padding="SAME", layout=layout, **HIGHEST, method="xla")
-    y = jconv.sharded_conv2d(x, kernel, bias, mesh=mesh2d(), strategy=strategy, **kw)
+    y = jconv.sharding.sharded_conv2d(x, kernel, bias, mesh=mesh2d(), strategy=strategy, **kw)
     close(y, jconv.conv2d(x, kernel, bias, **kw))
     if strategy == {"batch": "a", "out_channels": "b"}:
         nchw = (2, 2, 8, 8)
@@ -209,7 +213,7 @@ def test_combined_strategies(strategy, layout):
 def test_groups(strategy, c, o, groups):
     x, kernel, bias = make((8, c, 16, 8), o, 3, groups=groups)
     kw = dict(padding=1, groups=groups, **HIGHEST, method="xla")
-    y = jconv.sharded_conv2d(x, kernel, bias, mesh=mesh1d(), strategy=strategy, **kw)
+    y = jconv.sharding.sharded_conv2d(x, kernel, bias, mesh=mesh1d(), strategy=strategy, **kw)
     close(y, jconv.conv2d(x, kernel, bias, **kw))
 
 
@@ -226,29 +230,29 @@ def test_blocks_in_users_shard_map():
         f = jax.shard_map(block, mesh=mesh, in_specs=in_specs, out_specs=out_spec)
         # shard_inputs lays the arrays out as the strategy splits them; on this Explicit mesh
         # shard_map checks that this is what in_specs says
-        args = jconv.shard_inputs(x, kernel, bias, mesh=mesh, strategy=block.__name__)
+        args = jconv.sharding.shard_inputs(x, kernel, bias, mesh=mesh, strategy=block.__name__)
         return jax.jit(f)(*args)
 
     def batch(x, k, b):
         # x: f32[N/8, C, H, W]
         assert x.shape == (1, 8, 16, 8)
-        return jconv.conv2d_batch_block(x, k, b, axis_name="d", **kw)
+        return jconv.sharding.conv2d_batch_block(x, k, b, axis_name="d", **kw)
 
     def out_channels(x, k, b):
         # k: f32[O/8, C, kh, kw]
         assert k.shape == (2, 8, 3, 3)
-        return jconv.conv2d_out_channels_block(x, k, b, axis_name="d", **kw)
+        return jconv.sharding.conv2d_out_channels_block(x, k, b, axis_name="d", **kw)
 
     def in_channels(x, k, b):
         # x: f32[N, C/8, H, W] -> psum_scatter -> f32[N, O/8, H, W]
-        y = jconv.conv2d_in_channels_block(x, k, b, axis_name="d", scatter=True, **kw)
+        y = jconv.sharding.conv2d_in_channels_block(x, k, b, axis_name="d", scatter=True, **kw)
         assert y.shape == (8, 2, 16, 8)
         return y
 
     def spatial(x, k, b):
         # x: f32[N, C, H/8, W]
         assert x.shape == (8, 8, 2, 8)
-        return jconv.conv2d_spatial_block(x, k, b, axis_name="d", **kw)
+        return jconv.sharding.conv2d_spatial_block(x, k, b, axis_name="d", **kw)
 
     close(run(batch, (P("d"), P(), P()), P("d")), ref)
     close(run(out_channels, (P(), P("d"), P("d")), P(None, "d")), ref)
@@ -276,19 +280,21 @@ def test_conv_pair_one_collective():
     kw = dict(padding="SAME", **HIGHEST, method="xla")
 
     def pair(x, k1, k2, b1, b2):
-        return jconv.sharded_conv_pair(
+        return jconv.sharding.sharded_conv_pair(
             x, k1, k2, b1, b2, mesh=mesh1d(), activation=jax.nn.relu, **kw
         )
 
     close(pair(x, k1, k2, b1, b2), _pair_ref(x, k1, k2, b1, b2, **kw))
     hlo = jax.jit(pair).lower(x, k1, k2, b1, b2).compile().as_text()
-    assert jconv.count_collectives(hlo) == {"all-reduce": 1}
-    (c,) = jconv.collectives_in_hlo(hlo)
+    assert jconv.sharding.count_collectives(hlo) == {"all-reduce": 1}
+    (c,) = jconv.sharding.collectives_in_hlo(hlo)
     assert c.nbytes == 4 * 5 * 8 * 8 * 4  # the output, once
 
     def user(x, k1, k2, b1, b2):
         # x: f32[N, C, H, W]  k1: f32[16/8, C, 3, 3]  k2: f32[5, 16/8, 3, 3]
-        return jconv.conv_pair_block(x, k1, k2, b1, b2, axis_name="d", activation=jax.nn.relu, **kw)
+        return jconv.sharding.conv_pair_block(
+            x, k1, k2, b1, b2, axis_name="d", activation=jax.nn.relu, **kw
+        )
 
     specs = (P(), P("d"), P(None, "d"), P("d"), P())
     f = jax.shard_map(user, mesh=mesh1d(), in_specs=specs, out_specs=P())
@@ -328,7 +334,7 @@ def test_gradients_equal_unsharded(strategy, kw, h):
     kw = {**kw, **HIGHEST, "method": "xla"}
     y = jconv.conv2d(x, kernel, bias, **kw)
     cotangent = rand(9, y.shape)
-    sharded = functools.partial(jconv.sharded_conv2d, mesh=mesh, strategy=strategy, **kw)
+    sharded = functools.partial(jconv.sharding.sharded_conv2d, mesh=mesh, strategy=strategy, **kw)
     got = _grads(sharded, x, kernel, bias, cotangent)
     want = _grads(functools.partial(jconv.conv2d, **kw), x, kernel, bias, cotangent)
     for g, r in zip(got, want, strict=True):
@@ -338,7 +344,9 @@ def test_gradients_equal_unsharded(strategy, kw, h):
 def test_conv_pair_gradients():
     x, k1, k2, b1, b2 = _pair_inputs()
     kw = dict(padding="SAME", **HIGHEST, method="xla")
-    pair = functools.partial(jconv.sharded_conv_pair, mesh=mesh1d(), activation=jax.nn.relu, **kw)
+    pair = functools.partial(
+        jconv.sharding.sharded_conv_pair, mesh=mesh1d(), activation=jax.nn.relu, **kw
+    )
     ref = functools.partial(_pair_ref, **kw)
     cot = rand(7, (4, 5, 8, 8))
     loss = lambda f: jax.jit(jax.grad(lambda *a: jnp.sum(f(*a) * cot), argnums=(0, 1, 2, 3, 4)))
@@ -361,20 +369,22 @@ def test_conv_pair_gradients():
 def test_forward_collectives_and_bytes(strategy, expected):
     x, kernel, bias = make((8, 8, 16, 8), 8, 3)
     # method 'auto' (im2col here): the backward psum must still be on x, not on its patches
-    f = functools.partial(jconv.sharded_conv2d, mesh=mesh1d(), strategy=strategy, padding="SAME")
+    f = functools.partial(
+        jconv.sharding.sharded_conv2d, mesh=mesh1d(), strategy=strategy, padding="SAME"
+    )
     forward = jax.jit(f).lower(x, kernel, bias).compile().as_text()
-    assert jconv.count_collectives(forward) == expected
-    model = jconv.sharded_conv2d_comm_bytes(
+    assert jconv.sharding.count_collectives(forward) == expected
+    model = jconv.sharding.sharded_conv2d_comm_bytes(
         x.shape, kernel.shape, strategy=strategy, devices=8, bias=True, padding="SAME"
     )
-    sent = sum(c.bytes_sent for c in jconv.collectives_in_hlo(forward))
+    sent = sum(c.bytes_sent for c in jconv.sharding.collectives_in_hlo(forward))
     assert sent == model.forward
     if strategy == "spatial":  # one halo row of (N, C, W) each way
         assert model.forward == 2 * 8 * 8 * 8 * 4
 
     loss = lambda *a: jnp.sum(f(*a) ** 2)
     both = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, kernel, bias).compile().as_text()
-    sent = sum(c.bytes_sent for c in jconv.collectives_in_hlo(both))
+    sent = sum(c.bytes_sent for c in jconv.sharding.collectives_in_hlo(both))
     assert sent == model.forward + model.backward
 
 
@@ -384,7 +394,9 @@ def test_in_channels_scatter_is_one_reduce_scatter():
 
     def f(x, k):
         # x: f32[N, C/8, H, W] -> f32[N, O/8, mh, mw]
-        return jconv.conv2d_in_channels_block(x, k, axis_name="d", scatter=True, method="xla")
+        return jconv.sharding.conv2d_in_channels_block(
+            x, k, axis_name="d", scatter=True, method="xla"
+        )
 
     specs = (P(None, "d"), P(None, "d"))
     g = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=P(None, "d")))
@@ -392,15 +404,17 @@ def test_in_channels_scatter_is_one_reduce_scatter():
         jax.device_put(a, NamedSharding(mesh, s)) for a, s in zip((x, kernel), specs, strict=True)
     )
     hlo = g.lower(x, kernel).compile().as_text()
-    assert jconv.count_collectives(hlo) == {"reduce-scatter": 1}
-    model = jconv.sharded_conv2d_comm_bytes(
+    assert jconv.sharding.count_collectives(hlo) == {"reduce-scatter": 1}
+    model = jconv.sharding.sharded_conv2d_comm_bytes(
         x.shape, kernel.shape, strategy="in_channels", devices=8, scatter=True
     )
-    assert sum(c.bytes_sent for c in jconv.collectives_in_hlo(hlo)) == model.forward
+    assert sum(c.bytes_sent for c in jconv.sharding.collectives_in_hlo(hlo)) == model.forward
 
 
 def test_cost_model_figures():
-    cost = functools.partial(jconv.sharded_conv2d_comm_bytes, (8, 64, 32, 32), (128, 64, 3, 3))
+    cost = functools.partial(
+        jconv.sharding.sharded_conv2d_comm_bytes, (8, 64, 32, 32), (128, 64, 3, 3)
+    )
     x_bytes, w_bytes = 8 * 64 * 32 * 32 * 4, 128 * 64 * 9 * 4
     assert cost(strategy="batch", devices=4) == (0, 2 * 3 * w_bytes // 4)
     assert cost(strategy="out_channels", devices=4) == (0, 2 * 3 * x_bytes // 4)
@@ -436,48 +450,56 @@ def test_cost_model_figures():
 def test_refuses_indivisible(strategy, x_shape, o, match):
     x, kernel, _ = make(x_shape, o, 3)
     with pytest.raises(ValueError, match=match):
-        jconv.sharded_conv2d(x, kernel, mesh=mesh1d(), strategy=strategy)
+        jconv.sharding.sharded_conv2d(x, kernel, mesh=mesh1d(), strategy=strategy)
 
 
 def test_refuses_bad_names_and_halos():
     x, kernel, _ = make((8, 8, 16, 16), 8, 3)
     mesh = mesh1d()
     with pytest.raises(ValueError, match="unknown strategy 'pipeline'"):
-        jconv.sharded_conv2d(x, kernel, mesh=mesh, strategy="pipeline")
+        jconv.sharding.sharded_conv2d(x, kernel, mesh=mesh, strategy="pipeline")
     with pytest.raises(ValueError, match="unknown strategy 'depth'"):
-        jconv.sharded_conv2d(x, kernel, mesh=mesh2d(), strategy={"batch": "a", "depth": "b"})
+        jconv.sharding.sharded_conv2d(
+            x, kernel, mesh=mesh2d(), strategy={"batch": "a", "depth": "b"}
+        )
     with pytest.raises(ValueError, match="unknown mesh axis 'model'"):
-        jconv.sharded_conv2d(x, kernel, mesh=mesh, strategy="batch", axis="model")
+        jconv.sharding.sharded_conv2d(x, kernel, mesh=mesh, strategy="batch", axis="model")
     with pytest.raises(ValueError, match="unknown mesh axis 'c'"):
-        jconv.sharded_conv2d(x, kernel, mesh=mesh2d(), strategy={"batch": "a", "out_channels": "c"})
+        jconv.sharding.sharded_conv2d(
+            x, kernel, mesh=mesh2d(), strategy={"batch": "a", "out_channels": "c"}
+        )
     with pytest.raises(ValueError, match="one thing only"):
-        jconv.sharded_conv2d(x, kernel, mesh=mesh2d(), strategy={"batch": "a", "out_channels": "a"})
+        jconv.sharding.sharded_conv2d(
+            x, kernel, mesh=mesh2d(), strategy={"batch": "a", "out_channels": "a"}
+        )
     with pytest.raises(ValueError, match="axis is for a single strategy"):
-        jconv.sharded_conv2d(x, kernel, mesh=mesh2d(), strategy={"batch": "a"}, axis="a")
+        jconv.sharding.sharded_conv2d(x, kernel, mesh=mesh2d(), strategy={"batch": "a"}, axis="a")
     # 16 rows over 8 devices: blocks of 2 rows, a 7x7 'SAME' kernel needs 3
     big = rand(3, (8, 8, 7, 7))
     with pytest.raises(ValueError, match="smaller than its halo"):
-        jconv.sharded_conv2d(x, big, mesh=mesh, strategy="spatial", padding="SAME")
+        jconv.sharding.sharded_conv2d(x, big, mesh=mesh, strategy="spatial", padding="SAME")
     # reflect needs rows 0..2 of the image on the edge device, which holds 2
     with pytest.raises(ValueError, match=r"reflect padding of \(2, 2\).*smaller than its halo"):
-        jconv.sharded_conv2d(
+        jconv.sharding.sharded_conv2d(
             x, rand(4, (8, 8, 5, 5)), mesh=mesh, strategy="spatial", padding=2,
             padding_mode="reflect",
         )  # fmt: skip
     with pytest.raises(ValueError, match="groups=1 only"):
-        jconv.sharded_conv2d(x, rand(5, (8, 4, 3, 3)), mesh=mesh, strategy="in_channels", groups=2)
+        jconv.sharding.sharded_conv2d(
+            x, rand(5, (8, 4, 3, 3)), mesh=mesh, strategy="in_channels", groups=2
+        )
     with pytest.raises(ValueError, match="x has no batch axis"):
-        jconv.sharded_conv2d(x[0], kernel, mesh=mesh, strategy="batch")
+        jconv.sharding.sharded_conv2d(x[0], kernel, mesh=mesh, strategy="batch")
     with pytest.raises(ValueError, match="channel mismatch"):  # conv2d's own checks apply
-        jconv.sharded_conv2d(x, rand(6, (8, 4, 3, 3)), mesh=mesh, strategy="batch")
+        jconv.sharding.sharded_conv2d(x, rand(6, (8, 4, 3, 3)), mesh=mesh, strategy="batch")
     with pytest.raises(TypeError, match="unexpected keyword"):
-        jconv.sharded_conv2d(x, kernel, mesh=mesh, strategy="batch", strides=2)
+        jconv.sharding.sharded_conv2d(x, kernel, mesh=mesh, strategy="batch", strides=2)
 
 
 def test_block_outside_shard_map_is_refused():
     x, kernel, _ = make((8, 8, 16, 16), 8, 3)
     with pytest.raises(ValueError, match="not bound"):
-        jconv.conv2d_spatial_block(x, kernel, axis_name="d")
+        jconv.sharding.conv2d_spatial_block(x, kernel, axis_name="d")
 
 
 # -- data-parallel training: shard_map and pmap -------------------------------------------
@@ -522,7 +544,7 @@ def _reference_steps(params, batch, optimizer, steps=2):
 
 def test_data_parallel_step_shard_map():
     params, batch, optimizer = _train_setup()
-    step = jconv.data_parallel_step(_cnn_loss, optimizer, mesh=mesh1d())
+    step = jconv.sharding.data_parallel_step(_cnn_loss, optimizer, mesh=mesh1d())
     # placed as the step leaves them, so that the second step reuses the first's program
     p, state = jax.device_put((params, optimizer.init(params)), NamedSharding(mesh1d(), P()))
     for _ in range(2):
@@ -538,9 +560,9 @@ def test_data_parallel_step_shard_map():
 
 def test_data_parallel_step_pmap():
     params, batch, optimizer = _train_setup()
-    step = jconv.pmap_data_parallel_step(_cnn_loss, optimizer, axis_name="batch")
-    p, state = jconv.replicate(params), jconv.replicate(optimizer.init(params))
-    shards = jconv.split_batch(batch)
+    step = jconv.sharding.pmap_data_parallel_step(_cnn_loss, optimizer, axis_name="batch")
+    p, state = jconv.sharding.replicate(params), jconv.sharding.replicate(optimizer.init(params))
+    shards = jconv.sharding.split_batch(batch)
     assert shards["x"].shape == (8, 2, 3, 8, 8)
     p, state, loss = step(p, state, shards)
     want, want_loss = _reference_steps(params, batch, optimizer, steps=1)
