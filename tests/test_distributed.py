@@ -22,6 +22,7 @@ import jconv
 from tests import _distributed_worker as worker
 
 WORKER = Path(worker.__file__)
+ROOT = WORKER.resolve().parent.parent  # the checkout whose jconv the workers must import
 TIMEOUT_S = 100
 
 
@@ -35,6 +36,8 @@ def launch(out: Path) -> list[str]:
     """Run the 2 workers to the end; their combined output, for a failure message."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(worker.LOCAL_DEVICES))
+    # This checkout's jconv, as pytest's pythonpath gives the test itself, not an installed one.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     port = free_port()
     procs = [
         subprocess.Popen(
