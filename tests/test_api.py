@@ -76,9 +76,22 @@ def test_methods_and_strategies():
     assert jconv.sharding.STRATEGIES == ("batch", "out_channels", "in_channels", "spatial")
 
 
-def test_version_from_package_metadata():
+def test_version_from_package_metadata(monkeypatch):
     assert jconv.__version__ == importlib.metadata.version("jconv")
     assert jconv.__version__[0].isdigit()
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    try:  # imported from a source tree: no version is made up
+        importlib.reload(jconv)
+        assert jconv.__version__ == "unknown"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(jconv)  # the submodules are cached: the same objects are re-exported
+    assert jconv.__version__ == importlib.metadata.version("jconv")
+    assert jconv.conv2d is importlib.import_module("jconv._conv2d").conv2d
 
 
 def test_conv2d_signature():

@@ -212,6 +212,8 @@ def test_eager_call_and_state_swap():
 def test_metadata_initializers_attributes_and_unbatched_1d():
     kw = dict(
         strides=None,
+        input_dilation=None,
+        kernel_dilation=None,
         kernel_init=nnx.initializers.he_normal(),
         bias_init=nnx.initializers.constant(0.25),
         kernel_metadata={"tag": "k"},
