@@ -1,0 +1,340 @@
+"""The Triton backend of method='pallas': three implicit-GEMM kernels and their pallas_calls.
+
+Each kernel accumulates one (block_m x block_n) tile of its product in float32
+(float64 for float64 inputs) registers, one `dot` per step of its contraction,
+reading its operands straight from the images with computed row indices:
+no patches, no padded copy, no dilated gradient ever sits in memory. Which
+pixel a row reads, and whether it lies in the padding, comes from
+jconv/_pallas_geometry.py; the tiling from jconv/_pallas_tuning.py.
+
+Every load is a gather by integer index arrays, masked, with other=0, and
+every masked store is sent past the end of its output: the same kernel is then
+exact in interpret mode, where an out-of-range slice would be shifted back
+into range rather than masked, and on a GPU, where masked lanes touch no
+memory.
+
+``interpret=True`` runs the kernels through Pallas's interpreter (any
+platform; slow); otherwise pallas_call lowers them to Triton for CUDA.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+from jconv._pallas_geometry import (
+    ConvGeometry,
+    PixelProblem,
+    divmod_nonneg,
+    forward_phase,
+    image_row,
+    kernel_row,
+    masked_index,
+    phase_input,
+    phase_output,
+    phase_tap,
+    pixel_problems,
+    split_contraction,
+    split_pixel,
+)
+from jconv._pallas_tuning import BlockConfig, pixel_config
+from jconv._typing import Array
+
+
+def acc_dtype(*dtypes: Any) -> Any:
+    """The accumulator: float32, or float64 when an operand is."""
+    return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
+
+
+def _dot(a: Array, b: Array, precision: Any, trans_a: bool = False, trans_b: bool = False):
+    dtype = jnp.promote_types(a.dtype, b.dtype)
+    return plgpu.dot(
+        a.astype(dtype), b.astype(dtype), trans_a=trans_a, trans_b=trans_b, precision=precision
+    )
+
+
+def _load(ref: Any, rows: Array, cols: Array, mask: Array) -> Array:
+    """ref[rows, cols] where mask, else 0; rows, cols and mask broadcast to one shape."""
+    shape = jnp.broadcast_shapes(rows.shape, cols.shape, mask.shape)
+    rows, cols = jnp.broadcast_to(rows, shape), jnp.broadcast_to(cols, shape)
+    return plgpu.load(ref.at[rows, cols], mask=jnp.broadcast_to(mask, shape), other=0)
+
+
+def _store(ref: Any, rows: Array, cols: Array, mask: Array, value: Array) -> None:
+    shape = value.shape
+    rows = masked_index(jnp.broadcast_to(rows, shape), mask, ref.shape[0])
+    plgpu.store(ref.at[rows, jnp.broadcast_to(cols, shape)], value.astype(ref.dtype), mask=mask)
+
+
+# --- 'y' and the phases of 'x': rows are output pixels ---
+
+
+def _pixel_kernel(
+    a_ref, w_ref, *refs, problem: PixelProblem, config: BlockConfig, precision: Any, has_bias: bool
+):
+    """One (block_m pixels x block_n channels) tile of one group of a pixel-major product.
+
+    a_ref: the input image, (N * in_h * in_w, groups * k_per_group); w_ref: the
+    kernel, (kh * kw * cg, O); optional bias_ref: (O,); out_ref: the output image,
+    (N * out_h * out_w, groups * cols_per_group). Any further ref before out_ref
+    is the buffer out_ref aliases (earlier phases' rows), never read.
+    """
+    bias_ref = refs[0] if has_bias else None
+    out_ref = refs[-1]
+    geo, ph, pw = problem.geometry, problem.h, problem.w
+    bm, bn, bk = config.block_m, config.block_n, config.block_k
+    kg, cols_g = problem.k_per_group, problem.cols_per_group
+    g = pl.program_id(2)
+    m = pl.program_id(0) * bm + jnp.arange(bm)
+    m_ok = m < problem.rows
+    n, a, b = split_pixel(m, ph.count, pw.count)
+    cols = pl.program_id(1) * bn + jnp.arange(bn)
+    cols_ok = cols < cols_g
+    n, a, b, m_ok = n[:, None], a[:, None], b[:, None], m_ok[:, None]
+
+    def step(uh: Array, uw: Array, ch: Array, ch_ok: Array, acc: Array) -> Array:
+        """acc + the product of one block of the contraction: taps (uh, uw), channels ch.
+
+        uh, uw: scalars (blocked) or (1, bk) (flat); ch, ch_ok: (1, bk).
+        """
+        ih, ok_h = phase_input(ph, a, uh)
+        iw, ok_w = phase_input(pw, b, uw)
+        a_tile = _load(  # (bm, bk)
+            a_ref, image_row(n, ih, iw, problem.in_hw), g * kg + ch, m_ok & ok_h & ok_w & ch_ok
+        )
+        i, j = phase_tap(ph, uh.T), phase_tap(pw, uw.T)
+        w_ok = ch_ok.T & cols_ok[None, :]
+        if problem.product == "y":  # w[i, j, ch, g * og + col]
+            w_tile = _load(w_ref, kernel_row(i, j, ch.T, geo), g * geo.og + cols[None, :], w_ok)
+        else:  # contracting output channels: w[i, j, col, g * og + ch]
+            w_tile = _load(w_ref, kernel_row(i, j, cols[None, :], geo), g * geo.og + ch.T, w_ok)
+        return acc + _dot(a_tile, w_tile, precision)  # (bm, bk) @ (bk, bn)
+
+    acc = jnp.zeros((bm, bn), acc_dtype(a_ref.dtype, w_ref.dtype))
+    if problem.taps:
+        if config.flat:  # the contraction is (u_h, u_w, channel), flattened
+            total = problem.taps * kg
+
+            def body(t, acc):
+                k = (t * bk + jnp.arange(bk))[None, :]
+                uh, uw, ch = split_contraction(k, pw.taps, kg)
+                return step(uh, uw, ch, k < total, acc)
+
+            acc = jax.lax.fori_loop(0, pl.cdiv(total, bk), body, acc)
+        else:  # tap by tap, bk channels at a time
+            blocks = pl.cdiv(kg, bk)
+
+            def body(t, acc):
+                u, c = divmod_nonneg(t, blocks)
+                ch = (c * bk + jnp.arange(bk))[None, :]
+                return step(*divmod_nonneg(u, pw.taps), ch, ch < kg, acc)
+
+            acc = jax.lax.fori_loop(0, problem.taps * blocks, body, acc)
+    if bias_ref is not None:
+        bias = plgpu.load(bias_ref.at[g * geo.og + cols], mask=cols_ok, other=0)
+        acc = acc + bias.astype(acc.dtype)[None, :]
+    rows = image_row(n, phase_output(ph, a), phase_output(pw, b), problem.out_hw)
+    _store(out_ref, rows, g * cols_g + cols[None, :], m_ok & cols_ok[None, :], acc)
+
+
+def _compiler_params(config: BlockConfig) -> Any:
+    return plgpu.CompilerParams(num_warps=config.num_warps, num_stages=config.num_stages)
+
+
+def _pixel_call(
+    problem: PixelProblem,
+    image: Array,
+    w2: Array,
+    bias: Array | None,
+    previous: Array | None,
+    *,
+    config: BlockConfig,
+    out_dtype: Any,
+    precision: Any,
+    interpret: bool,
+) -> Array:
+    """One pixel-major pallas_call: (N * in_h * in_w, ...) image -> (N * out_h * out_w, ...).
+
+    previous: the output of the phases before this one, updated in place.
+    """
+    geo = problem.geometry
+    config = pixel_config(problem, config)
+    out_h, out_w = problem.out_hw
+    out_shape = (geo.n * out_h * out_w, geo.groups * problem.cols_per_group)
+    operands = [image, w2] + ([] if bias is None else [bias])
+    aliases = {}
+    if previous is not None:
+        aliases = {len(operands): 0}
+        operands.append(previous)
+    grid = (
+        pl.cdiv(problem.rows, config.block_m),
+        pl.cdiv(problem.cols_per_group, config.block_n),
+        geo.groups,
+    )
+    kernel = functools.partial(
+        _pixel_kernel,
+        problem=problem,
+        config=config,
+        precision=precision,
+        has_bias=bias is not None,
+    )
+    return pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct(out_shape, out_dtype),
+        grid=grid,
+        input_output_aliases=aliases,
+        compiler_params=_compiler_params(config),
+        interpret=interpret,
+        name=f"jconv_conv_{problem.product}",
+    )(*operands)
+
+
+def forward(
+    x: Array,
+    w: Array,
+    bias: Array | None,
+    geometry: ConvGeometry,
+    *,
+    config: BlockConfig,
+    out_dtype: Any,
+    precision: Any = None,
+    interpret: bool = False,
+) -> Array:
+    """y = conv(x, w) + bias: x (N, H, W, C), w (kh, kw, C/groups, O) -> (N, mh, mw, O)."""
+    geo = geometry
+    [problem] = pixel_problems(geo, "y")
+    y = _pixel_call(
+        problem,
+        x.reshape(-1, geo.c),
+        w.reshape(-1, geo.o),
+        bias,
+        None,
+        config=config,
+        out_dtype=out_dtype,
+        precision=precision,
+        interpret=interpret,
+    )
+    return y.reshape(geo.y_shape())
+
+
+def input_grad(
+    dy: Array,
+    w: Array,
+    geometry: ConvGeometry,
+    *,
+    config: BlockConfig,
+    out_dtype: Any,
+    precision: Any = None,
+    interpret: bool = False,
+) -> Array:
+    """dx: dy (N, mh, mw, O), w (kh, kw, C/groups, O) -> (N, H, W, C).
+
+    One pallas_call per stride phase, each filling its own rows of dx in place.
+    """
+    geo = geometry
+    dy2, w2 = dy.reshape(-1, geo.o), w.reshape(-1, geo.o)
+    dx = None
+    for problem in pixel_problems(geo, "x"):
+        dx = _pixel_call(
+            problem,
+            dy2,
+            w2,
+            None,
+            dx,
+            config=config,
+            out_dtype=out_dtype,
+            precision=precision,
+            interpret=interpret,
+        )
+    assert dx is not None
+    return dx.reshape(geo.x_shape())
+
+
+# --- 'w': rows are (tap, input channel), the contraction runs over output pixels ---
+
+
+def _tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: BlockConfig, precision):
+    """One (block_m (tap, channel) x block_n output channel) tile of dw, one group, one split.
+
+    x_ref: (N * H * W, C); dy_ref: (N * mh * mw, O); out_ref: (split_k * kh * kw * cg, O),
+    this split's partial sum over its share of the output pixels.
+    """
+    geo = geometry
+    bm, bn, bk, splits = config.block_m, config.block_n, config.block_k, config.split_k
+    (mh, mw), (sh, sw), (dh, dw) = geo.out_hw, geo.stride, geo.dilation
+    (top, _), (left, _) = geo.pads
+    fh = forward_phase(geo.h, mh, geo.kh, sh, dh, top)
+    fw = forward_phase(geo.w, mw, geo.kw, sw, dw, left)
+    pixels = geo.n * mh * mw
+    chunk = pl.cdiv(pl.cdiv(pixels, bk), splits)  # pixel blocks per split
+    g, s = divmod_nonneg(pl.program_id(2), splits)
+    cols = pl.program_id(1) * bn + jnp.arange(bn)
+    cols_ok = cols < geo.og
+    taps_rows = geo.kh * geo.kw * geo.cg
+    if config.flat:  # rows are (i, j, channel), flattened
+        r = pl.program_id(0) * bm + jnp.arange(bm)
+        i, j, ch = split_contraction(r, geo.kw, geo.cg)
+        i, j, ch, rows_ok = i[None, :], j[None, :], ch[None, :], (r < taps_rows)[None, :]
+    else:  # one tap per program, bm channels
+        blocks = pl.cdiv(geo.cg, bm)
+        tap, c = divmod_nonneg(pl.program_id(0), blocks)
+        i, j = divmod_nonneg(tap, geo.kw)
+        ch = (c * bm + jnp.arange(bm))[None, :]
+        rows_ok = ch < geo.cg
+
+    def body(t, acc):
+        p = (s * chunk + t) * bk + jnp.arange(bk)
+        p_ok = (p < pixels)[:, None]
+        n, a, b = split_pixel(p[:, None], mh, mw)
+        ih, ok_h = phase_input(fh, a, i)
+        iw, ok_w = phase_input(fw, b, j)
+        x_tile = _load(  # (bk, bm)
+            x_ref, image_row(n, ih, iw, (geo.h, geo.w)), g * geo.cg + ch, p_ok & ok_h & ok_w & rows_ok
+        )
+        dy_tile = _load(dy_ref, p[:, None], g * geo.og + cols[None, :], p_ok & cols_ok[None, :])
+        return acc + _dot(x_tile, dy_tile, precision, trans_a=True)  # (bk, bm)^T @ (bk, bn)
+
+    acc = jnp.zeros((bm, bn), acc_dtype(x_ref.dtype, dy_ref.dtype))
+    acc = jax.lax.fori_loop(0, chunk, body, acc)
+    rows = s * taps_rows + kernel_row(i, j, ch, geo).T
+    _store(out_ref, rows, g * geo.og + cols[None, :], rows_ok.T & cols_ok[None, :], acc)
+
+
+def kernel_grad(
+    x: Array,
+    dy: Array,
+    geometry: ConvGeometry,
+    *,
+    config: BlockConfig,
+    out_dtype: Any,
+    precision: Any = None,
+    interpret: bool = False,
+) -> Array:
+    """dw: x (N, H, W, C), dy (N, mh, mw, O) -> (kh, kw, C/groups, O).
+
+    The split_k partial sums are added here, in the accumulation dtype, then rounded.
+    """
+    geo = geometry
+    splits = config.split_k
+    acc = acc_dtype(x.dtype, dy.dtype)
+    row_blocks = (
+        pl.cdiv(geo.kh * geo.kw * geo.cg, config.block_m)
+        if config.flat
+        else geo.kh * geo.kw * pl.cdiv(geo.cg, config.block_m)
+    )
+    grid = (row_blocks, pl.cdiv(geo.og, config.block_n), geo.groups * splits)
+    partial = pl.pallas_call(
+        functools.partial(_tap_kernel, geometry=geo, config=config, precision=precision),
+        out_shape=jax.ShapeDtypeStruct((splits * geo.kh * geo.kw * geo.cg, geo.o), acc),
+        grid=grid,
+        compiler_params=_compiler_params(config),
+        interpret=interpret,
+        name="jconv_conv_w",
+    )(x.reshape(-1, geo.c), dy.reshape(-1, geo.o))
+    dw = partial.reshape(splits, *geo.w_shape())
+    return (dw[0] if splits == 1 else dw.sum(0)).astype(out_dtype)

@@ -1,0 +1,143 @@
+"""Block sizes and launch settings of method='pallas', per problem class: one table, one default.
+
+Every kernel launch is described by a `BlockConfig`. `config_for` looks the
+problem's class up in `TABLE` and falls back to `default_config`, a rule of
+thumb from the problem's sizes, for classes the table has not seen. The table
+holds only settings measured on a card: experiments/tune_pallas.py times a
+grid of candidates for each layer of the bench suite and writes the winners as
+JSON in exactly this table's format (`table_to_json` / `table_from_json`), so
+that one run on a lent GPU can be committed as the new table. Nothing in this
+module depends on the backend that runs the kernels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from jconv._pallas_geometry import ConvGeometry, PixelProblem
+
+SM_TARGET_PROGRAMS = 264  # programs that keep a 132-SM H100 busy twice over (kernel gradient)
+MIN_DOT = 16  # Triton's dot wants every block side at least this long
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockConfig:
+    """How one kernel is tiled and launched.
+
+    For 'y' and 'x': block_m output pixels x block_n output channels per
+    program, block_k contracted channels per step. For 'w': block_m rows of
+    (tap, input channel) x block_n output channels, block_k output pixels per
+    step, and the pixels split over split_k programs whose partial sums are
+    added afterwards. flat: contract over (tap, channel) as one flattened axis
+    (for few channels per group, where a block of channels per tap would be
+    mostly padding). Block sizes are powers of two, at least 16.
+    """
+
+    block_m: int
+    block_n: int
+    block_k: int
+    num_warps: int = 4
+    num_stages: int = 3
+    split_k: int = 1
+    flat: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("block_m", "block_n", "block_k"):
+            v = getattr(self, name)
+            if v < MIN_DOT or v & (v - 1):
+                raise ValueError(f"{name} must be a power of two >= {MIN_DOT}, got {v}")
+        if self.num_warps not in (1, 2, 4, 8, 16) or self.num_stages < 1 or self.split_k < 1:
+            raise ValueError(f"bad launch settings in {self}")
+
+
+def _pow2(n: int, lo: int, hi: int) -> int:
+    """The power of two at or above n, clamped to [lo, hi]."""
+    p = 1 << max(int(n) - 1, 0).bit_length()
+    return max(lo, min(hi, p))
+
+
+def problem_class(product: str, geometry: ConvGeometry, dtype: Any) -> str:
+    """The key of a problem in TABLE: product, dtype and sizes rounded to powers of two.
+
+    Sizes per group: contracted channels, output channels, taps and the
+    GEMM's pixel count, so that the bench layers each have their own class
+    and a new layer of similar shape shares one.
+    """
+    g = geometry
+    mh, mw = g.out_hw
+    k, cols = (g.og, g.cg) if product == "x" else (g.cg, g.og)
+    pixels = g.n * (g.h * g.w if product == "x" else mh * mw)
+    return (
+        f"{product}:{np.dtype(dtype).name}:k{_pow2(k, 1, 1 << 20)}:n{_pow2(cols, 1, 1 << 20)}"
+        f":t{g.kh * g.kw}:s{max(g.stride)}:m{_pow2(pixels, 1, 1 << 30)}:g{g.groups}"
+    )
+
+
+def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockConfig:
+    """A reasonable tiling for any problem: what runs when TABLE has no entry."""
+    g = geometry
+    itemsize = np.dtype(dtype).itemsize
+    kmax = {2: 64, 4: 32}.get(itemsize, 16)  # keep a stage of A and B blocks in shared memory
+    if product == "w":
+        flat = g.cg < MIN_DOT
+        rows = g.kh * g.kw * g.cg if flat else g.cg
+        block_m = _pow2(rows, MIN_DOT, 128)
+        block_n = _pow2(g.og, MIN_DOT, 128)
+        block_k = kmax
+        mh, mw = g.out_hw
+        pixel_blocks = -(-g.n * mh * mw // block_k)
+        row_blocks = -(-rows // block_m) * (1 if flat else g.kh * g.kw)
+        programs = row_blocks * -(-g.og // block_n) * g.groups
+        split = max(1, min(pixel_blocks, SM_TARGET_PROGRAMS // max(programs, 1)))
+        warps = 8 if block_m * block_n >= 128 * 128 else 4
+        return BlockConfig(block_m, block_n, block_k, warps, 3, split, flat)
+    k, cols = (g.cg, g.og) if product == "y" else (g.og, g.cg)
+    flat = k < MIN_DOT
+    block_k = _pow2(g.kh * g.kw * k if flat else k, MIN_DOT, kmax)
+    block_n = _pow2(cols, MIN_DOT, 128)
+    block_m = 128 if block_n <= 64 or itemsize <= 2 else 64
+    warps = 8 if block_m * block_n >= 128 * 128 else 4
+    return BlockConfig(block_m, block_n, block_k, warps, 3, 1, flat)
+
+
+# Measured winners, keyed by problem_class. Empty until a GPU run of
+# experiments/tune_pallas.py is committed here (table_from_json of its output).
+TABLE: dict[str, BlockConfig] = {}
+
+
+def config_for(
+    product: str,
+    geometry: ConvGeometry,
+    dtype: Any,
+    table: Mapping[str, BlockConfig] | None = None,
+) -> BlockConfig:
+    """TABLE's setting for this problem's class, else default_config's."""
+    table = TABLE if table is None else table
+    found = table.get(problem_class(product, geometry, dtype))
+    return found if found is not None else default_config(product, geometry, dtype)
+
+
+def pixel_config(problem: PixelProblem, config: BlockConfig) -> BlockConfig:
+    """config for one input-gradient phase, or the forward pass: unchanged unless taps vanish.
+
+    A stride phase may have far fewer taps than the kernel; its flattened
+    contraction is then shorter, and block_k is not made longer than it needs.
+    """
+    if not config.flat:
+        return config
+    k = problem.taps * problem.k_per_group
+    return dataclasses.replace(config, block_k=min(config.block_k, _pow2(k, MIN_DOT, 1 << 20)))
+
+
+def table_to_json(table: Mapping[str, BlockConfig]) -> str:
+    return json.dumps({k: dataclasses.asdict(v) for k, v in sorted(table.items())}, indent=1)
+
+
+def table_from_json(text: str) -> dict[str, BlockConfig]:
+    """Parse table_to_json's output (what tune_pallas.py writes); checks every entry."""
+    return {k: BlockConfig(**v) for k, v in json.loads(text).items()}
