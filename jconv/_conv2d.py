@@ -14,6 +14,7 @@ from jconv._checks import ConvSpec, check_conv_args
 from jconv._layouts import LAYOUT_INFO
 from jconv._method_banded import conv_banded
 from jconv._method_im2col import conv_im2col
+from jconv._method_pallas import conv_pallas
 from jconv._method_taps import conv_taps
 from jconv._method_vmap import conv_vmap
 from jconv._method_winograd import conv_winograd
@@ -29,7 +30,10 @@ LOWERINGS: dict[str, Lowering] = {
     "banded": conv_banded,
     "winograd": conv_winograd,
     "xla": conv_xla,
+    "pallas": conv_pallas,
 }
+# Lowerings that add the bias themselves, in a kernel's epilogue: (x, w, spec, bias) -> y.
+BIAS_LOWERINGS: dict[str, Callable[..., Array]] = {"pallas": conv_pallas}
 
 METHODS: tuple[str, ...] = ("auto", *LOWERINGS)
 
@@ -79,9 +83,11 @@ def conv2d(
       precision, preferred_element_type: as in lax.conv_general_dilated. jconv's
         own lowerings accumulate in at least float32 and round to the output dtype.
       method: one of jconv.METHODS: 'vmap', 'taps', 'im2col', 'banded', 'winograd',
-        'xla' or 'auto' (picks among jconv's own lowerings from a cost model; never
-        'xla'). 'winograd' (which 'auto' picks for stride-1 kernels up to 5x5) has a
-        custom VJP: reverse-mode derivatives only; use 'taps' for jax.jvp or jacfwd.
+        'xla', 'pallas' or 'auto' (picks among jconv's own lowerings from a cost model;
+        never 'xla' or 'pallas'). 'winograd' (which 'auto' picks for stride-1 kernels up
+        to 5x5) has a custom VJP: reverse-mode derivatives only; use 'taps' for jax.jvp
+        or jacfwd. 'pallas' is a fused GPU kernel (Triton, through Pallas); off a CUDA
+        GPU it runs the same kernel in Pallas's interpret mode, correct but slow.
 
     Returns:
       (N, O, mh, mw) or (N, mh, mw, O) (without N if x had none), with
@@ -130,6 +136,9 @@ def _conv2d(x: Array, kernel: Array, bias: Array | None, *, spec: ConvSpec, meth
     if not spec.batched:
         x = x[None]
     w = kernel.astype(spec.dtype).transpose(LAYOUT_INFO[spec.layout].kernel_to_oihw)
+    if bias is not None and method in BIAS_LOWERINGS:
+        y = BIAS_LOWERINGS[method](x, w, spec, bias.astype(spec.out_dtype))
+        return y if spec.batched else y[0]
     y = LOWERINGS[method](x, w, spec)
     if bias is not None:
         channel_axis = LAYOUT_INFO[spec.layout].channel_axis
