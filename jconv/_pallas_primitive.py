@@ -93,15 +93,11 @@ def conv_product(
 
 def _abstract_eval(a, b, *bias, product, geometry, out_dtype, precision):
     del b, bias, precision
-    sharding = None
-    if product == "w":  # a sum over the batch: not split like the images are
-        mesh = getattr(a.sharding, "mesh", None)
-        if mesh is not None:
-            sharding = NamedSharding(mesh, PartitionSpec(None, None, None, None))
-    # the images' own type (batch sharding, shard_map's varying axes) carries over
-    return a.update(
-        shape=geometry.out_shape(product), dtype=out_dtype, weak_type=False, sharding=sharding
-    )
+    # the images' own type (batch sharding, shard_map's varying axes) carries over ...
+    new = dict(shape=geometry.out_shape(product), dtype=out_dtype, weak_type=False)
+    if product == "w":  # ... but a sum over the batch is not split like the images are
+        new["sharding"] = NamedSharding(a.sharding.mesh, PartitionSpec(None, None, None, None))
+    return a.update(**new)
 
 
 conv_p.def_abstract_eval(_abstract_eval)
@@ -137,10 +133,31 @@ def _run_kernels(*args, product, geometry, out_dtype, precision, interpret):
     return kernel_grad(a, b, geometry, **kw)
 
 
+def _invariant(aval: Any) -> Any:
+    """aval with no shard_map varying axes."""
+    mat = getattr(aval, "manual_axis_type", None)
+    if mat is None or not mat.varying:
+        return aval
+    return aval.update(manual_axis_type=mat.update(varying=frozenset()))
+
+
+def _lower_interpreted(ctx, *args, **params):
+    """The kernels in Pallas's interpret mode, on any platform.
+
+    Pallas's interpreter loses shard_map's varying axes in its loop carries
+    (jax 0.10 and 0.11); lowering emits one device's program, where they no
+    longer matter, so the kernels are traced here as if nothing varied.
+    """
+    ctx = ctx.replace(
+        avals_in=[_invariant(a) for a in ctx.avals_in],
+        avals_out=[_invariant(a) for a in ctx.avals_out],
+    )
+    run = functools.partial(_run_kernels, interpret=True)
+    return mlir.lower_fun(run, multiple_results=False)(ctx, *args, **params)
+
+
 # Per platform, at lowering time: Triton on CUDA; Pallas's interpreter elsewhere.
-mlir.register_lowering(
-    conv_p, mlir.lower_fun(functools.partial(_run_kernels, interpret=True), multiple_results=False)
-)
+mlir.register_lowering(conv_p, _lower_interpreted)
 mlir.register_lowering(
     conv_p,
     mlir.lower_fun(functools.partial(_run_kernels, interpret=False), multiple_results=False),

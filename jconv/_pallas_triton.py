@@ -142,6 +142,13 @@ def _pixel_kernel(
     _store(out_ref, rows, g * cols_g + cols[None, :], m_ok & cols_ok[None, :], acc)
 
 
+def _out_struct(shape: tuple[int, ...], dtype: Any, like: Array) -> jax.ShapeDtypeStruct:
+    """A pallas_call output varying over the shard_map axes `like` varies over (if any)."""
+    return jax.ShapeDtypeStruct(
+        shape, dtype, manual_axis_type=getattr(jax.typeof(like), "manual_axis_type", None)
+    )
+
+
 def _compiler_params(config: BlockConfig) -> Any:
     return plgpu.CompilerParams(num_warps=config.num_warps, num_stages=config.num_stages)
 
@@ -185,7 +192,7 @@ def _pixel_call(
     )
     return pl.pallas_call(
         kernel,
-        out_shape=jax.ShapeDtypeStruct(out_shape, out_dtype),
+        out_shape=_out_struct(out_shape, out_dtype, image),
         grid=grid,
         input_output_aliases=aliases,
         compiler_params=_compiler_params(config),
@@ -330,7 +337,7 @@ def kernel_grad(
     grid = (row_blocks, pl.cdiv(geo.og, config.block_n), geo.groups * splits)
     partial = pl.pallas_call(
         functools.partial(_tap_kernel, geometry=geo, config=config, precision=precision),
-        out_shape=jax.ShapeDtypeStruct((splits * geo.kh * geo.kw * geo.cg, geo.o), acc),
+        out_shape=_out_struct((splits * geo.kh * geo.kw * geo.cg, geo.o), acc, x),
         grid=grid,
         compiler_params=_compiler_params(config),
         interpret=interpret,
