@@ -93,9 +93,9 @@ def _batch_parallel(x: Array, w: Array, bias: Array | None, spec: ConvSpec) -> A
     def local(x, w, *bias):  # x: (N / devices, H, W, C) on each device
         return _conv_nhwc(x, w, bias[0] if bias else None, spec)
 
-    return jax.shard_map(
-        local, mesh=mesh, in_specs=tuple(specs), out_specs=PartitionSpec(batch)
-    )(*args)
+    return jax.shard_map(local, mesh=mesh, in_specs=tuple(specs), out_specs=PartitionSpec(batch))(
+        *args
+    )
 
 
 def conv_pallas(x: Array, w: Array, spec: ConvSpec, bias: Array | None = None) -> Array:

@@ -301,7 +301,10 @@ def _tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: Block
         ih, ok_h = phase_input(fh, a, i)
         iw, ok_w = phase_input(fw, b, j)
         x_tile = _load(  # (bk, bm)
-            x_ref, image_row(n, ih, iw, (geo.h, geo.w)), g * geo.cg + ch, p_ok & ok_h & ok_w & rows_ok
+            x_ref,
+            image_row(n, ih, iw, (geo.h, geo.w)),
+            g * geo.cg + ch,
+            p_ok & ok_h & ok_w & rows_ok,
         )
         dy_tile = _load(dy_ref, p[:, None], g * geo.og + cols[None, :], p_ok & cols_ok[None, :])
         return acc + _dot(x_tile, dy_tile, precision, trans_a=True)  # (bk, bm)^T @ (bk, bn)

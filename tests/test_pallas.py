@@ -1,0 +1,372 @@
+"""method='pallas': its kernels in interpret mode against lax, its transformations, and its
+lowering for CUDA.
+
+Off a GPU the kernels run in Pallas's interpret mode, about a second of compile per
+kernel, so the shared matrices of test_conv2d.py leave 'pallas' out and this file
+covers it on a selection of their cases, each checked forward and through both
+gradients in one compile. The CUDA lowering test catches what interpret mode lets
+pass (Triton's power-of-two block shapes, for one).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jconv
+from jconv import _pallas_triton
+from jconv._pallas_geometry import ConvGeometry, input_grad_phases
+from jconv._pallas_tuning import (
+    BlockConfig,
+    config_for,
+    default_config,
+    problem_class,
+    table_from_json,
+    table_to_json,
+)
+from tests.reference import assert_close, conv_lax, conv_numpy
+
+HIGHEST = {"precision": "highest"}
+
+# (x shape in `layout`, kernel shape in `layout`'s order, conv2d keyword arguments)
+CASES = {
+    "stride2-same-few-channels": (
+        (2, 7, 8, 3),
+        (3, 3, 3, 4),
+        dict(stride=2, padding="SAME", layout="NHWC"),
+    ),
+    "dilated-strided-masked-channels": (
+        (1, 20, 6, 7),
+        (36, 20, 2, 3),
+        dict(stride=(1, 2), dilation=(2, 1), padding=((1, 0), (2, 1))),
+    ),
+    "depthwise-unbatched-reflect": (
+        (6, 8, 6),
+        (6, 1, 3, 3),
+        dict(groups=6, padding=((1, 2), (2, 0)), padding_mode="reflect"),
+    ),
+    "groups-circular": (
+        (1, 7, 7, 32),
+        (3, 3, 16, 8),
+        dict(groups=2, padding=1, padding_mode="circular", layout="NHWC"),
+    ),
+    "1x1-stride2": ((2, 33, 5, 6), (17, 33, 1, 1), dict(stride=2)),  # phases with no taps
+}
+
+
+def arrays(case, dtype=np.float32, seed=0):
+    """Fresh random x, kernel, bias and output cotangent for a case."""
+    x_shape, k_shape, kwargs = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(k_shape).astype(dtype)
+    o = k_shape[0] if kwargs.get("layout", "NCHW") == "NCHW" else k_shape[-1]
+    b = rng.standard_normal(o).astype(dtype)
+    y_shape = jax.eval_shape(lambda x, w: jconv.conv2d(x, w, method="xla", **kwargs), x, w).shape
+    ct = rng.standard_normal(y_shape).astype(dtype)
+    return x, w, b, ct
+
+
+def reference(x, w, b, kwargs):
+    """lax at HIGHEST in float32, the bias added: what every result is compared with."""
+    f32 = [jnp.asarray(v, jnp.float32) for v in (x, w, b)]
+    y = conv_lax(f32[0], f32[1], **kwargs)
+    channel = -1 if kwargs.get("layout") == "NHWC" else -3
+    return y + jnp.expand_dims(f32[2], [a for a in range(-1, -y.ndim - 1, -1) if a != channel])
+
+
+def value_and_grads(conv, x, w, b, ct):
+    """(y, (dx, dw, db)) of <conv(x, w, b), ct>, under one jit."""
+
+    @jax.jit
+    def run(x, w, b, ct):
+        y, vjp = jax.vjp(conv, x, w, b)
+        return y, vjp(ct.astype(y.dtype))
+
+    return run(x, w, b, ct)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_forward_and_gradients_match_lax(name):
+    case = CASES[name]
+    kwargs = case[2]
+    x, w, b, ct = arrays(case, seed=len(name))
+    y, grads = value_and_grads(
+        lambda x, w, b: jconv.conv2d(x, w, b, method="pallas", **HIGHEST, **kwargs), x, w, b, ct
+    )
+    y_ref, grads_ref = value_and_grads(lambda x, w, b: reference(x, w, b, kwargs), x, w, b, ct)
+    assert y.shape == y_ref.shape and y.dtype == jnp.float32
+    assert_close(y, y_ref)
+    for g, e in zip(grads, grads_ref):
+        assert g.shape == e.shape and g.dtype == jnp.float32
+        assert_close(g, e)
+
+
+def test_matches_numpy_loop():
+    """Against the independent NumPy loop, sharing no code with lax or jconv."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 6, 7)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 3, 2)).astype(np.float32)
+    pads = ((2, 0), (1, 2))
+    y = jconv.conv2d(
+        x, w, stride=(2, 1), dilation=(1, 2), padding=pads, groups=2, method="pallas", **HIGHEST
+    )
+    assert_close(y, conv_numpy(x, w, stride=(2, 1), dilation=(1, 2), pads=pads, groups=2))
+
+
+@pytest.mark.parametrize("dtype,preferred", [(jnp.bfloat16, None), (jnp.float16, jnp.float32)])
+def test_half_precision_accumulates_in_float32(dtype, preferred):
+    """Half-precision inputs: products summed in float32, rounded once (or not at all)."""
+    case = CASES["stride2-same-few-channels"]
+    kwargs = dict(case[2], preferred_element_type=preferred)
+    x, w, b, ct = (a.astype(dtype) for a in arrays(case, seed=3))
+    y, grads = value_and_grads(
+        lambda x, w, b: jconv.conv2d(x, w, b, method="pallas", **kwargs), x, w, b, ct
+    )
+    y_ref, grads_ref = value_and_grads(lambda x, w, b: reference(x, w, b, kwargs), x, w, b, ct)
+    assert y.dtype == (preferred or dtype) and all(g.dtype == dtype for g in grads)
+    assert_close(y, y_ref, preferred or dtype, scale=10.0)
+    for g, e in zip(grads, grads_ref):
+        assert_close(g, e, dtype)
+
+
+# --- transformations: everything lax's convolution supports ---
+
+T_X = np.random.default_rng(5).standard_normal((2, 3, 7, 6)).astype(np.float32)
+T_W = np.random.default_rng(6).standard_normal((4, 3, 3, 3)).astype(np.float32)
+T_KW = dict(stride=(2, 1), padding=1, **HIGHEST)
+
+
+def pallas(x, w):
+    return jconv.conv2d(x, w, method="pallas", **T_KW)
+
+
+def lax(x, w):
+    return jconv.conv2d(x, w, method="xla", **T_KW)
+
+
+def test_jvp_forward_mode():
+    tangents = (np.ones_like(T_X), 0.5 * T_W)
+    got = jax.jit(lambda *a: jax.jvp(pallas, a[:2], a[2:]))(T_X, T_W, *tangents)
+    expected = jax.jvp(lax, (T_X, T_W), tangents)
+    for g, e in zip(got, expected):
+        assert_close(g, e)
+
+
+def test_vmap_over_samples_and_over_kernels():
+    """A mapped x joins the batch; a mapped kernel (with x) becomes more groups."""
+    per_sample = jax.jit(jax.vmap(lambda x: pallas(x, T_W)))(T_X)
+    assert_close(per_sample, lax(T_X, T_W))
+    ws = np.stack([T_W, -2.0 * T_W[::-1]])
+    pairs = jax.jit(jax.vmap(pallas))(np.stack([T_X, 3.0 * T_X]), ws)
+    assert_close(pairs, jax.vmap(lax)(np.stack([T_X, 3.0 * T_X]), ws))
+
+
+def test_per_sample_gradients():
+    """vmap of grad: each sample's kernel gradient (the kernel-gradient product, vmapped)."""
+
+    def grad_w(f):
+        return jax.vmap(jax.grad(lambda x, w: jnp.sum(f(x[None], w) ** 2), argnums=1), (0, None))
+
+    assert_close(jax.jit(grad_w(pallas))(T_X, T_W), grad_w(lax)(T_X, T_W))
+
+
+def test_linear_transpose_and_second_order():
+    ct = np.random.default_rng(7).standard_normal(lax(T_X, T_W).shape).astype(np.float32)
+    (got,) = jax.linear_transpose(lambda x: pallas(x, T_W), T_X)(ct)
+    (expected,) = jax.linear_transpose(lambda x: lax(x, T_W), T_X)(ct)
+    assert_close(got, expected)
+
+    def hvp(f):  # forward over reverse: the transposed products, differentiated again
+        g = jax.grad(lambda w: jnp.sum(jnp.sin(f(T_X, w))))
+        return lambda w, v: jax.jvp(g, (w,), (v,))[1]
+
+    assert_close(jax.jit(hvp(pallas))(T_W, T_W[::-1]), hvp(lax)(T_W, T_W[::-1]))
+
+
+def test_remat_and_shard_map():
+    from jax.sharding import PartitionSpec as P
+
+    loss = lambda f: jax.checkpoint(lambda w: jnp.sum(f(T_X, w) ** 2))
+    assert_close(jax.jit(jax.grad(loss(pallas)))(T_W), jax.grad(loss(lax))(T_W))
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
+    step = lambda f: jax.shard_map(
+        # w is replicated: shard_map sums its gradient over the devices itself
+        lambda x, w: jax.grad(lambda w: jnp.sum(f(x, w) ** 2))(w),
+        mesh=mesh,
+        in_specs=(P("data"), P()),
+        out_specs=P(),
+    )
+    assert_close(
+        jax.jit(step(pallas))(T_X, T_W), jax.grad(lambda w: jnp.sum(lax(T_X, w) ** 2))(T_W)
+    )
+
+
+def test_transposing_with_a_bias_is_refused():
+    f = lambda x: jconv.conv2d(x, T_W, np.ones(4, np.float32), method="pallas")
+    with pytest.raises(NotImplementedError, match="affine"):
+        jax.linear_transpose(f, T_X)(np.ones(jax.eval_shape(f, T_X).shape, np.float32))
+
+
+# --- the kernels with settings other than the defaults ---
+
+GEOMETRY = ConvGeometry(2, 6, 7, 40, 24, 3, 2, 2, (2, 1), (1, 2), ((1, 0), (2, 1)))
+
+
+def test_other_block_settings():
+    """Small blocks, flattened contractions and split-K kernel gradients give lax's answer."""
+    configs = {  # 20 input and 12 output channels per group: masked blocks of 16
+        "y": BlockConfig(16, 16, 16),
+        "x": BlockConfig(32, 16, 16, flat=True),
+        "w": BlockConfig(16, 16, 16, split_k=3),
+    }
+    g = GEOMETRY
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal(g.x_shape()), rng.standard_normal(g.w_shape())
+    x, w = x.astype(np.float32), w.astype(np.float32)
+    dy = rng.standard_normal(g.y_shape()).astype(np.float32)
+    kw = dict(out_dtype=jnp.float32, precision="highest", interpret=True)
+
+    @jax.jit
+    def products(x, w, dy):
+        return (
+            _pallas_triton.forward(x, w, None, g, config=configs["y"], **kw),
+            _pallas_triton.input_grad(dy, w, g, config=configs["x"], **kw),
+            _pallas_triton.kernel_grad(x, dy, g, config=configs["w"], **kw),
+        )
+
+    def lax_conv(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, g.stride, g.pads, rhs_dilation=g.dilation, precision="highest",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g.groups,
+        )  # fmt: skip
+
+    y_ref, vjp = jax.vjp(lax_conv, x, w)
+    for got, expected in zip(products(x, w, dy), (y_ref, *vjp(dy))):
+        assert_close(got, expected)
+
+
+# --- geometry and tuning: no kernels run ---
+
+
+AXES = [  # (size, k, s, d, pad) with a non-empty output
+    a
+    for a in itertools.product([5, 8], [1, 3, 4], [1, 2, 3], [1, 2], [0, 2])
+    if a[0] + 2 * a[4] >= (a[1] - 1) * a[3] + 1
+]
+
+
+@pytest.mark.parametrize("size,k,s,d,pad", AXES)
+def test_input_gradient_phases_cover_every_tap_once(size, k, s, d, pad):
+    """Each (input position, tap) pair that meets an output is read by exactly one phase."""
+    out = (size + 2 * pad - (k - 1) * d - 1) // s + 1
+    expected = {
+        (a * s + i * d - pad, i, a)
+        for a in range(out)
+        for i in range(k)
+        if 0 <= a * s + i * d - pad < size
+    }
+    seen = []
+    for p in input_grad_phases(size, out, k, s, d, pad):
+        for b in range(p.count):
+            for u in range(p.taps):
+                src = p.in_start + b * p.in_step + u * p.tap_in_step
+                if 0 <= src < p.in_size:
+                    seen.append((p.out_start + b * p.out_step, p.tap_start + u * p.tap_step, src))
+    assert sorted(seen) == sorted(expected)
+    phases = input_grad_phases(size, out, k, s, d, pad)
+    covered = sorted(p.out_start + b * p.out_step for p in phases for b in range(p.count))
+    assert covered == list(range(size))  # every input row is written, zero or not
+
+
+def test_block_settings_are_checked():
+    with pytest.raises(ValueError, match="power of two"):
+        BlockConfig(48, 16, 16)
+    with pytest.raises(ValueError, match="power of two"):
+        BlockConfig(16, 8, 16)
+    with pytest.raises(ValueError, match="launch"):
+        BlockConfig(16, 16, 16, num_warps=3)
+
+
+def test_table_round_trips_and_is_used(monkeypatch):
+    from jconv import _pallas_tuning
+
+    geo = ConvGeometry(64, 28, 28, 128, 128, 3, 3, 1, (1, 1), (1, 1), ((1, 1), (1, 1)))
+    key = problem_class("y", geo, jnp.bfloat16)
+    assert key == "y:bfloat16:k128:n128:t9:s1:m65536:g1"
+    entry = BlockConfig(64, 128, 32, num_warps=8, num_stages=4)
+    table = {key: entry, problem_class("w", geo, jnp.bfloat16): BlockConfig(64, 64, 64, split_k=8)}
+    assert table_from_json(table_to_json(table)) == table
+    monkeypatch.setattr(_pallas_tuning, "TABLE", table)
+    assert config_for("y", geo, jnp.bfloat16) == entry
+    assert config_for("y", geo, jnp.float32) == default_config("y", geo, jnp.float32)
+
+
+def test_default_settings_fit_every_bench_layer():
+    """Powers of two, at least 16, flat for few channels, enough kernel-gradient programs."""
+    from experiments.bench_conv import SUITE
+
+    for layer, dtype, product in itertools.product(SUITE, ["bfloat16", "float32"], "yxw"):
+        pad = layer.padding if isinstance(layer.padding, int) else (layer.k - 1) // 2
+        pad = 0 if layer.padding == "VALID" else pad
+        geo = ConvGeometry(
+            layer.batch_gpu, layer.hw, layer.hw, layer.c, layer.o, layer.k, layer.k,
+            layer.groups, (layer.stride,) * 2, (1, 1), ((pad, pad), (pad, pad)),
+        )  # fmt: skip
+        config = default_config(product, geo, dtype)  # BlockConfig checks its own sizes
+        k = geo.og if product == "x" else geo.cg
+        assert config.flat == (k < 16), (layer.name, product)
+    geo = ConvGeometry(64, 14, 14, 256, 256, 3, 3, 1, (1, 1), (1, 1), ((1, 1), (1, 1)))
+    w_config = default_config("w", geo, "bfloat16")
+    programs = (
+        geo.kh
+        * geo.kw
+        * math.ceil(geo.cg / w_config.block_m)
+        * math.ceil(geo.og / w_config.block_n)
+    )
+    assert programs * w_config.split_k >= 132  # every SM of an H100 has work
+
+
+# --- lowering for CUDA from this machine ---
+
+CUDA_LAYERS = {  # bench layers at small batch, and the odd shapes of CASES
+    "resnet28": ((2, 28, 28, 128), (3, 3, 128, 128), dict(padding="SAME")),
+    "stride2": ((2, 56, 56, 64), (3, 3, 64, 128), dict(stride=2, padding="SAME")),
+    "lenet1": ((2, 28, 28, 1), (5, 5, 1, 6), dict(padding=2)),
+    "depthwise": ((2, 56, 56, 128), (3, 3, 1, 128), dict(groups=128, padding="SAME")),
+    "lesson": ((1, 68, 68, 100), (5, 5, 100, 100), dict()),
+}
+
+
+@pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")  # jax >= 0.11
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize("name", CUDA_LAYERS)
+def test_lowers_for_cuda(name, dtype):
+    """Forward and both gradients lower to Triton kernels for CUDA, from a CPU-only machine."""
+    x_shape, k_shape, kwargs = CUDA_LAYERS[name]
+    x = jax.ShapeDtypeStruct(x_shape, dtype)
+    w = jax.ShapeDtypeStruct(k_shape, dtype)
+    b = jax.ShapeDtypeStruct((k_shape[-1],), dtype)
+
+    def step(x, w, b):
+        def loss(x, w, b):
+            y = jconv.conv2d(x, w, b, layout="NHWC", method="pallas", **kwargs)
+            return jnp.sum(y.astype(jnp.float32) ** 2)
+
+        return jax.value_and_grad(loss, argnums=(0, 1, 2))(x, w, b)
+
+    exported = jax.export.export(
+        jax.jit(step),
+        platforms=["cuda"],
+        disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
+    )(x, w, b)
+    text = exported.mlir_module()
+    # the forward pass, the input gradient (one call per stride phase) and the kernel gradient
+    expected = 2 + (4 if kwargs.get("stride", 1) == 2 else 1)
+    assert text.count("__gpu$xla.gpu.triton") == expected
+    assert "jconv_conv_y" in text and "jconv_conv_x" in text and "jconv_conv_w" in text
