@@ -231,7 +231,7 @@ ad.primitive_transposes[conv_p] = _transpose
 
 def _image_to_channels(v: Array, size: int) -> Array:
     """(B, N, h, w, C) -> (N, h, w, B * C): B more groups."""
-    b, n, h, w, c = v.shape
+    _, n, h, w, c = v.shape
     return jnp.moveaxis(v, 0, 3).reshape(n, h, w, size * c)
 
 

@@ -15,7 +15,10 @@ from jconv._checks import check_conv_args
 from jconv._method_winograd import winograd_supported
 from tests.reference import assert_close, conv_lax, conv_numpy, explicit_pads, to_nhwc
 
-JCONV_METHODS = [m for m in jconv.METHODS if m != "xla"]
+# 'pallas' runs its GPU kernels in Pallas's interpret mode here, a second or more per
+# compile: test_pallas.py checks it on a selection of these cases instead.
+METHODS = [m for m in jconv.METHODS if m != "pallas"]
+JCONV_METHODS = [m for m in METHODS if m != "xla"]
 
 # (x shape NCHW, out channels, (kh, kw), conv2d keyword arguments)
 CONFIGS = [
@@ -76,7 +79,7 @@ def reference(x, w, b, layout, **kwargs):
 # test_auto.py) and 'xla' (lax itself) in one layout each, to keep the suite short.
 METHOD_LAYOUTS = [
     (m, layout)
-    for m in jconv.METHODS
+    for m in METHODS
     for layout in ("NCHW", "NHWC")
     if (m, layout) not in {("auto", "NCHW"), ("xla", "NHWC")}
 ]
@@ -119,7 +122,7 @@ NUMPY_CASES = [
 
 
 @pytest.mark.parametrize("case", NUMPY_CASES)
-@pytest.mark.parametrize("method", jconv.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_matches_numpy_loop(method, case):
     """jconv (every method, 'xla' included) against the independent NumPy loop."""
     x_shape, o, (kh, kw), np_kwargs = case
@@ -151,7 +154,7 @@ DTYPE_CONFIGS = [CONFIGS[3], CONFIGS[11], CONFIGS[16]]
 @pytest.mark.parametrize(
     "config", DTYPE_CONFIGS, ids=[IDS[CONFIGS.index(c)] for c in DTYPE_CONFIGS]
 )
-@pytest.mark.parametrize("method", jconv.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_dtypes(method, config, dtype):
     x, w, b = make(config, dtype, key=2)
     y = jconv.conv2d(x, w, b, method=method, **config[3])
@@ -159,7 +162,7 @@ def test_dtypes(method, config, dtype):
     assert_close(y, reference(x, w, b, "NCHW", **config[3]), dtype)
 
 
-@pytest.mark.parametrize("method", jconv.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_float64(method):
     with jax.enable_x64(True):
         x, w, b = make(CONFIGS[3], jnp.float64, key=3)
@@ -170,7 +173,7 @@ def test_float64(method):
         assert_close(y, expected, jnp.float64)
 
 
-@pytest.mark.parametrize("method", jconv.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_preferred_element_type(method):
     x, w, _ = make(CONFIGS[1], jnp.bfloat16, key=4)
     y = jconv.conv2d(x, w, method=method, stride=2, preferred_element_type=jnp.float32)
@@ -179,7 +182,7 @@ def test_preferred_element_type(method):
     assert_close(y, expected, jnp.float32, scale=10.0)
 
 
-@pytest.mark.parametrize("method", jconv.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_mixed_dtypes_promote(method):
     x, w, _ = make(CONFIGS[0], key=5)
     y = jconv.conv2d(x.astype(jnp.bfloat16), w, method=method)
@@ -237,7 +240,7 @@ def test_check_grads(method):
         )
 
 
-@pytest.mark.parametrize("method", jconv.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_vmap_of_unbatched_equals_batched(method):
     x, w, b = make(CONFIGS[6], key=9)
     f = jax.jit(lambda x: jconv.conv2d(x, w, b, method=method, padding=(1, 2)))
@@ -261,7 +264,7 @@ def test_jit_of_grad_of_vmap(method):
     assert_close(got, expected)
 
 
-@pytest.mark.parametrize("method", jconv.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_nan_and_inf_propagate_like_lax(method):
     x, w, _ = make(CONFIGS[0], key=11)
     x = x.at[0, 1, 2, 3].set(jnp.nan).at[1, 0, 4, 4].set(jnp.inf)
@@ -298,7 +301,7 @@ def test_circular_conv_commutes_with_roll():
         assert_close(conv(jnp.roll(x, shift, axis=(2, 3))), jnp.roll(conv(x), shift, axis=(2, 3)))
 
 
-@pytest.mark.parametrize("method", jconv.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_inside_shard_map(method):
     """Every lowering traces inside a user's shard_map (carries typed as varying)."""
     from jax.sharding import PartitionSpec as P
@@ -314,7 +317,7 @@ def test_inside_shard_map(method):
     assert_close(jax.jit(f)(x), conv_lax(x, w, groups=2))
 
 
-@pytest.mark.parametrize("method", jconv.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_explicit_sharding_mode(method):
     """A batch-sharded x under JAX's explicit sharding mode: the result stays batch-sharded.
 
