@@ -12,6 +12,11 @@ Timing follows the device tool's method: compile and warm up first, then queue
     python experiments/bench_conv.py                       # the whole suite
     python experiments/bench_conv.py --layers lesson lenet2 --dtypes float32 \
         --methods auto xla --directions fwd
+    python experiments/bench_conv.py --methods pallas xla --dtypes bfloat16 \
+        --pallas-table runs/tune_pallas/table.json      # on a GPU, with a tuned table
+
+'pallas' (jconv's Triton kernel) is timed only when asked for: off a GPU it runs
+in Pallas's interpret mode, far too slow for the suite's shapes.
 
 Importable: ``run(BenchConfig(...))`` returns the rows it printed.
 """
@@ -92,6 +97,7 @@ class BenchConfig:
     torch: bool = True  # also time torch.nn.functional.conv2d when torch is installed
     out: str | None = "runs/bench_conv"  # where bench.json and bench.csv go (None: nowhere)
     quiet: bool = False
+    pallas_table: str | None = None  # tune_pallas.py's table.json for 'pallas' (None: jconv's)
 
 
 def _check_config(config: BenchConfig) -> None:
@@ -344,9 +350,15 @@ def format_table(rows: list[dict]) -> str:
 def run(config: BenchConfig) -> dict:
     """Run the benchmark; returns {'environment', 'rows', 'lesson'} and writes them to out."""
     _check_config(config)
+    if config.pallas_table:  # before anything compiles: settings are read at lowering time
+        from jconv import _pallas_tuning
+
+        text = pathlib.Path(config.pallas_table).read_text()
+        _pallas_tuning.TABLE.update(_pallas_tuning.table_from_json(text))
     env = environment()
     rows: list[dict] = []
     key = jax.random.key(int(time.time()))  # fresh inputs on every run
+    result = {"environment": env, "config": dataclasses.asdict(config), "rows": rows}
     for name in config.layers:
         for dtype_name in config.dtypes:
             for direction in config.directions:
@@ -355,26 +367,28 @@ def run(config: BenchConfig) -> dict:
                 rows += case
                 if not config.quiet:
                     print(format_table(case).split("\n", 2)[2], flush=True)
-    result = {
-        "environment": env,
-        "config": dataclasses.asdict(config),
-        "rows": rows,
-        "lesson": lesson_arithmetic(rows),
-    }
+                _write(result, config.out)  # after every case: a run cut short keeps its rows
+    result["lesson"] = lesson_arithmetic(rows)
     if not config.quiet:
         print()
         print(f"{env['device']} ({env['backend']}), jax {env['jax']}, {env['date']}")
         print(format_table(rows))
         print(json.dumps(result["lesson"], indent=1))
-    if config.out:
-        out = pathlib.Path(config.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench.json").write_text(json.dumps(result, indent=1))
-        with open(out / "bench.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    _write(result, config.out)
     return result
+
+
+def _write(result: dict, out: str | None) -> None:
+    """bench.json and bench.csv under out (nothing if out is None)."""
+    if not out or not result["rows"]:
+        return
+    path = pathlib.Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "bench.json").write_text(json.dumps(result, indent=1))
+    with open(path / "bench.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(result["rows"][0]))
+        writer.writeheader()
+        writer.writerows(result["rows"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -388,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=None, help="override every layer's batch size")
     p.add_argument("--repeats", type=int, default=d.repeats)
     p.add_argument("--calls", type=int, default=d.calls, help="calls queued per timed batch")
+    p.add_argument("--target-s", type=float, default=d.target_s, help="seconds per timed batch")
+    p.add_argument("--pallas-table", default=None, help="tune_pallas.py's table.json")
     p.add_argument("--no-torch", dest="torch", action="store_false")
     p.add_argument("--out", default=d.out)
     args = p.parse_args(argv)

@@ -1,0 +1,321 @@
+"""Tune method='pallas' on a GPU: time candidate block settings per bench layer, keep the best.
+
+For each layer of experiments/bench_conv.py's suite (at its GPU batch size),
+each dtype and each of the three kernels (the forward pass 'y', the input
+gradient 'x', the kernel gradient 'w'), this compiles and times a short list of
+candidate BlockConfigs, the default first, and keeps the fastest. It writes:
+
+- table.json: the winners keyed by problem class, in exactly the format of
+  jconv/_pallas_tuning.py's TABLE (`table_from_json` reads it), so that one run
+  on a lent GPU can be committed as the new table;
+- tune.json: every candidate's time, and the environment;
+
+and prints one line per (layer, dtype, kernel): the default's time, the best
+one's, and the best setting. Timing is bench_conv's: compile and warm up, then
+queue enough calls for about `target_s` before one block_until_ready, median
+over `repeats` such batches. A candidate that fails to compile (too much shared
+memory, say) is recorded and skipped. New candidates stop being tried once
+`budget_s` has passed, so a lent machine's time is never overrun: the 'full'
+grid takes about 6 minutes on an H100, 'small' about 2.
+
+    python experiments/tune_pallas.py --out runs/tune_pallas                 # on a GPU
+    python experiments/tune_pallas.py --grid small --dtypes bfloat16 --budget-s 150
+    python experiments/tune_pallas.py --interpret --layers lenet2 --batch 1 --grid tiny
+
+With --interpret (any machine) the kernels run in Pallas's interpret mode:
+only a check that the script works, its times mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import json
+import pathlib
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `experiments` importable
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import jax
+
+from experiments.bench_conv import DTYPES, LAYERS, Layer
+from jconv import _pallas_triton
+from jconv._checks import check_conv_args
+from jconv._pallas_geometry import ConvGeometry
+from jconv._pallas_tuning import (
+    MIN_DOT,
+    BlockConfig,
+    default_config,
+    problem_class,
+    table_to_json,
+)
+
+PRODUCTS = ("y", "x", "w")
+# (block_m, block_n, block_k, num_warps, num_stages); for 'w' also a split_k factor
+# applied to the default's split. Clamped to each problem's sizes, duplicates dropped.
+PIXEL_GRIDS = {
+    "full": [
+        (128, 128, 64, 8, 3),
+        (128, 128, 32, 4, 4),
+        (128, 64, 64, 4, 3),
+        (64, 128, 64, 4, 3),
+        (64, 64, 64, 4, 4),
+        (256, 128, 32, 8, 3),
+        (128, 256, 32, 8, 3),
+        (64, 64, 32, 4, 2),
+    ],
+    "small": [(128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (64, 128, 64, 4, 3), (64, 64, 32, 4, 4)],
+    "tiny": [(16, 16, 16, 4, 2)],
+}
+W_GRIDS = {
+    "full": [
+        (128, 128, 64, 8, 3, 1),
+        (64, 64, 64, 4, 3, 1),
+        (128, 64, 32, 4, 3, 1),
+        (64, 128, 32, 4, 4, 1),
+        (128, 128, 64, 8, 3, 2),
+        (64, 64, 64, 4, 3, 2),
+        (128, 128, 32, 8, 4, 0.5),
+        (64, 64, 32, 4, 3, 0.5),
+    ],
+    "small": [(128, 128, 64, 8, 3, 1), (64, 64, 64, 4, 3, 1), (64, 64, 64, 4, 3, 2)],
+    "tiny": [(16, 16, 16, 4, 2, 2)],
+}
+
+
+@dataclasses.dataclass
+class TuneConfig:
+    layers: Sequence[str] = tuple(LAYERS)
+    dtypes: Sequence[str] = ("bfloat16", "float32")
+    products: Sequence[str] = PRODUCTS
+    grid: str = "full"
+    batch: int | None = None  # None: each layer's GPU batch size
+    repeats: int = 5
+    target_s: float = 0.05
+    budget_s: float = 420.0  # no new candidate is started after this many seconds
+    interpret: bool = False
+    out: str | None = "runs/tune_pallas"
+    quiet: bool = False
+
+
+def layer_geometry(layer: Layer, batch: int) -> ConvGeometry:
+    """The layer as the kernels see it: NHWC, padding resolved to zero amounts."""
+    spec = check_conv_args(
+        (batch, layer.hw, layer.hw, layer.c),
+        (layer.k, layer.k, layer.c // layer.groups, layer.o),
+        layout="NHWC",
+        **layer.conv_kwargs,
+    )
+    return ConvGeometry(
+        batch, layer.hw, layer.hw, layer.c, layer.o, layer.k, layer.k,
+        layer.groups, spec.stride, spec.dilation, spec.pads,
+    )  # fmt: skip
+
+
+def _pow2_at_most(limit: int, value: int) -> int:
+    """value, halved until it is no larger than the power of two at or above limit."""
+    cap = max(MIN_DOT, 1 << max(limit - 1, 0).bit_length())
+    while value > cap and value > MIN_DOT:
+        value //= 2
+    return value
+
+
+def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[BlockConfig]:
+    """The default first, then the grid's settings fitted to this problem, without repeats."""
+    base = default_config(product, geo, dtype)
+    out = [base]
+    if product == "w":
+        rows = geo.kh * geo.kw * geo.cg if base.flat else geo.cg
+        for bm, bn, bk, warps, stages, split in W_GRIDS[grid]:
+            config = dataclasses.replace(
+                base,
+                block_m=_pow2_at_most(rows, bm),
+                block_n=_pow2_at_most(geo.og, bn),
+                block_k=bk,
+                num_warps=warps,
+                num_stages=stages,
+                split_k=max(1, round(base.split_k * split)),
+            )
+            if config not in out:
+                out.append(config)
+        return out
+    k, cols = (geo.cg, geo.og) if product == "y" else (geo.og, geo.cg)
+    k = geo.kh * geo.kw * k if base.flat else k
+    for bm, bn, bk, warps, stages in PIXEL_GRIDS[grid]:
+        config = dataclasses.replace(
+            base,
+            block_m=bm,
+            block_n=_pow2_at_most(cols, bn),
+            block_k=_pow2_at_most(k, bk),
+            num_warps=warps,
+            num_stages=stages,
+        )
+        if config not in out:
+            out.append(config)
+    return out
+
+
+def product_fn(product: str, geo: ConvGeometry, dtype: Any, config: BlockConfig, interpret: bool):
+    """A jitted (a, b) -> the product, run with exactly this config."""
+    kw = dict(config=config, out_dtype=dtype, interpret=interpret)
+    if product == "y":
+        return jax.jit(lambda x, w: _pallas_triton.forward(x, w, None, geo, **kw))
+    if product == "x":
+        return jax.jit(lambda dy, w: _pallas_triton.input_grad(dy, w, geo, **kw))
+    return jax.jit(lambda x, dy: _pallas_triton.kernel_grad(x, dy, geo, **kw))
+
+
+def operands(product: str, geo: ConvGeometry, dtype: Any, key: jax.Array) -> tuple:
+    kx, kw, ky = jax.random.split(key, 3)
+    x = jax.random.normal(kx, geo.x_shape(), dtype)
+    w = jax.random.normal(kw, geo.w_shape(), dtype)
+    dy = jax.random.normal(ky, geo.y_shape(), dtype)
+    return {"y": (x, w), "x": (dy, w), "w": (x, dy)}[product]
+
+
+def _seconds_per_call(fn: Callable[[], Any], calls: int) -> float:
+    start = time.perf_counter()
+    out = None
+    for _ in range(calls):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / calls
+
+
+def time_config(fn: Callable, args: tuple, repeats: int, target_s: float) -> float:
+    """Median seconds per call of a compiled fn, after a warm-up."""
+    call = functools.partial(fn, *args)
+    per_call = min(_seconds_per_call(call, 1), _seconds_per_call(call, 1))
+    calls = max(1, min(200, round(target_s / max(per_call, 1e-6))))
+    return statistics.median(_seconds_per_call(call, calls) for _ in range(repeats))
+
+
+def tune_one(
+    layer: Layer, dtype_name: str, product: str, config: TuneConfig, deadline: float, key
+) -> dict:
+    """Time every candidate of one (layer, dtype, kernel) until the deadline; the best wins."""
+    dtype = DTYPES[dtype_name]
+    batch = config.batch or layer.batch_gpu
+    geo = layer_geometry(layer, batch)
+    args = operands(product, geo, dtype, key)
+    results = []
+    for cand in candidates(product, geo, dtype, config.grid):
+        if results and time.perf_counter() > deadline:
+            break
+        row: dict[str, Any] = {"config": dataclasses.asdict(cand)}
+        try:
+            fn = product_fn(product, geo, dtype, cand, config.interpret)
+            fn = fn.lower(*args).compile()
+            row["ms"] = 1e3 * time_config(fn, args, config.repeats, config.target_s)
+            row["tflops"] = geo.flops() / (row["ms"] * 1e-3) / 1e12
+        except Exception as e:  # a setting that does not compile or run: recorded, skipped
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        results.append(row)
+    timed = [r for r in results if "ms" in r]
+    best = min(timed, key=lambda r: r["ms"]) if timed else None
+    default = results[0] if results and "ms" in results[0] else None
+    return {
+        "layer": layer.name,
+        "dtype": dtype_name,
+        "product": product,
+        "batch": batch,
+        "class": problem_class(product, geo, dtype),
+        "default_ms": default and default["ms"],
+        "best_ms": best and best["ms"],
+        "best_tflops": best and best["tflops"],
+        "best": best and best["config"],
+        "candidates": results,
+    }
+
+
+def environment() -> dict:
+    dev = jax.devices()[0]
+    return {
+        "date": datetime.date.today().isoformat(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device": getattr(dev, "device_kind", str(dev)),
+    }
+
+
+def format_row(r: dict) -> str:
+    if r["best"] is None:
+        return f"{r['layer']:<10} {r['dtype']:<9} {r['product']:<2} every candidate failed"
+    b = r["best"]
+    setting = (
+        f"m{b['block_m']} n{b['block_n']} k{b['block_k']} w{b['num_warps']} s{b['num_stages']}"
+        + (f" split{b['split_k']}" if r["product"] == "w" else "")
+        + (" flat" if b["flat"] else "")
+    )
+    default = "     -" if r["default_ms"] is None else f"{r['default_ms']:8.3f}"
+    return (
+        f"{r['layer']:<10} {r['dtype']:<9} {r['product']:<2} default {default} ms  "
+        f"best {r['best_ms']:8.3f} ms {r['best_tflops']:7.1f} TF/s  {setting}"
+    )
+
+
+def run(config: TuneConfig) -> dict:
+    """Tune every (layer, dtype, kernel) asked for; returns {'environment', 'rows', 'table'}."""
+    for name in config.layers:
+        if name not in LAYERS:
+            raise ValueError(f"unknown layer {name!r}; choose from {list(LAYERS)}")
+    if config.grid not in PIXEL_GRIDS:
+        raise ValueError(f"unknown grid {config.grid!r}; choose from {list(PIXEL_GRIDS)}")
+    deadline = time.perf_counter() + config.budget_s
+    key = jax.random.key(0)
+    rows: list[dict] = []
+    result = {"environment": environment(), "config": dataclasses.asdict(config), "rows": rows}
+    for name in config.layers:
+        for dtype_name in config.dtypes:
+            for product in config.products:
+                key, sub = jax.random.split(key)
+                row = tune_one(LAYERS[name], dtype_name, product, config, deadline, sub)
+                rows.append(row)
+                if not config.quiet:
+                    print(format_row(row), flush=True)
+                _write(result, config.out)  # after every row: a run cut short keeps its winners
+    return result
+
+
+def winners(rows: list[dict]) -> dict[str, BlockConfig]:
+    """The fastest setting of every problem class timed, as TABLE holds them."""
+    return {r["class"]: BlockConfig(**r["best"]) for r in rows if r["best"] is not None}
+
+
+def _write(result: dict, out: str | None) -> None:
+    table = winners(result["rows"])
+    result["table"] = json.loads(table_to_json(table))
+    if out:
+        path = pathlib.Path(out)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "table.json").write_text(table_to_json(table))
+        (path / "tune.json").write_text(json.dumps(result, indent=1))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    d = TuneConfig()
+    p.add_argument("--layers", nargs="+", default=list(d.layers), choices=list(LAYERS))
+    p.add_argument("--dtypes", nargs="+", default=list(d.dtypes), choices=list(DTYPES))
+    p.add_argument("--products", nargs="+", default=list(d.products), choices=PRODUCTS)
+    p.add_argument("--grid", default=d.grid, choices=list(PIXEL_GRIDS))
+    p.add_argument("--batch", type=int, default=None, help="override every layer's batch size")
+    p.add_argument("--repeats", type=int, default=d.repeats)
+    p.add_argument("--budget-s", type=float, default=d.budget_s)
+    p.add_argument("--interpret", action="store_true", help="interpret mode (no GPU needed)")
+    p.add_argument("--out", default=d.out)
+    args = p.parse_args(argv)
+    result = run(TuneConfig(**vars(args)))
+    print(f"{len(result['table'])} winners -> {args.out}/table.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

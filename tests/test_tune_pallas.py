@@ -1,0 +1,85 @@
+"""experiments/tune_pallas.py, check_pallas.py and gpu_pallas_summary.py, in interpret mode on
+one tiny layer, so that the GPU run they were written for finds them working."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments import bench_conv, check_pallas, gpu_pallas_summary, tune_pallas
+from jconv import _pallas_tuning
+from jconv._pallas_tuning import BlockConfig, table_from_json
+
+
+@pytest.fixture
+def restore_table(monkeypatch):
+    """bench_conv --pallas-table adds to jconv's table: undone after the test."""
+    monkeypatch.setattr(_pallas_tuning, "TABLE", dict(_pallas_tuning.TABLE))
+
+
+def test_gpu_run_steps_write_what_the_summary_reads(tmp_path, restore_table):
+    tuned = tune_pallas.run(
+        tune_pallas.TuneConfig(
+            layers=("lenet2",),
+            dtypes=("float32",),
+            products=("w",),
+            grid="tiny",
+            batch=1,
+            repeats=1,
+            interpret=True,
+            out=str(tmp_path / "tune"),
+            quiet=True,
+        )
+    )
+    rows = tuned["rows"]
+    assert [r["product"] for r in rows] == ["w"]
+    for r in rows:  # the default and the tiny grid's one setting, both timed
+        assert len(r["candidates"]) == 2 and all(c["ms"] > 0 for c in r["candidates"])
+        assert r["best_ms"] == min(c["ms"] for c in r["candidates"])
+    table = table_from_json((tmp_path / "tune" / "table.json").read_text())
+    assert set(table) == {r["class"] for r in rows}
+    assert all(isinstance(v, BlockConfig) for v in table.values())
+
+    checked = check_pallas.run(
+        check_pallas.CheckConfig(
+            layers=("lenet2",), dtypes=("float32",), batch=1, out=str(tmp_path / "check")
+        )
+    )
+    [row] = checked["rows"]
+    assert row["ok"], row
+    assert max(row["y"], row["dx"], row["dw"]) < 1e-5
+
+    bench_conv.run(
+        bench_conv.BenchConfig(
+            layers=("lenet2",),
+            dtypes=("bfloat16",),
+            methods=("pallas",),
+            directions=("fwd",),
+            batch=1,
+            repeats=1,
+            calls=1,
+            torch=False,
+            out=str(tmp_path / "bench"),
+            quiet=True,
+            pallas_table=str(tmp_path / "tune" / "table.json"),
+        )
+    )
+    assert set(table) <= set(_pallas_tuning.TABLE)  # the tuned settings were in force
+    (tmp_path / "steps.txt").write_text("check ok 1s\n")
+
+    summary = gpu_pallas_summary.summarize(tmp_path).splitlines()
+    [line] = [s for s in summary if s.startswith("lenet2")]
+    assert "ok" in line and "x" in line  # an error, and a speed against lax
+    assert summary[-1] == "check ok 1s"
+    assert json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]
+
+
+def test_candidates_fit_each_problem():
+    geo = tune_pallas.layer_geometry(bench_conv.LAYERS["lenet2"], 1024)
+    for product in "yxw":
+        cands = tune_pallas.candidates(product, geo, "bfloat16", "full")
+        assert cands[0] == _pallas_tuning.default_config(product, geo, "bfloat16")
+        assert len(set(cands)) == len(cands) > 1
+        if product != "w":  # never wider than the (power-of-two) output channels need
+            assert max(c.block_n for c in cands) == 16
