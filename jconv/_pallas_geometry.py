@@ -70,6 +70,11 @@ class ConvGeometry:
             (self.w + left + r - (self.kw - 1) * dw - 1) // sw + 1,
         )
 
+    @property
+    def depthwise(self) -> bool:
+        """One input and one output channel per group: every product is elementwise."""
+        return self.groups > 1 and self.cg == 1 and self.og == 1
+
     def x_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.h, self.w, self.c)
 

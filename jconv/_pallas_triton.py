@@ -142,6 +142,44 @@ def _pixel_kernel(
     _store(out_ref, rows, g * cols_g + cols[None, :], m_ok & cols_ok[None, :], acc)
 
 
+def _depthwise_pixel_kernel(
+    a_ref, w_ref, *refs, problem: PixelProblem, config: BlockConfig, has_bias: bool
+):
+    """One (block_m pixels x block_n channels) tile of a depthwise product, all groups at once.
+
+    With one input and one output channel per group there is no sum over
+    channels: each tap adds the shifted input times the tap's weight, elementwise,
+    so the channels are the vector axis (contiguous loads) and no dot is needed.
+    Refs as for _pixel_kernel.
+    """
+    bias_ref = refs[0] if has_bias else None
+    out_ref = refs[-1]
+    geo, ph, pw = problem.geometry, problem.h, problem.w
+    bm, bn = config.block_m, config.block_n
+    m = pl.program_id(0) * bm + jnp.arange(bm)
+    n, a, b = (v[:, None] for v in split_pixel(m, ph.count, pw.count))
+    m_ok = (m < problem.rows)[:, None]
+    channels = pl.program_id(1) * bn + jnp.arange(bn)
+    c, c_ok = channels[None, :], (channels < geo.c)[None, :]
+
+    def body(u, acc):
+        uh, uw = divmod_nonneg(u, pw.taps)
+        ih, ok_h = phase_input(ph, a, uh)
+        iw, ok_w = phase_input(pw, b, uw)
+        x = _load(a_ref, image_row(n, ih, iw, problem.in_hw), c, m_ok & ok_h & ok_w & c_ok)
+        w = _load(w_ref, kernel_row(phase_tap(ph, uh), phase_tap(pw, uw), 0, geo), c, c_ok)
+        return acc + x.astype(acc.dtype) * w.astype(acc.dtype)  # (bm, bn) * (1, bn)
+
+    acc = jnp.zeros((bm, bn), acc_dtype(a_ref.dtype, w_ref.dtype))
+    if problem.taps:
+        acc = jax.lax.fori_loop(0, problem.taps, body, acc)
+    if bias_ref is not None:
+        bias = plgpu.load(bias_ref.at[channels], mask=channels < geo.c, other=0)
+        acc = acc + bias.astype(acc.dtype)[None, :]
+    rows = image_row(n, phase_output(ph, a), phase_output(pw, b), problem.out_hw)
+    _store(out_ref, rows, c, m_ok & c_ok, acc)
+
+
 def _out_struct(shape: tuple[int, ...], dtype: Any, like: Array) -> jax.ShapeDtypeStruct:
     """A pallas_call output varying over the shard_map axes `like` varies over (if any)."""
     return jax.ShapeDtypeStruct(
@@ -178,18 +216,24 @@ def _pixel_call(
     if previous is not None:
         aliases = {len(operands): 0}
         operands.append(previous)
-    grid = (
-        pl.cdiv(problem.rows, config.block_m),
-        pl.cdiv(problem.cols_per_group, config.block_n),
-        geo.groups,
-    )
-    kernel = functools.partial(
-        _pixel_kernel,
-        problem=problem,
-        config=config,
-        precision=precision,
-        has_bias=bias is not None,
-    )
+    if geo.depthwise:  # every channel in one program's block, no dot
+        grid = (pl.cdiv(problem.rows, config.block_m), pl.cdiv(geo.c, config.block_n), 1)
+        kernel = functools.partial(
+            _depthwise_pixel_kernel, problem=problem, config=config, has_bias=bias is not None
+        )
+    else:
+        grid = (
+            pl.cdiv(problem.rows, config.block_m),
+            pl.cdiv(problem.cols_per_group, config.block_n),
+            geo.groups,
+        )
+        kernel = functools.partial(
+            _pixel_kernel,
+            problem=problem,
+            config=config,
+            precision=precision,
+            has_bias=bias is not None,
+        )
     return pl.pallas_call(
         kernel,
         out_shape=_out_struct(out_shape, out_dtype, image),
@@ -315,6 +359,41 @@ def _tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: Block
     _store(out_ref, rows, g * geo.og + cols[None, :], rows_ok.T & cols_ok[None, :], acc)
 
 
+def _depthwise_tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: BlockConfig):
+    """dw of a depthwise convolution: one tap, block_n channels, one split of the pixels.
+
+    x_ref: (N * H * W, C); dy_ref: (N * mh * mw, C); out_ref: (split_k * kh * kw, C).
+    The elementwise products of block_k pixels are summed over the pixels once, at the end.
+    """
+    geo = geometry
+    bn, bk, splits = config.block_n, config.block_k, config.split_k
+    (mh, mw), (sh, sw), (dh, dw) = geo.out_hw, geo.stride, geo.dilation
+    (top, _), (left, _) = geo.pads
+    fh = forward_phase(geo.h, mh, geo.kh, sh, dh, top)
+    fw = forward_phase(geo.w, mw, geo.kw, sw, dw, left)
+    pixels = geo.n * mh * mw
+    chunk = pl.cdiv(pl.cdiv(pixels, bk), splits)
+    tap, s = pl.program_id(0), pl.program_id(2)
+    i, j = divmod_nonneg(tap, geo.kw)
+    c = (pl.program_id(1) * bn + jnp.arange(bn))[None, :]
+    c_ok = c < geo.c
+
+    def body(t, acc):
+        p = (s * chunk + t) * bk + jnp.arange(bk)
+        p_ok = (p < pixels)[:, None]
+        n, a, b = split_pixel(p[:, None], mh, mw)
+        ih, ok_h = phase_input(fh, a, i)
+        iw, ok_w = phase_input(fw, b, j)
+        x = _load(x_ref, image_row(n, ih, iw, (geo.h, geo.w)), c, p_ok & ok_h & ok_w & c_ok)
+        dy = _load(dy_ref, p[:, None], c, p_ok & c_ok)
+        return acc + x.astype(acc.dtype) * dy.astype(acc.dtype)
+
+    acc = jnp.zeros((bk, bn), acc_dtype(x_ref.dtype, dy_ref.dtype))
+    acc = jax.lax.fori_loop(0, chunk, body, acc)
+    total = jnp.sum(acc, axis=0, keepdims=True)  # (1, bn)
+    _store(out_ref, s * geo.kh * geo.kw + tap, c, c_ok, total)
+
+
 def kernel_grad(
     x: Array,
     dy: Array,
@@ -332,14 +411,19 @@ def kernel_grad(
     geo = geometry
     splits = config.split_k
     acc = acc_dtype(x.dtype, dy.dtype)
-    row_blocks = (
-        pl.cdiv(geo.kh * geo.kw * geo.cg, config.block_m)
-        if config.flat
-        else geo.kh * geo.kw * pl.cdiv(geo.cg, config.block_m)
-    )
-    grid = (row_blocks, pl.cdiv(geo.og, config.block_n), geo.groups * splits)
+    if geo.depthwise:
+        grid = (geo.kh * geo.kw, pl.cdiv(geo.c, config.block_n), splits)
+        kernel = functools.partial(_depthwise_tap_kernel, geometry=geo, config=config)
+    else:
+        row_blocks = (
+            pl.cdiv(geo.kh * geo.kw * geo.cg, config.block_m)
+            if config.flat
+            else geo.kh * geo.kw * pl.cdiv(geo.cg, config.block_m)
+        )
+        grid = (row_blocks, pl.cdiv(geo.og, config.block_n), geo.groups * splits)
+        kernel = functools.partial(_tap_kernel, geometry=geo, config=config, precision=precision)
     partial = pl.pallas_call(
-        functools.partial(_tap_kernel, geometry=geo, config=config, precision=precision),
+        kernel,
         out_shape=_out_struct((splits * geo.kh * geo.kw * geo.cg, geo.o), acc, x),
         grid=grid,
         compiler_params=_compiler_params(config),

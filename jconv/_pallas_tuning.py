@@ -33,9 +33,12 @@ class BlockConfig:
     program, block_k contracted channels per step. For 'w': block_m rows of
     (tap, input channel) x block_n output channels, block_k output pixels per
     step, and the pixels split over split_k programs whose partial sums are
-    added afterwards. flat: contract over (tap, channel) as one flattened axis
-    (for few channels per group, where a block of channels per tap would be
-    mostly padding). Block sizes are powers of two, at least 16.
+    added afterwards. Depthwise problems (one channel in and out per group)
+    run elementwise kernels whose blocks span the channels of every group:
+    block_n channels by block_m pixels ('y', 'x') or block_k pixels ('w').
+    flat: contract over (tap, channel) as one flattened axis (for few channels
+    per group, where a block of channels per tap would be mostly padding).
+    Block sizes are powers of two, at least 16.
     """
 
     block_m: int
@@ -83,6 +86,15 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
     g = geometry
     itemsize = np.dtype(dtype).itemsize
     kmax = {2: 64, 4: 32}.get(itemsize, 16)  # keep a stage of A and B blocks in shared memory
+    if g.depthwise:  # elementwise kernels: blocks of pixels x channels (of every group)
+        block_n = _pow2(g.c, MIN_DOT, 128)
+        if product != "w":
+            return BlockConfig(64, block_n, MIN_DOT, 4, 2)
+        mh, mw = g.out_hw
+        pixel_blocks = -(-g.n * mh * mw // 64)
+        programs = g.kh * g.kw * -(-g.c // block_n)
+        split = max(1, min(pixel_blocks, SM_TARGET_PROGRAMS // programs))
+        return BlockConfig(MIN_DOT, block_n, 64, 4, 2, split)
     if product == "w":
         flat = g.cg < MIN_DOT
         rows = g.kh * g.kw * g.cg if flat else g.cg
