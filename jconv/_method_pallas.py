@@ -15,7 +15,8 @@ Layout: NHWC inside, channels contiguous, so a block of channels is one
 contiguous read per pixel; 'NCHW' is transposed around the kernel. Zero
 padding is never materialized (padded pixels are masked loads); the other
 padding modes fill the border first, as jconv/_padding.py does. A bias is
-added in the forward kernel's epilogue.
+added in the forward kernel's epilogue. Depthwise convolutions run elementwise
+kernels of their own.
 
 Why the Triton lowering of Pallas first: it runs in interpret mode on a CPU,
 so every test of this method runs in CI on a machine without a GPU, and it
@@ -103,9 +104,14 @@ def conv_pallas(x: Array, w: Array, spec: ConvSpec, bias: Array | None = None) -
 
     Returns the batched output in spec.layout and spec.out_dtype, the bias added.
     """
+    hp, wp = spec.padded_hw
+    if spec.n * max(hp * wp, spec.h * spec.w) >= 2**31:
+        raise NotImplementedError(
+            f"method='pallas' indexes pixels with int32: a batch of {spec.n} images of "
+            f"{(hp, wp)} pixels (padded) is too many; split the batch"
+        )
     if spec.padding_mode != "zeros":
         x = pad_input(x, spec)
-        hp, wp = spec.padded_hw
         spec = dataclasses.replace(spec, h=hp, w=wp, pads=((0, 0), (0, 0)))
     if spec.layout == "NCHW":
         x = x.transpose(0, 2, 3, 1)

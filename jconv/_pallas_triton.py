@@ -1,11 +1,16 @@
-"""The Triton backend of method='pallas': three implicit-GEMM kernels and their pallas_calls.
+"""The Triton backend of method='pallas': the kernels of its three products and their pallas_calls.
 
-Each kernel accumulates one (block_m x block_n) tile of its product in float32
+Each product ('y' forward, 'x' input gradient, 'w' kernel gradient) is an
+implicit GEMM: a kernel accumulates one (block_m x block_n) tile in float32
 (float64 for float64 inputs) registers, one `dot` per step of its contraction,
 reading its operands straight from the images with computed row indices:
 no patches, no padded copy, no dilated gradient ever sits in memory. Which
 pixel a row reads, and whether it lies in the padding, comes from
 jconv/_pallas_geometry.py; the tiling from jconv/_pallas_tuning.py.
+Depthwise convolutions (one channel in and out per group) have nothing to
+contract: their kernels multiply elementwise, with the channels of all groups
+as the vector axis, where a GEMM would waste 15/16 of every dot on padding
+and read one channel out of every pixel.
 
 Every load is a gather by integer index arrays, masked, with other=0, and
 every masked store is sent past the end of its output: the same kernel is then

@@ -213,6 +213,14 @@ def test_transposing_with_a_bias_is_refused():
         jax.linear_transpose(f, T_X)(np.ones(jax.eval_shape(f, T_X).shape, np.float32))
 
 
+def test_too_many_pixels_is_refused():
+    """Pixel indices are int32: a batch with 2**31 pixels or more is refused by name."""
+    x = jax.ShapeDtypeStruct((2**17, 128, 128, 1), jnp.bfloat16)
+    w = jax.ShapeDtypeStruct((3, 3, 1, 8), jnp.bfloat16)
+    with pytest.raises(NotImplementedError, match="int32"):
+        jax.eval_shape(lambda x, w: jconv.conv2d(x, w, layout="NHWC", method="pallas"), x, w)
+
+
 # --- the kernels with settings other than the defaults ---
 
 GEOMETRY = ConvGeometry(2, 6, 7, 40, 24, 3, 2, 2, (2, 1), (1, 2), ((1, 0), (2, 1)))
