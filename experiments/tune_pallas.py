@@ -14,9 +14,10 @@ and prints one line per (layer, dtype, kernel): the default's time, the best
 one's, and the best setting. Timing is bench_conv's: compile and warm up, then
 queue enough calls for about `target_s` before one block_until_ready, median
 over `repeats` such batches. A candidate that fails to compile (too much shared
-memory, say) is recorded and skipped. New candidates stop being tried once
-`budget_s` has passed, so a lent machine's time is never overrun: the 'full'
-grid takes about 6 minutes on an H100, 'small' about 2.
+memory, say) is recorded and skipped. No new candidate is started once
+`budget_s` has passed (default 420 s, so that a run ends within the 8 minutes a
+lent H100 allows; classes not reached keep the default settings), and the
+layers are tuned in the order given, so put the important ones first.
 
     python experiments/tune_pallas.py --out runs/tune_pallas                 # on a GPU
     python experiments/tune_pallas.py --grid small --dtypes bfloat16 --budget-s 150
@@ -73,6 +74,13 @@ PIXEL_GRIDS = {
     ],
     "small": [(128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (64, 128, 64, 4, 3), (64, 64, 32, 4, 4)],
     "tiny": [(16, 16, 16, 4, 2)],
+}
+# Depthwise problems run elementwise kernels: (pixels per block, channels per block,
+# num_warps, split_k factor for 'w'); pixels are block_m for 'y' and 'x', block_k for 'w'.
+DEPTHWISE_GRIDS = {
+    "full": [(64, 128, 4, 1), (128, 128, 8, 1), (32, 128, 4, 2), (64, 64, 4, 1), (128, 64, 4, 2)],
+    "small": [(64, 128, 4, 1), (128, 128, 8, 1), (32, 128, 4, 2)],
+    "tiny": [(16, 16, 4, 2)],
 }
 W_GRIDS = {
     "full": [
@@ -131,6 +139,21 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
     """The default first, then the grid's settings fitted to this problem, without repeats."""
     base = default_config(product, geo, dtype)
     out = [base]
+    if geo.depthwise:
+        for pixels, bn, warps, split in DEPTHWISE_GRIDS[grid]:
+            config = dataclasses.replace(
+                base,
+                block_n=_pow2_at_most(geo.c, bn),
+                num_warps=warps,
+                **(
+                    dict(block_k=pixels, split_k=max(1, round(base.split_k * split)))
+                    if product == "w"
+                    else dict(block_m=pixels)
+                ),
+            )
+            if config not in out:
+                out.append(config)
+        return out
     if product == "w":
         rows = geo.kh * geo.kw * geo.cg if base.flat else geo.cg
         for bm, bn, bk, warps, stages, split in W_GRIDS[grid]:

@@ -83,3 +83,7 @@ def test_candidates_fit_each_problem():
         assert len(set(cands)) == len(cands) > 1
         if product != "w":  # never wider than the (power-of-two) output channels need
             assert max(c.block_n for c in cands) == 16
+    geo = tune_pallas.layer_geometry(bench_conv.LAYERS["depthwise"], 64)
+    for product in "yxw":  # elementwise kernels: blocks across the 128 channels
+        cands = tune_pallas.candidates(product, geo, "bfloat16", "full")
+        assert len(set(cands)) == len(cands) > 1 and max(c.block_n for c in cands) == 128
