@@ -105,7 +105,7 @@ def conv_pallas(x: Array, w: Array, spec: ConvSpec, bias: Array | None = None) -
     Returns the batched output in spec.layout and spec.out_dtype, the bias added.
     """
     hp, wp = spec.padded_hw
-    if spec.n * max(hp * wp, spec.h * spec.w) >= 2**31:
+    if spec.n * hp * wp >= 2**31:  # padded pixels: the most any kernel indexes
         raise NotImplementedError(
             f"method='pallas' indexes pixels with int32: a batch of {spec.n} images of "
             f"{(hp, wp)} pixels (padded) is too many; split the batch"
