@@ -71,7 +71,9 @@ def test_flax_modules_export_conv(name):
 
 
 def test_methods_and_strategies():
-    assert {"auto", "vmap", "taps", "im2col", "banded", "winograd", "xla"} == set(jconv.METHODS)
+    assert {"auto", "vmap", "taps", "im2col", "banded", "winograd", "xla", "pallas"} == set(
+        jconv.METHODS
+    )
     assert jconv.METHODS[0] == "auto"
     assert jconv.sharding.STRATEGIES == ("batch", "out_channels", "in_channels", "spatial")
 
