@@ -21,6 +21,7 @@ OUT="${OUT:-runs/gpu_pallas}"
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+PY="${PYTHON:-$(command -v python3 || command -v python)}"
 : > "$OUT/steps.txt"
 
 step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.log, record status and time
@@ -38,13 +39,13 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.log, record st
   tail -n 4 "$OUT/$name.log"
 }
 
-python -c "import jax, jconv; print(jax.__version__, jax.devices(), jconv.__file__)" \
+"$PY" -c "import jax, jconv; print(jax.__version__, jax.devices(), jconv.__file__)" \
   > "$OUT/environment.txt" 2>&1
 cat "$OUT/environment.txt"
 
-step check 90 python experiments/check_pallas.py --out "$OUT/check"
+step check 90 "$PY" experiments/check_pallas.py --out "$OUT/check"
 
-step tune 110 python experiments/tune_pallas.py --grid small --dtypes bfloat16 --budget-s 70 \
+step tune 110 "$PY" experiments/tune_pallas.py --grid small --dtypes bfloat16 --budget-s 70 \
   --layers resnet28 resnet14 resnet56 resnet7 lesson stride2 conv1x1 lenet2 lenet1 depthwise \
   --out "$OUT/tune"
 
@@ -52,8 +53,8 @@ table=()
 if [ -s "$OUT/tune/table.json" ] && [ "$(cat "$OUT/tune/table.json")" != "{}" ]; then
   table=(--pallas-table "$OUT/tune/table.json")
 fi
-step bench 130 python experiments/bench_conv.py --methods pallas xla --dtypes bfloat16 \
+step bench 130 "$PY" experiments/bench_conv.py --methods pallas xla --dtypes bfloat16 \
   --repeats 3 --target-s 0.1 ${table[@]+"${table[@]}"} --out "$OUT/bench"
 
 echo
-python experiments/gpu_pallas_summary.py "$OUT" 2>&1 | tee "$OUT/summary.txt"
+"$PY" experiments/gpu_pallas_summary.py "$OUT" 2>&1 | tee "$OUT/summary.txt"
