@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import tempfile
@@ -111,6 +112,8 @@ def load_fashion_mnist(data_dir: str | os.PathLike, download: bool = True) -> Da
     x_test = read_idx(data_dir / "t10k-images-idx3-ubyte.gz", ndim=3)
     y_test = read_idx(data_dir / "t10k-labels-idx1-ubyte.gz", ndim=1)
     for split, x, y in (("train", x_train, y_train), ("t10k", x_test, y_test)):
+        if len(x) == 0:
+            raise DataError(f"{data_dir}: {split}: the IDX files hold no images")
         if len(x) != len(y):
             raise DataError(
                 f"{data_dir}: {split} images and labels disagree: {len(x)} images, {len(y)} labels"
@@ -158,7 +161,7 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{path}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
-    size = int(np.prod(shape))
+    size = math.prod(shape)  # exact: NumPy's int64 product of (2^31, 2^31, 4) wraps to 0
     if len(raw) - header != size:
         raise DataError(
             f"{path}: IDX header says shape {shape} ({size} bytes), "

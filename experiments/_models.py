@@ -26,6 +26,13 @@ class ConvFactory(Protocol):
     ) -> nnx.Module: ...  # fmt: skip
 
 
+def check_image_shape(image_shape: tuple[int, ...]) -> None:
+    """Refuse images LeNet cannot classify: its last pooling needs at least 2x2 pixels."""
+    h, w = image_shape[:2]
+    if h < 2 or w < 2:
+        raise ValueError(f"images of {h}x{w} pixels: LeNet needs images of at least 2x2 pixels")
+
+
 class LeNet(nnx.Module):
     """LeNet-5 with ReLU: two 5x5 conv layers (6 and 16 channels), each followed by
     2x2 average pooling, then dense layers of 120, 84 and num_classes units.
@@ -44,9 +51,8 @@ class LeNet(nnx.Module):
         num_classes: int,
         rngs: nnx.Rngs,
     ):
+        check_image_shape(image_shape)
         h, w, c = image_shape
-        if h < 2 or w < 2:
-            raise ValueError(f"LeNet needs images of at least 2x2 pixels, got {h}x{w}")
         self.pool_first = min(h, w) >= 16
         self.conv_heights = (h, h // 2 if self.pool_first else h)  # conv1's and conv2's input
         pools = 2 if self.pool_first else 1

@@ -40,15 +40,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax import lax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jconv
+from experiments import _checkpoints, _metrics
+from experiments._checkpoints import CorruptCheckpoint, NoIntactCheckpoint
 from experiments._data import DATASETS, DataError, Dataset, load_dataset, random_shift
-from experiments._models import DATA, MODEL, ConvFactory, LeNet, ShardedConv
+from experiments._models import DATA, MODEL, ConvFactory, LeNet, ShardedConv, check_image_shape
 
 Params = dict[str, Any]  # nested dict of arrays: nnx.to_pure_dict of the model's nnx.Params
 OptState = Any  # optax's state for Params
@@ -63,6 +65,10 @@ TRAJECTORY_FIELDS = (
 
 class ConfigError(ValueError):
     """A configuration that cannot run; main() turns it into a usage error."""
+
+
+class TrainingError(RuntimeError):
+    """Training went wrong (a non-finite loss or parameters); nothing of that epoch was saved."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +140,8 @@ def check_config(config: Config) -> Layout:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1 (or None), got {value}")
+    if not 0 <= config.seed < 2**63:  # NumPy's generators refuse negative seeds, JAX's wider ones
+        raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1, got {config.seed}")
     if not (config.learning_rate > 0 and math.isfinite(config.learning_rate)):
         raise ConfigError(f"learning_rate must be a positive number, got {config.learning_rate}")
     devices = tuple(jax.devices())
@@ -174,9 +182,29 @@ def check_config(config: Config) -> Layout:
     return layout
 
 
+def check_out_path(out: Path) -> None:
+    """Refuse an --out that cannot hold a run: a file, a path under a file, or one that
+    this process may not write to."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: choose a directory (new or existing)")
+    existing = out
+    while not existing.exists():  # the nearest existing ancestor: the run would create the rest
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out} lies under {existing}, which is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: cannot write to {existing} (permission denied)")
+
+
 def check_out_dir(out: Path, resume: bool) -> None:
-    """Refuse to start afresh over an earlier run's outputs."""
+    """Refuse to start afresh over an earlier run's outputs, or to resume from nothing."""
     if resume:
+        steps = _checkpoints.manager(out / "checkpoints", 1, create=False).all_steps()
+        if not steps:
+            raise ConfigError(
+                f"--resume: {out} holds no checkpoint to resume from; drop --resume to start "
+                "a new run there"
+            )
         return
     found = [p.name for p in (out / "checkpoints", out / "metrics.jsonl") if _nonempty(p)]
     if found:
@@ -377,45 +405,47 @@ def evaluate(eval_step: Callable, feeder: Feeder, params: Params, x: np.ndarray,
 # --------------------------------------------------------------------------- outputs
 
 
-def append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+def restore_for_resume(out: Path, config: Config, target: Any) -> _checkpoints.Restored:
+    """The newest intact checkpoint in out, checked against config.epochs; writes nothing."""
+    manager = _checkpoints.manager(out / "checkpoints", config.max_to_keep, create=False)
+    try:
+        restored = _checkpoints.restore_latest(manager, target)
+    except NoIntactCheckpoint as e:
+        raise ConfigError(f"{e}. Nothing was changed; start a new run with another --out") from e
+    finally:
+        manager.close()
+    if restored.step > config.epochs:
+        raise ConfigError(
+            f"the newest checkpoint in {out} is the one after epoch {restored.step}: --epochs "
+            f"{config.epochs} would train nothing. Pass --epochs {restored.step} to score it, or "
+            "more to train on"
+        )
+    return restored
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl's records, the last one for each epoch (a resumed epoch is rewritten)."""
-    by_epoch: dict[int, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                by_epoch[record["epoch"]] = record
-    return [by_epoch[e] for e in sorted(by_epoch)]
+def set_aside(out: Path, corrupt: tuple[CorruptCheckpoint, ...]) -> None:
+    """Move corrupt checkpoints newer than the one resumed from out of orbax's directory (so
+    that the epochs they held can be saved again), into out/corrupt_checkpoints; say so."""
+    moved = _checkpoints.set_aside(
+        out / "checkpoints", [e.step for e in corrupt], out / "corrupt_checkpoints"
+    )
+    for error, path in zip(corrupt, moved):
+        print(f"{error}; set aside in {path}")
 
 
-def plot_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Training loss and test accuracy against epoch, as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    epochs = [r["epoch"] for r in records]
-    fig = Figure(figsize=(9, 3.5))
-    FigureCanvasAgg(fig)
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    loss_ax.plot(epochs, [r["train_loss"] for r in records], marker="o")
-    loss_ax.set(xlabel="epoch", ylabel="training loss", yscale="log", title="loss")
-    acc_ax.plot(epochs, [100 * r["test_accuracy"] for r in records], marker="o", color="C1")
-    acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy")
-    for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.82, wspace=0.3)
-    fig.savefig(path, dpi=100)
-
-
-def checkpoint_manager(out: Path, max_to_keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-    return ocp.CheckpointManager((out / "checkpoints").resolve(), options=options)
+def check_finite(epoch: int, record: dict[str, Any], params: Params) -> None:
+    """Stop the run, before the epoch's checkpoint is written, if it diverged."""
+    leaves = jax.tree.leaves_with_path(params)
+    bad = [jax.tree_util.keystr(p) for p, a in leaves if not bool(jnp.isfinite(a).all())]
+    if math.isfinite(record["train_loss"]) and not bad:
+        return
+    last = f"the one after epoch {epoch - 1}" if epoch > 1 else "none"
+    raise TrainingError(
+        f"epoch {epoch}: the training loss ({record['train_loss']}) or parameters "
+        f"({', '.join(bad) or 'all finite'}) are not finite. Stopped before this epoch's "
+        f"checkpoint and metrics were written (the newest checkpoint is {last}). A smaller "
+        "--learning-rate may help, in a new --out"
+    )
 
 
 # --------------------------------------------------------------------------- the run
@@ -432,15 +462,13 @@ def run(config: Config) -> dict[str, Any]:
     t_start = time.perf_counter()
     layout = check_config(config)
     out = Path(config.out)
+    check_out_path(out)
     check_out_dir(out, config.resume)
     if config.resume:
         check_resumable(out, config)
     data = load_dataset(config.dataset, config.data_dir, download=config.download)
     data = _limit(data, config)
-    if len(data.x_train) < config.batch_size:
-        raise ConfigError(
-            f"batch size {config.batch_size} is larger than the {len(data.x_train)} training images"
-        )
+    check_data(config, data)
     is_main = jax.process_index() == 0
 
     graphdef, params, abstract_model = init_model(config, layout, data)
@@ -456,18 +484,25 @@ def run(config: Config) -> dict[str, Any]:
     params = feeder.replicate(params)
     opt_state = feeder.replicate(tx.init(params))
     train_step, eval_step = make_steps(graphdef, layout, config.learning_rate, decay_steps)
+    start_epoch, corrupt = 0, ()
+    if config.resume:
+        restored = restore_for_resume(out, config, {"params": params, "opt_state": opt_state})
+        start_epoch, corrupt = restored.step, restored.corrupt
+        params, opt_state = restored.state["params"], restored.state["opt_state"]
 
+    # Everything is checked: from here on the run writes.
+    metrics_path = out / "metrics.jsonl"
     out.mkdir(parents=True, exist_ok=True)
-    manager = checkpoint_manager(out, config.max_to_keep)
-    start_epoch = 0
-    if config.resume and manager.latest_step() is not None:
-        start_epoch = manager.latest_step()
-        target = {"params": params, "opt_state": opt_state}
-        restored = manager.restore(start_epoch, args=ocp.args.StandardRestore(target))
-        params, opt_state = restored["params"], restored["opt_state"]
+    if config.resume:
+        if is_main:
+            set_aside(out, corrupt)
+            _metrics.drop_partial_last_line(metrics_path)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("train_cnn: checkpoints set aside")
         print(f"resuming from the checkpoint after epoch {start_epoch} in {out}")
     elif is_main:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    manager = _checkpoints.manager(out / "checkpoints", config.max_to_keep, create=True)
 
     # Compile before timing: the step is pure, so calling it and dropping the result
     # changes nothing.
@@ -476,20 +511,22 @@ def run(config: Config) -> dict[str, Any]:
     jax.block_until_ready(train_step(params, opt_state, *first))
     compile_s = time.perf_counter() - t0
 
-    metrics_path = out / "metrics.jsonl"
     rates, train_s = [], 0.0
     record: dict[str, Any] | None = None
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        params, opt_state, record = _train_epoch(
-            config, epoch, data, steps, train_step, eval_step, feeder, params, opt_state
-        )
-        manager.save(epoch, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
-        if is_main:
-            append_metrics(metrics_path, record)
-        rates.append(record["steps_per_s"])
-        train_s += record["train_time_s"]
-    manager.wait_until_finished()
-    manager.close()
+    try:
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            params, opt_state, record = _train_epoch(
+                config, epoch, data, steps, train_step, eval_step, feeder, params, opt_state
+            )
+            check_finite(epoch, record, params)
+            _checkpoints.save(manager, epoch, {"params": params, "opt_state": opt_state})
+            if is_main:
+                _metrics.append(metrics_path, record)
+            rates.append(record["steps_per_s"])
+            train_s += record["train_time_s"]
+    finally:
+        manager.wait_until_finished()
+        manager.close()
 
     if record is None:  # nothing left to train: score what the checkpoint holds
         test_accuracy = evaluate(eval_step, feeder, params, data.x_test, data.y_test)
@@ -497,10 +534,10 @@ def run(config: Config) -> dict[str, Any]:
     else:
         test_accuracy, train_loss = record["test_accuracy"], record["train_loss"]
     if is_main:
-        records = read_metrics(metrics_path)
+        records = _metrics.read(metrics_path)
         if records:
             title = f"LeNet on {config.dataset}, conv={config.conv}"
-            plot_curves(records, out / "curves.png", title)
+            _metrics.plot(records, out / "curves.png", title)
 
     devices, mode = layout.devices, layout.describe()
     summary = {
@@ -531,6 +568,25 @@ def run(config: Config) -> dict[str, Any]:
         f"{summary['platform']} device{'s' if len(devices) > 1 else ''} ({mode}); outputs in {out}"
     )
     return summary
+
+
+def check_data(config: Config, data: Dataset) -> None:
+    """Refuse data this config cannot train on, before anything is written."""
+    if len(data.x_train) < config.batch_size:
+        raise ConfigError(
+            f"batch size {config.batch_size} is larger than the {len(data.x_train)} training images"
+        )
+    try:
+        check_image_shape(data.image_shape)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    h, w = data.image_shape[:2]
+    most = (min(h, w) - 1) // 2  # moved that far, more than half of each image stays in view
+    if config.shift > most:
+        raise ConfigError(
+            f"shift {config.shift} is too large for {h}x{w} images: it would move them out of "
+            f"view; use at most {most}"
+        )
 
 
 def _limit(data: Dataset, config: Config) -> Dataset:
@@ -674,6 +730,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return run(config)
     except (ConfigError, DataError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
+    except TrainingError as e:
+        parser.exit(1, f"{parser.prog}: error: {e}\n")
 
 
 if __name__ == "__main__":

@@ -198,3 +198,27 @@ def test_random_shift_moves_each_image_by_at_most_one_pixel():
     assert _data.random_shift(x, rng, 0) is x
     # the same generator state gives the same shifts: resumable
     np.testing.assert_array_equal(y, _data.random_shift(x, np.random.default_rng(1), 1))
+
+
+# --------------------------------------------------------------------------- header sizes
+
+
+def test_header_whose_sizes_overflow_int64_is_refused(tmp_path):
+    """(2^31, 2^31, 4) is 2^64 bytes: a product in int64 wraps to 0, which an empty file matches."""
+    path = tmp_path / "crafted.gz"
+    write_gz(path, bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2**31, 2**31, 4))
+    with pytest.raises(DataError, match=r"\(2147483648, 2147483648, 4\).*file holds 0 bytes"):
+        _data.read_idx(path, ndim=3)
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        (dict(n_test=0), "t10k: the IDX files hold no images"),
+        (dict(n_train=0), "train: the IDX files hold no images"),
+    ],
+)
+def test_empty_image_sets_are_refused(tmp_path, no_network, sizes, message):
+    write_fashion(tmp_path, **sizes)
+    with pytest.raises(DataError, match=message):
+        _data.load_fashion_mnist(tmp_path)

@@ -9,19 +9,24 @@ keeps this file's runtime down.
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import shutil
+import struct
 import sys
 from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: `experiments`
 
 from test_data import write_fashion
 
-from experiments import _data, train_cnn
+from experiments import _checkpoints, _data, _metrics, train_cnn
 from experiments.train_cnn import Config, ConfigError
 
 needs_8_devices = pytest.mark.skipif(
@@ -31,6 +36,7 @@ needs_8_devices = pytest.mark.skipif(
 # 128 training images: 4 steps of 32 per epoch; 64 test images.
 TINY = dict(train_limit=128, test_limit=64, batch_size=32, epochs=2, progress=False)
 TINY_FLAGS = ["--train-limit", "128", "--test-limit", "64", "--batch-size", "32", "--no-progress"]
+ONE_DEVICE_FLAGS = [*TINY_FLAGS, "--num-devices", "1"]
 
 
 def tiny(out: Path, **overrides) -> Config:
@@ -257,3 +263,182 @@ def test_configure_devices_reads_the_environment():
     train_cnn.configure_devices({"JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cuda"})  # ignored
     with pytest.raises(ConfigError, match="must be an integer"):
         train_cnn.configure_devices({"JAX_NUM_CPU_DEVICES": "many"})
+
+
+# --------------------------------------------------------------------------- nothing written
+
+
+def fashion_flags(tmp_path: Path, **sizes) -> list[str]:
+    """Flags for a fashion_mnist run on IDX files written with `sizes` (write_fashion's)."""
+    write_fashion(tmp_path / "fashion", **{"n_train": 32, "n_test": 8, "size": 8, **sizes})
+    return ["--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "fashion"), "--no-download"]
+
+
+@pytest.mark.parametrize(
+    "make_flags, message",
+    [
+        (lambda t: ["--seed", "-1"], "seed must be"),
+        (lambda t: ["--seed", str(10**23)], "seed must be"),
+        (lambda t: ["--shift", "50"], "shift 50 is too large for 8x8 images"),
+        (lambda t: fashion_flags(t, n_test=0), "t10k: the IDX files hold no images"),
+        (lambda t: fashion_flags(t, size=1), "images of 1x1 pixels"),
+        (lambda t: fashion_flags(t, size=0), "images of 0x0 pixels"),
+    ],
+    ids=["seed-1", "seed10**23", "shift50", "no-test-images", "1x1-images", "0x0-images"],
+)
+def test_bad_input_exits_2_before_writing(make_flags, message, tmp_path, capsys):
+    flags = make_flags(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        train_cnn.main([*TINY_FLAGS, *flags, "--num-devices", "1", "--out", str(out)])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_crafted_idx_header_exits_2_before_writing(tmp_path, capsys):
+    flags = fashion_flags(tmp_path)
+    path = tmp_path / "fashion" / "t10k-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:  # 2^64 bytes of images promised, none there
+        f.write(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2**31, 2**31, 4))
+    with pytest.raises(SystemExit) as info:
+        train_cnn.main([*flags, "--out", str(tmp_path / "out")])
+    assert info.value.code == 2 and "file holds 0 bytes" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["is a file", "under a file", "not writable"])
+def test_out_that_cannot_hold_a_run_exits_2(where, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a user's file\n")
+    out = {"is a file": blocker, "under a file": blocker / "run"}.get(
+        where, tmp_path / "ro" / "run"
+    )
+    if where == "not writable":
+        (tmp_path / "ro").mkdir()
+        real_access = os.access  # as root, a chmod would not stop writes: ask access() instead
+        monkeypatch.setattr(
+            os, "access", lambda p, mode: Path(p) != tmp_path / "ro" and real_access(p, mode)
+        )
+    with pytest.raises(SystemExit) as info:
+        train_cnn.main([*TINY_FLAGS, "--num-devices", "1", "--out", str(out)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert {"is a file": "is a file", "under a file": "is a file, not a directory"}.get(
+        where, "cannot write"
+    ) in err
+    assert "Traceback" not in err
+    assert blocker.read_text() == "a user's file\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["file", *(["ro"] if where == "not writable" else [])]
+    )
+
+
+def test_resume_into_an_empty_out_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        train_cnn.main([*TINY_FLAGS, "--resume", "--out", str(tmp_path / "empty")])
+    assert info.value.code == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+    assert not (tmp_path / "empty").exists()
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused(reference, capsys):
+    out, _ = reference
+    before = snapshot(out)
+    with pytest.raises(SystemExit) as info:
+        train_cnn.main([*ONE_DEVICE_FLAGS, "--epochs", "1", "--resume", "--out", str(out)])
+    assert info.value.code == 2
+    assert "after epoch 2" in capsys.readouterr().err
+    assert snapshot(out) == before
+
+
+# --------------------------------------------------------------------------- damaged outputs
+
+
+def damage_largest_file(checkpoint: Path, how: str) -> None:
+    """As a failing disk would: overwrite 4000 bytes in the middle of the checkpoint's
+    largest file with 0xff (which orbax decodes without complaint), or cut it in half."""
+    largest = max((p for p in checkpoint.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    size = largest.stat().st_size
+    with largest.open("r+b") as f:
+        if how == "overwrite":
+            f.seek(size // 2)
+            f.write(b"\xff" * 4000)
+        else:
+            f.truncate(size // 2)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_intact_one(reference, tmp_path, capsys):
+    ref_out, ref = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    damage_largest_file(out / "checkpoints" / "2", "overwrite")
+    summary = train_cnn.run(tiny(out, epochs=2, num_devices=1, resume=True))
+    printed = capsys.readouterr().out
+    assert "checkpoint after epoch 2" in printed and "is corrupt" in printed
+    assert "resuming from the checkpoint after epoch 1" in printed
+    assert summary["epochs_run"] == 1  # epoch 2 again, from the intact epoch-1 state
+    jax.tree.map(np.testing.assert_array_equal, summary["params"], ref["params"])
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["1", "2"]
+    assert (out / "corrupt_checkpoints" / "2").is_dir()  # set aside, not deleted
+
+
+def test_only_corrupt_checkpoints_exit_2_and_change_nothing(reference, tmp_path, capsys):
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    for step in ("1", "2"):
+        damage_largest_file(out / "checkpoints" / step, "truncate")
+    before = snapshot(out)
+    with pytest.raises(SystemExit) as info:
+        train_cnn.main([*ONE_DEVICE_FLAGS, "--epochs", "3", "--resume", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert "checkpoint after epoch 2" in err and "checkpoint after epoch 1" in err
+    assert "no intact checkpoint" in err
+    assert snapshot(out) == before
+
+
+def test_checkpoint_whose_arrays_changed_is_corrupt(tmp_path):
+    """Finite but wrong values (what a damaged file often decodes to) fail the digest."""
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array(3, np.int32)}
+    manager = _checkpoints.manager(tmp_path, max_to_keep=2, create=True)
+    _checkpoints.save(manager, 1, state)
+    manager.wait_until_finished()
+    changed = {**state, "w": state["w"] + 1}
+    manager.save(
+        2, args=ocp.args.StandardSave(changed), custom_metadata=manager.metadata(1).custom_metadata
+    )
+    manager.wait_until_finished()
+    assert_trees_equal(_checkpoints.restore(manager, 1, state), state)
+    with pytest.raises(_checkpoints.CorruptCheckpoint, match="after epoch 2.*digest"):
+        _checkpoints.restore(manager, 2, state)
+    manager.close()
+
+
+def test_non_finite_loss_stops_before_a_checkpoint_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:  # Adam at 1e38 makes the parameters overflow
+        train_cnn.main([*ONE_DEVICE_FLAGS, "--epochs", "1", "--lr", "1e38", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "epoch 1" in err and "not finite" in err
+    assert "Traceback" not in err
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_partial_last_metrics_line_is_dropped_on_resume(reference, tmp_path, capsys):
+    ref_out, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": 3, "train_lo')  # a crash while appending
+    train_cnn.run(tiny(out, epochs=3, num_devices=1, resume=True))
+    assert "partial last record" in capsys.readouterr().err
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]  # no glued records
+    assert [r["epoch"] for r in _metrics.read(out / "metrics.jsonl")] == [1, 2, 3]
+
+
+def assert_trees_equal(a, b):
+    jax.tree.map(np.testing.assert_array_equal, a, b)
