@@ -24,16 +24,11 @@ import dataclasses
 import datetime
 import functools
 import json
-import os
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax
 import jax.numpy as jnp
@@ -250,16 +245,6 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def configure_devices(environ: dict[str, str] = os.environ) -> None:
-    """Simulate JAX_NUM_CPU_DEVICES CPU devices (on the CPU only); call before JAX starts."""
-    value = environ.get("JAX_NUM_CPU_DEVICES")
-    platforms = environ.get("JAX_PLATFORMS", "")
-    on_cpu = platforms == "" or platforms.split(",")[0] == "cpu"
-    # (a value already in force, e.g. set by a test's conftest, is left alone)
-    if value and on_cpu and jax.config.jax_num_cpu_devices != int(value):
-        jax.config.update("jax_num_cpu_devices", int(value))
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     d = ShardingConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -270,7 +255,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--cases", nargs="+", default=list(d.cases), choices=list(CASES))
     p.add_argument("--out", default=d.out, help="directory for sharding.json")
     args = p.parse_args(argv)
-    configure_devices()
     return run(ShardingConfig(**{**vars(args), "cases": tuple(args.cases)}))
 
 

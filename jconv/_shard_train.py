@@ -25,8 +25,10 @@ from jax.sharding import PartitionSpec as P
 from jconv._sharding import place
 
 PyTree = Any  # parameters, optimizer state or a batch: a pytree of arrays
-LossFn = Callable[[PyTree, PyTree], jax.Array]  # (params, batch) -> mean loss over the batch
-Step = Callable[[PyTree, PyTree, PyTree], tuple[PyTree, PyTree, jax.Array]]
+# (params, batch) -> mean loss over the batch; with has_aux, (mean loss, aux)
+LossFn = Callable[[PyTree, PyTree], Any]
+# (params, opt_state, batch) -> (params, opt_state, loss), with has_aux (..., loss, aux)
+Step = Callable[[PyTree, PyTree, PyTree], tuple[Any, ...]]
 
 
 def _check_axis(mesh: Mesh, axis: Any) -> Any:
@@ -55,6 +57,7 @@ def data_parallel_step(
     *,
     mesh: Mesh,
     axis: Any = None,
+    has_aux: bool = False,
 ) -> Step:
     """A jitted training step, data parallel by shard_map over mesh axis `axis` (default: first).
 
@@ -62,6 +65,9 @@ def data_parallel_step(
     params and opt_state replicated, every leaf of `batch` split over `axis`
     along its leading dimension; loss is the mean of loss_fn over the whole
     batch, and the update the one a single device would make on it.
+    With has_aux, loss_fn returns (loss, aux) as for jax.value_and_grad, and the
+    step (params, opt_state, loss, aux): aux is averaged over the devices as the
+    loss is, so it too must be a mean over the examples (an accuracy, say).
 
         # params, opt_state: replicated        batch leaves: f[B/D, ...]
         # local grads of pmean(loss_fn(params, batch_block)) -> summed by shard_map
@@ -71,12 +77,13 @@ def data_parallel_step(
 
     def local(params: PyTree, opt_state: PyTree, batch: PyTree):
         # batch leaves: f[B/D, ...]; params, opt_state: the whole of them
-        def global_loss(p: PyTree) -> jax.Array:
-            return jax.lax.pmean(loss_fn(p, batch), axis)
+        def global_loss(p: PyTree) -> Any:
+            return jax.lax.pmean(loss_fn(p, batch), axis)  # (loss, aux) alike
 
-        loss, grads = jax.value_and_grad(global_loss)(params)
+        value, grads = jax.value_and_grad(global_loss, has_aux=has_aux)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        values = value if has_aux else (value,)
+        return optax.apply_updates(params, updates), opt_state, *values
 
     mapped = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(axis)), out_specs=P())
 
@@ -99,22 +106,25 @@ def pmap_data_parallel_step(
     *,
     axis_name: Any = "batch",
     devices: Any = None,
+    has_aux: bool = False,
 ) -> Step:
     """The same data-parallel step as a jax.pmap, for code bases that still use pmap.
 
     Returns step(params, opt_state, batch) -> (params, opt_state, loss), where
     every leaf carries a leading device axis: params and opt_state stacked
     copies (jconv.sharding.replicate makes them), batch leaves shaped (D, B/D, ...).
+    has_aux as for data_parallel_step: (params, opt_state, loss, aux), aux averaged.
 
         # per device: params, opt_state: one copy   batch leaves: f[B/D, ...]
         # grads = pmean(grad(loss_fn)(params, batch_block)) over axis_name
     """
 
     def local(params: PyTree, opt_state: PyTree, batch: PyTree):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-        grads = jax.lax.pmean(grads, axis_name)
+        value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, batch)
+        grads, value = jax.lax.pmean((grads, value), axis_name)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, jax.lax.pmean(loss, axis_name)
+        values = value if has_aux else (value,)
+        return optax.apply_updates(params, updates), opt_state, *values
 
     return jax.pmap(local, axis_name=axis_name, devices=devices)
 

@@ -1,4 +1,4 @@
-"""experiments/_data.py: the digits split, the IDX loader, the download path, the shift.
+"""experiments/cnn/data.py: the digits split, the IDX loader, the download path, the shift.
 
 The IDX files are written here byte by byte (header, big-endian sizes, gzip),
 independently of the loader, so that the loader is checked against the format
@@ -10,17 +10,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
-import sys
 import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: `experiments`
-
-from experiments import _data
-from experiments._data import DataError
+from experiments.cnn import data as _data
+from experiments.cnn.data import DataError
 
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"

@@ -1,4 +1,5 @@
-"""experiments/train_cnn.py on a tiny configuration: the real loop, a few steps.
+"""experiments/cnn, the package behind experiments/train_cnn.py, on a tiny configuration:
+the real loop, a few steps (as Flax's mnist example tests its train.py).
 
 One reference run (1 device, 2 epochs, through main() as the command line runs
 it) is shared; each other run must end with the same parameters: a resumed
@@ -14,6 +15,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,12 +24,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: `experiments`
+from experiments.cnn import checkpoints, metrics, train
+from experiments.cnn import data as cnn_data
+from experiments.cnn.config import Config, ConfigError, check_config
+from experiments.cnn.main import main
 
-from test_data import write_fashion
-
-from experiments import _checkpoints, _data, _metrics, train_cnn
-from experiments.train_cnn import Config, ConfigError
+REPO = Path(__file__).resolve().parent.parent
 
 needs_8_devices = pytest.mark.skipif(
     jax.device_count() < 8, reason="needs 8 simulated CPU devices (tests/conftest.py)"
@@ -39,8 +41,25 @@ TINY_FLAGS = ["--train-limit", "128", "--test-limit", "64", "--batch-size", "32"
 ONE_DEVICE_FLAGS = [*TINY_FLAGS, "--num-devices", "1"]
 
 
-def tiny(out: Path, **overrides) -> Config:
-    return Config(out=str(out), **{**TINY, **overrides})
+def tiny(**overrides) -> Config:
+    return Config(**{**TINY, **overrides})
+
+
+def run(out: Path, **overrides) -> dict:
+    """train_and_evaluate on TINY's configuration (with overrides), writing into out."""
+    return train.train_and_evaluate(tiny(**overrides), out)
+
+
+def write_fashion(directory: Path, n_train: int = 32, n_test: int = 8, size: int = 8) -> None:
+    """Four Fashion-MNIST-like IDX .gz files of random images (the format itself is
+    tests/test_data.py's business)."""
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+        cnn_data.write_idx(directory / f"{split}-images-idx3-ubyte.gz", images)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        cnn_data.write_idx(directory / f"{split}-labels-idx1-ubyte.gz", labels)
 
 
 def assert_params_close(a, b, rtol=1e-4, atol=5e-5):
@@ -55,7 +74,7 @@ def assert_params_close(a, b, rtol=1e-4, atol=5e-5):
 
 
 whole_batch_grad = jax.jit(
-    jax.value_and_grad(train_cnn.loss_and_logits, argnums=1, has_aux=True), static_argnums=0
+    jax.value_and_grad(train.loss_and_logits, argnums=1, has_aux=True), static_argnums=0
 )  # (graphdef, params, x, y) -> ((loss, logits), grads) on one device
 
 
@@ -70,9 +89,7 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 def reference(tmp_path_factory):
     """The command line's run on 1 device: (its out dir, its summary)."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    summary = train_cnn.main(
-        [*TINY_FLAGS, "--epochs", "2", "--num-devices", "1", "--out", str(out)]
-    )
+    summary = main([*TINY_FLAGS, "--epochs", "2", "--num-devices", "1", "--out", str(out)])
     return out, summary
 
 
@@ -96,9 +113,9 @@ def test_smoke_writes_metrics_plot_and_checkpoints(reference, capsys):
 def test_resume_ends_with_the_uninterrupted_parameters(reference, tmp_path):
     ref_out, ref = reference
     out = tmp_path / "run"
-    train_cnn.run(tiny(out, epochs=1, num_devices=1))
+    run(out, epochs=1, num_devices=1)
     before = (out / "metrics.jsonl").read_text()
-    resumed = train_cnn.run(tiny(out, epochs=2, num_devices=1, resume=True))
+    resumed = run(out, epochs=2, num_devices=1, resume=True)
     assert resumed["epochs_run"] == 1  # only epoch 2 was trained again
     jax.tree.map(np.testing.assert_array_equal, resumed["params"], ref["params"])
     after = (out / "metrics.jsonl").read_text()
@@ -109,14 +126,14 @@ def test_resume_ends_with_the_uninterrupted_parameters(reference, tmp_path):
     ]
     assert [r["train_loss"] for r in records] == [r["train_loss"] for r in ref_records]
     # resuming a finished run trains nothing and scores the checkpoint
-    again = train_cnn.run(tiny(out, epochs=2, num_devices=1, resume=True))
+    again = run(out, epochs=2, num_devices=1, resume=True)
     assert again["epochs_run"] == 0 and again["test_accuracy"] == ref["test_accuracy"]
 
 
 @needs_8_devices
 def test_8_devices_give_the_parameters_of_1(reference, tmp_path):
     _, ref = reference
-    summary = train_cnn.run(tiny(tmp_path / "run", num_devices=8))
+    summary = run(tmp_path / "run", num_devices=8)
     assert summary["devices"] == 8 and summary["mode"] == "shard_map"
     assert_params_close(summary["params"], ref["params"])
 
@@ -124,7 +141,7 @@ def test_8_devices_give_the_parameters_of_1(reference, tmp_path):
 @needs_8_devices
 def test_pmap_gives_the_parameters_of_1(reference, tmp_path):
     _, ref = reference
-    summary = train_cnn.run(tiny(tmp_path / "run", pmap=True))
+    summary = run(tmp_path / "run", pmap=True)
     assert summary["devices"] == 8 and summary["mode"] == "pmap"
     assert_params_close(summary["params"], ref["params"])
 
@@ -132,7 +149,7 @@ def test_pmap_gives_the_parameters_of_1(reference, tmp_path):
 @needs_8_devices
 def test_model_parallel_gives_the_parameters_of_1(reference, tmp_path, capsys):
     _, ref = reference
-    summary = train_cnn.run(tiny(tmp_path / "run", model_parallel="spatial"))
+    summary = run(tmp_path / "run", model_parallel="spatial")
     assert "data=4 x model=2" in summary["mode"]
     # both convs see 8 rows, which split over 2 devices into 4 (at least the 2-row halo)
     assert "conv1 {'batch': 'data', 'spatial': 'model'}" in capsys.readouterr().out
@@ -144,31 +161,33 @@ def test_model_parallel_gives_the_parameters_of_1(reference, tmp_path, capsys):
 def test_train_step_averages_gradients_over_devices(reference, tmp_path, pmap):
     """After one step Adam's first moment is 0.1 * the gradient: it must be the whole
     batch's mean gradient (Adam's update alone would hide a constant factor)."""
-    data = _data.load_digits()
-    config = tiny(tmp_path, pmap=pmap)
-    layout = train_cnn.check_config(config)
-    graphdef, params, _ = train_cnn.init_model(config, layout, data)
+    data = cnn_data.load_digits()
+    config = tiny(pmap=pmap)
+    parallelism = check_config(config)
+    graphdef, params, _ = train.init_model(config, parallelism, data)
     decay_steps = config.lr_decay_epochs * 4  # TINY: 4 steps an epoch, as in the runs above
-    train_step, _ = train_cnn.make_steps(graphdef, layout, config.learning_rate, decay_steps)
-    tx = train_cnn.optimizer(config.learning_rate, decay_steps)
+    train_step, _ = train.make_steps(graphdef, parallelism, config.learning_rate, decay_steps)
+    tx = train.optimizer(config.learning_rate, decay_steps)
     x, y = data.x_train[:32], data.y_train[:32]
-    (expected_loss, _), grads = whole_batch_grad(graphdef, params, x, y)
-    feeder = train_cnn.Feeder(layout)
-    params = feeder.replicate(params)
-    opt_state = feeder.replicate(tx.init(params))
-    _, opt_state, loss, _ = train_step(params, opt_state, *feeder.batch(x, y))
-    np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
-    assert_params_close(opt_state[0].mu, jax.tree.map(lambda g: 0.1 * g, grads), atol=1e-7)
+    (expected_loss, logits), grads = whole_batch_grad(graphdef, params, x, y)
+    state = parallelism.replicated((params, tx.init(params)))
+    batch = tuple(parallelism.batch(x, y))
+    _, opt_state, loss, accuracy = train_step(*parallelism.for_step(state), batch)
+    np.testing.assert_allclose(loss, np.full(np.shape(loss), expected_loss), rtol=1e-5)
+    expected_accuracy = np.mean(np.argmax(logits, -1) == y)  # averaged over devices alike
+    np.testing.assert_allclose(accuracy, np.full(np.shape(accuracy), expected_accuracy), rtol=1e-6)
+    mu = parallelism.whole(opt_state)[0].mu
+    assert_params_close(mu, jax.tree.map(lambda g: 0.1 * g, grads), atol=1e-7)
 
 
 def test_flax_conv_builds_the_same_network(tmp_path):
     """--conv flax swaps the class only: the same parameters from the same seed.
     (That the two layers compute the same is tests/test_nnx.py's business.)"""
-    data = _data.load_digits()
-    config = tiny(tmp_path)
-    layout = train_cnn.check_config(config)
-    _, p_jconv, model = train_cnn.init_model(config, layout, data)
-    _, p_flax, _ = train_cnn.init_model(tiny(tmp_path, conv="flax"), layout, data)
+    data = cnn_data.load_digits()
+    config = tiny()
+    parallelism = check_config(config)
+    _, p_jconv, model = train.init_model(config, parallelism, data)
+    _, p_flax, _ = train.init_model(tiny(conv="flax"), parallelism, data)
     jax.tree.map(np.testing.assert_array_equal, p_jconv, p_flax)
     assert type(model.conv1).__module__ == "jconv.nnx"
 
@@ -179,20 +198,21 @@ def test_flax_conv_builds_the_same_network(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--dataset", "mnist"], "invalid choice: 'mnist'"),
-        (["--method", "fft"], "invalid choice: 'fft'"),
-        (["--conv", "torch"], "invalid choice: 'torch'"),
-        (["--epochs", "0"], "expected a positive integer"),
-        (["--batch-size", "lots"], "expected a positive integer"),
-        (["--lr", "-1"], "expected a positive number"),
-        (["--conv", "flax", "--method", "im2col"], "does not apply to --conv flax"),
-        (["--model-parallel", "batch"], "invalid choice: 'batch'"),
+        (["--dataset", "mnist"], "dataset must be one of ('digits', 'fashion_mnist'), got 'mnist'"),
+        (["--method", "fft"], "method must be one of ('auto',"),
+        (["--conv", "torch"], "conv must be one of ('jconv', 'flax'), got 'torch'"),
+        (["--epochs", "0"], "epochs must be at least 1, got 0"),
+        (["--batch-size", "lots"], "argument --batch-size: invalid int value: 'lots'"),
+        (["--lr", "-1"], "learning_rate must be a positive number, got -1.0"),
+        (["--lr", "nan"], "learning_rate must be a positive number, got nan"),
+        (["--conv", "flax", "--method", "im2col"], "method 'im2col' picks jconv's lowering"),
+        (["--model-parallel", "batch"], "model_parallel must be one of ('out_channels',"),
         (["--num-devices", "99"], f"only {jax.device_count()} devices"),
     ],
 )
 def test_bad_flags_exit_with_a_message(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        train_cnn.main([*flags, "--out", str(tmp_path / "out")])
+        main([*flags, "--out", str(tmp_path / "out")])
     assert info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -201,11 +221,11 @@ def test_bad_flags_exit_with_a_message(flags, message, tmp_path, capsys):
 @needs_8_devices
 def test_batch_the_devices_cannot_split(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        train_cnn.main(["--batch-size", "30", "--out", str(tmp_path / "out")])
+        main(["--batch-size", "30", "--out", str(tmp_path / "out")])
     assert info.value.code == 2
     assert "batch size 30 cannot be split evenly over 8 devices" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="model_devices=3 must divide"):
-        train_cnn.run(tiny(tmp_path, model_parallel="out_channels", model_devices=3))
+        run(tmp_path, model_parallel="out_channels", model_devices=3)
 
 
 def test_existing_run_is_never_overwritten(reference, tmp_path, capsys):
@@ -213,15 +233,15 @@ def test_existing_run_is_never_overwritten(reference, tmp_path, capsys):
     before = snapshot(out)
     # without --resume: refused
     with pytest.raises(SystemExit) as info:
-        train_cnn.main([*TINY_FLAGS, "--num-devices", "1", "--out", str(out)])
+        main([*TINY_FLAGS, "--num-devices", "1", "--out", str(out)])
     assert info.value.code == 2 and "pass --resume" in capsys.readouterr().err
     # --resume with a setting that changes the trajectory: refused
     with pytest.raises(SystemExit):
-        train_cnn.main([*TINY_FLAGS, "--lr", "0.1", "--resume", "--out", str(out)])
+        main([*TINY_FLAGS, "--lr", "0.1", "--resume", "--out", str(out)])
     assert "learning_rate: 0.005 -> 0.1" in capsys.readouterr().err
     # another dataset: refused
     with pytest.raises(SystemExit):
-        train_cnn.main([*TINY_FLAGS, "--dataset", "fashion_mnist", "--resume", "--out", str(out)])
+        main([*TINY_FLAGS, "--dataset", "fashion_mnist", "--resume", "--out", str(out)])
     assert "dataset: 'digits' -> 'fashion_mnist'" in capsys.readouterr().err
     assert snapshot(out) == before
 
@@ -239,7 +259,7 @@ def test_corrupt_data_dir_exits_before_writing(tmp_path, capsys):
         str(tmp_path / "o"),
     ]
     with pytest.raises(SystemExit) as info:
-        train_cnn.main(flags)
+        main(flags)
     err = capsys.readouterr().err
     assert info.value.code == 2 and "t10k-labels-idx1-ubyte.gz: not a readable gzip file" in err
     assert not (tmp_path / "o").exists()
@@ -248,21 +268,25 @@ def test_corrupt_data_dir_exits_before_writing(tmp_path, capsys):
 def test_fashion_mnist_runs_from_idx_files(tmp_path, monkeypatch):
     # 8x8 images and TINY's sizes: the model and steps of the digits runs, compiled once
     write_fashion(tmp_path / "fashion", n_train=128, n_test=64, size=8)
-    monkeypatch.setattr(_data, "_fetch", lambda url: pytest.fail(f"tried to download {url}"))
-    config = tiny(
-        tmp_path / "out", dataset="fashion_mnist", data_dir=str(tmp_path / "fashion"), num_devices=1
-    )
-    summary = train_cnn.run(config)
+    monkeypatch.setattr(cnn_data, "_fetch", lambda url: pytest.fail(f"tried to download {url}"))
+    fashion = dict(dataset="fashion_mnist", data_dir=str(tmp_path / "fashion"))
+    summary = run(tmp_path / "out", **fashion, num_devices=1)
     assert summary["dataset"] == "fashion_mnist" and summary["epochs_run"] == 2
     assert 0.0 <= summary["test_accuracy"] <= 1.0
 
 
-def test_configure_devices_reads_the_environment():
-    n = jax.device_count()
-    train_cnn.configure_devices({"JAX_NUM_CPU_DEVICES": str(n), "JAX_PLATFORMS": "cpu"})
-    train_cnn.configure_devices({"JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cuda"})  # ignored
-    with pytest.raises(ConfigError, match="must be an integer"):
-        train_cnn.configure_devices({"JAX_NUM_CPU_DEVICES": "many"})
+def test_the_readme_command_runs_as_a_script(tmp_path):
+    """`python experiments/train_cnn.py` from the repository root, in a process of its own:
+    it imports with no path patched, and JAX itself reads JAX_NUM_CPU_DEVICES (asking for
+    more devices than that exits 2 before anything is written; no compiling needed)."""
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}
+    env["PYTHONPATH"] = str(REPO)  # this checkout's jconv, as the tests import it
+    out = tmp_path / "run"
+    command = [sys.executable, "experiments/train_cnn.py", "--num-devices", "3", "--out", str(out)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "train_cnn.py: error: num_devices=3, but only 2 devices are visible" in done.stderr
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------- nothing written
@@ -290,7 +314,7 @@ def test_bad_input_exits_2_before_writing(make_flags, message, tmp_path, capsys)
     flags = make_flags(tmp_path)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
-        train_cnn.main([*TINY_FLAGS, *flags, "--num-devices", "1", "--out", str(out)])
+        main([*TINY_FLAGS, *flags, "--num-devices", "1", "--out", str(out)])
     assert info.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
@@ -302,7 +326,7 @@ def test_crafted_idx_header_exits_2_before_writing(tmp_path, capsys):
     with gzip.open(path, "wb") as f:  # 2^64 bytes of images promised, none there
         f.write(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2**31, 2**31, 4))
     with pytest.raises(SystemExit) as info:
-        train_cnn.main([*flags, "--out", str(tmp_path / "out")])
+        main([*flags, "--out", str(tmp_path / "out")])
     assert info.value.code == 2 and "file holds 0 bytes" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -321,7 +345,7 @@ def test_out_that_cannot_hold_a_run_exits_2(where, tmp_path, capsys, monkeypatch
             os, "access", lambda p, mode: Path(p) != tmp_path / "ro" and real_access(p, mode)
         )
     with pytest.raises(SystemExit) as info:
-        train_cnn.main([*TINY_FLAGS, "--num-devices", "1", "--out", str(out)])
+        main([*TINY_FLAGS, "--num-devices", "1", "--out", str(out)])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert {"is a file": "is a file", "under a file": "is a file, not a directory"}.get(
@@ -336,7 +360,7 @@ def test_out_that_cannot_hold_a_run_exits_2(where, tmp_path, capsys, monkeypatch
 
 def test_resume_into_an_empty_out_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        train_cnn.main([*TINY_FLAGS, "--resume", "--out", str(tmp_path / "empty")])
+        main([*TINY_FLAGS, "--resume", "--out", str(tmp_path / "empty")])
     assert info.value.code == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
     assert not (tmp_path / "empty").exists()
@@ -346,7 +370,7 @@ def test_resume_with_fewer_epochs_than_done_is_refused(reference, capsys):
     out, _ = reference
     before = snapshot(out)
     with pytest.raises(SystemExit) as info:
-        train_cnn.main([*ONE_DEVICE_FLAGS, "--epochs", "1", "--resume", "--out", str(out)])
+        main([*ONE_DEVICE_FLAGS, "--epochs", "1", "--resume", "--out", str(out)])
     assert info.value.code == 2
     assert "after epoch 2" in capsys.readouterr().err
     assert snapshot(out) == before
@@ -373,7 +397,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_intact_one(reference, tmp_p
     out = tmp_path / "run"
     shutil.copytree(ref_out, out)
     damage_largest_file(out / "checkpoints" / "2", "overwrite")
-    summary = train_cnn.run(tiny(out, epochs=2, num_devices=1, resume=True))
+    summary = run(out, epochs=2, num_devices=1, resume=True)
     printed = capsys.readouterr().out
     assert "checkpoint after epoch 2" in printed and "is corrupt" in printed
     assert "resuming from the checkpoint after epoch 1" in printed
@@ -391,7 +415,7 @@ def test_only_corrupt_checkpoints_exit_2_and_change_nothing(reference, tmp_path,
         damage_largest_file(out / "checkpoints" / step, "truncate")
     before = snapshot(out)
     with pytest.raises(SystemExit) as info:
-        train_cnn.main([*ONE_DEVICE_FLAGS, "--epochs", "3", "--resume", "--out", str(out)])
+        main([*ONE_DEVICE_FLAGS, "--epochs", "3", "--resume", "--out", str(out)])
     err = capsys.readouterr().err
     assert info.value.code == 2 and "Traceback" not in err
     assert "checkpoint after epoch 2" in err and "checkpoint after epoch 1" in err
@@ -402,24 +426,24 @@ def test_only_corrupt_checkpoints_exit_2_and_change_nothing(reference, tmp_path,
 def test_checkpoint_whose_arrays_changed_is_corrupt(tmp_path):
     """Finite but wrong values (what a damaged file often decodes to) fail the digest."""
     state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array(3, np.int32)}
-    manager = _checkpoints.manager(tmp_path, max_to_keep=2, create=True)
-    _checkpoints.save(manager, 1, state)
+    manager = checkpoints.manager(tmp_path, max_to_keep=2, create=True)
+    checkpoints.save(manager, 1, state)
     manager.wait_until_finished()
     changed = {**state, "w": state["w"] + 1}
     manager.save(
         2, args=ocp.args.StandardSave(changed), custom_metadata=manager.metadata(1).custom_metadata
     )
     manager.wait_until_finished()
-    assert_trees_equal(_checkpoints.restore(manager, 1, state), state)
-    with pytest.raises(_checkpoints.CorruptCheckpoint, match="after epoch 2.*digest"):
-        _checkpoints.restore(manager, 2, state)
+    assert_trees_equal(checkpoints.restore(manager, 1, state), state)
+    with pytest.raises(checkpoints.CorruptCheckpoint, match="after epoch 2.*digest"):
+        checkpoints.restore(manager, 2, state)
     manager.close()
 
 
 def test_non_finite_loss_stops_before_a_checkpoint_is_written(tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as info:  # Adam at 1e38 makes the parameters overflow
-        train_cnn.main([*ONE_DEVICE_FLAGS, "--epochs", "1", "--lr", "1e38", "--out", str(out)])
+        main([*ONE_DEVICE_FLAGS, "--epochs", "1", "--lr", "1e38", "--out", str(out)])
     err = capsys.readouterr().err
     assert info.value.code == 1 and "epoch 1" in err and "not finite" in err
     assert "Traceback" not in err
@@ -433,11 +457,11 @@ def test_partial_last_metrics_line_is_dropped_on_resume(reference, tmp_path, cap
     shutil.copytree(ref_out, out)
     with (out / "metrics.jsonl").open("a") as f:
         f.write('{"epoch": 3, "train_lo')  # a crash while appending
-    train_cnn.run(tiny(out, epochs=3, num_devices=1, resume=True))
+    run(out, epochs=3, num_devices=1, resume=True)
     assert "partial last record" in capsys.readouterr().err
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]  # no glued records
-    assert [r["epoch"] for r in _metrics.read(out / "metrics.jsonl")] == [1, 2, 3]
+    assert [r["epoch"] for r in metrics.read(out / "metrics.jsonl")] == [1, 2, 3]
 
 
 def assert_trees_equal(a, b):
