@@ -148,7 +148,10 @@ def check_workdir(workdir: Path, resume: bool) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {workdir}: cannot write to {existing} (permission denied)")
     if resume:
-        if not checkpoints.manager(workdir / "checkpoints", 1, create=False).all_steps():
+        manager = checkpoints.manager(workdir / "checkpoints", 1, create=False)
+        steps = manager.all_steps()
+        manager.close()
+        if not steps:
             raise ConfigError(
                 f"--resume: {workdir} holds no checkpoint to resume from; drop --resume to "
                 "start a new run there"
