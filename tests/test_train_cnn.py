@@ -10,6 +10,7 @@ keeps this file's runtime down.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
@@ -421,6 +422,8 @@ def test_only_corrupt_checkpoints_exit_2_and_change_nothing(reference, tmp_path,
     assert "checkpoint after epoch 2" in err and "checkpoint after epoch 1" in err
     assert "no intact checkpoint" in err
     assert snapshot(out) == before
+    gc.collect()  # the failed reads orbax left behind are freed quietly, not reported here
+    assert "Exception ignored" not in capsys.readouterr().err
 
 
 def test_checkpoint_whose_arrays_changed_is_corrupt(tmp_path):

@@ -14,8 +14,10 @@ A state is any pytree of arrays; here {'params': ..., 'opt_state': ...}.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, target: State) -> State:
         state = mngr.restore(step, args=ocp.args.StandardRestore(target))
         expected = (mngr.metadata(step).custom_metadata or {}).get(DIGEST)
     except Exception as e:  # tensorstore, orbax and the file system raise many kinds
+        _collect_failed_reads()
         root = e  # the innermost error says what is wrong (orbax's wrappers print specs)
         while root.__cause__ or root.__context__:
             root = root.__cause__ or root.__context__
@@ -101,6 +104,22 @@ def restore(mngr: ocp.CheckpointManager, step: int, target: State) -> State:
                 step, f"{bad} non-finite values in {jax.tree_util.keystr(path)}"
             )
     return state
+
+
+def _collect_failed_reads() -> None:
+    """Free, quietly, what a failed restore leaves behind.
+
+    When one array cannot be read, orbax gives up on the others' reads without
+    retrieving their errors: coroutines that Python would report, traceback and
+    all, whenever it frees them (at exit, say, after the run's own message). The
+    error that matters is already in the CorruptCheckpoint.
+    """
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
 
 
 def _spec(leaf: Any) -> str:
