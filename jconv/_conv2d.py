@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jconv._auto import choose_method
+from jconv._auto import auto_methods
 from jconv._checks import ConvSpec, check_conv_args
 from jconv._layouts import LAYOUT_INFO
 from jconv._method_banded import conv_banded
@@ -83,11 +83,13 @@ def conv2d(
       precision, preferred_element_type: as in lax.conv_general_dilated. jconv's
         own lowerings accumulate in at least float32 and round to the output dtype.
       method: one of jconv.METHODS: 'vmap', 'taps', 'im2col', 'banded', 'winograd',
-        'xla', 'pallas' or 'auto' (picks among jconv's own lowerings from a cost model;
-        never 'xla' or 'pallas'). 'winograd' (which 'auto' picks for stride-1 kernels up
-        to 5x5) has a custom VJP: reverse-mode derivatives only; use 'taps' for jax.jvp
-        or jacfwd. 'pallas' is a fused GPU kernel (Triton, through Pallas); off a CUDA
-        GPU it runs the same kernel in Pallas's interpret mode, correct but slow.
+        'xla', 'pallas' or 'auto' (per the platform the computation is lowered for: on
+        a CPU one of jconv's own lowerings from measured rules, never 'xla' or
+        'pallas'; on GPUs and TPUs 'xla', see jconv/_auto.py). 'winograd' (which
+        'auto' picks on a CPU for stride-1 kernels up to 5x5) has a custom VJP:
+        reverse-mode derivatives only; use 'taps' for jax.jvp or jacfwd. 'pallas' is
+        a fused GPU kernel (Triton, through Pallas); off a CUDA GPU it runs the same
+        kernel in Pallas's interpret mode, correct but slow.
 
     Returns:
       (N, O, mh, mw) or (N, mh, mw, O) (without N if x had none), with
@@ -130,8 +132,6 @@ def conv2d(
 
 @functools.partial(jax.jit, static_argnames=("spec", "method"))
 def _conv2d(x: Array, kernel: Array, bias: Array | None, *, spec: ConvSpec, method: str) -> Array:
-    if method == "auto":
-        method = choose_method(spec)
     x = x.astype(spec.dtype)
     if not spec.batched:
         x = x[None]
@@ -139,8 +139,31 @@ def _conv2d(x: Array, kernel: Array, bias: Array | None, *, spec: ConvSpec, meth
     if bias is not None and method in BIAS_LOWERINGS:
         y = BIAS_LOWERINGS[method](x, w, spec, bias.astype(spec.out_dtype))
         return y if spec.batched else y[0]
-    y = LOWERINGS[method](x, w, spec)
+    y = _conv_auto(x, w, spec) if method == "auto" else LOWERINGS[method](x, w, spec)
     if bias is not None:
         channel_axis = LAYOUT_INFO[spec.layout].channel_axis
         y = y + jnp.expand_dims(bias.astype(y.dtype), [a for a in range(4) if a != channel_axis])
     return y if spec.batched else y[0]
+
+
+def _conv_auto(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """method='auto': the rule of the platform the computation is lowered for.
+
+    jax.lax.platform_dependent traces one branch per distinct lowering and, when
+    the program is lowered for one platform, emits that platform's branch only;
+    a program exported for several (jax.export(..., platforms=['cpu', 'cuda']))
+    holds each, and the choice is made when it is compiled. Either way nothing is
+    decided at run time, and every transformation sees a lax.switch, which jit,
+    grad, jvp, vmap, linear_transpose, remat and shard_map all support.
+    """
+    rules = auto_methods(spec)  # e.g. {'cpu': 'banded', 'cuda': 'xla', ..., 'default': 'xla'}
+    branches = {m: functools.partial(_lower, method=m, spec=spec) for m in set(rules.values())}
+    default = rules.pop("default")
+    if len(branches) == 1:
+        return branches[default](x, w)
+    per_platform = {p: branches[m] for p, m in rules.items() if m != default}
+    return jax.lax.platform_dependent(x, w, default=branches[default], **per_platform)
+
+
+def _lower(x: Array, w: Array, *, method: str, spec: ConvSpec) -> Array:
+    return LOWERINGS[method](x, w, spec)

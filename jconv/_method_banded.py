@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -71,11 +72,15 @@ def banded_weights(w: Array, spec: ConvSpec, out_width: int) -> Array:
     in_width = _block_input_width(spec, out_width)
     g, og, cg = spec.groups, spec.og, spec.cg
     w = w.reshape(g, og, cg, spec.kh, spec.kw)
+    # Both products below only place weights (each output sums one weight times 1 and
+    # zeros), so they are exact, but only at HIGHEST: at the default precision a GPU
+    # rounds float32 operands to TF32, which would round every weight.
+    exact = jax.lax.Precision.HIGHEST
     # Dense (C, O) per tap, zero across groups: block diagonal in the group index.
-    w_full = jnp.einsum("gocij,gh->ijhcgo", w, jnp.eye(g, dtype=w.dtype))
+    w_full = jnp.einsum("gocij,gh->ijhcgo", w, jnp.eye(g, dtype=w.dtype), precision=exact)
     w_full = w_full.reshape(spec.kh, spec.kw, spec.c, spec.o)
     s = jnp.asarray(_band_selector(spec, in_width, out_width), w.dtype)
-    t = jnp.einsum("jvb,ijco->ivcbo", s, w_full)  # (kh, Win, C, out_width, O)
+    t = jnp.einsum("jvb,ijco->ivcbo", s, w_full, precision=exact)  # (kh, Win, C, out_width, O)
     return t.reshape(spec.kh * in_width * spec.c, out_width * spec.o)
 
 
