@@ -53,6 +53,7 @@ class ShardingConfig:
     layout: str = "NCHW"
     cases: tuple[str, ...] = CASES
     devices: int | None = None  # default: every device
+    platform: str | None = None  # whose devices: 'cpu', 'gpu', 'tpu'; None: JAX's default
     repeats: int = 5  # timed batches; the median is reported
     calls: int = 2  # calls queued before each block_until_ready
     out: str | None = None  # a directory for sharding.json
@@ -191,7 +192,8 @@ def run(config: ShardingConfig) -> dict[str, Any]:
     unknown = sorted(set(config.cases) - set(CASES))
     if unknown:
         raise ValueError(f"unknown case(s) {unknown}: cases are {CASES}")
-    devices = jax.devices()[: config.devices or jax.device_count()]
+    devices = jax.devices(config.platform)
+    devices = devices[: config.devices or len(devices)]
     mesh = jax.make_mesh((len(devices),), ("d",), devices=devices)
     inputs = _inputs(config)
     with jax.default_device(devices[0]):
@@ -254,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--layout", default=d.layout, choices=["NCHW", "NHWC"])
     p.add_argument("--cases", nargs="+", default=list(d.cases), choices=list(CASES))
     p.add_argument("--out", default=d.out, help="directory for sharding.json")
+    p.add_argument("--platform", default=d.platform, help="whose devices (cpu on a GPU machine)")
     args = p.parse_args(argv)
     return run(ShardingConfig(**{**vars(args), "cases": tuple(args.cases)}))
 

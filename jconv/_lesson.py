@@ -175,5 +175,7 @@ def corr2d_multi_in_out_1x1(x: ArrayLike, k: ArrayLike) -> Array:
             f"k must have shape (co, ci, 1, 1) = ({co}, {ci}, 1, 1) for x of shape "
             f"{x.shape}, got {k.shape}"
         )
-    y = jnp.matmul(k.reshape(co, ci), x.reshape(ci, nh * nw))
+    # Full float32 products, as corr2d_multi_in_out's elementwise ones: at the default
+    # precision a GPU rounds float32 operands to TF32 and the two would disagree.
+    y = jnp.matmul(k.reshape(co, ci), x.reshape(ci, nh * nw), precision=jax.lax.Precision.HIGHEST)
     return y.reshape(co, nh, nw)

@@ -1,37 +1,152 @@
-"""method='auto': which lowering the cost model picks, and that it is never 'xla'."""
+"""method='auto': which lowering each platform's rule picks, and that the choice is made
+when the computation is lowered (jax.lax.platform_dependent), under every transformation."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jconv
-from jconv._auto import choose_method
+from jconv._auto import ACCELERATOR_PLATFORMS, auto_methods, choose_method
 from jconv._checks import check_conv_args
 
+# (x shape NCHW, kernel shape OIHW, conv2d kwargs, the CPU rule's choice)
+CPU_CHOICES = [
+    ((256, 6, 14, 14), (16, 6, 5, 5), {}, "banded"),  # LeNet conv2
+    ((256, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "banded"),  # LeNet conv1
+    ((4, 100, 68, 68), (100, 100, 5, 5), {}, "winograd"),  # the lesson's layer
+    ((2, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "winograd"),  # ResNet 3x3
+    ((4, 64, 56, 56), (128, 64, 3, 3), {"stride": 2, "padding": 1}, "taps"),  # stride 2
+    ((2, 64, 56, 56), (64, 64, 3, 3), {"dilation": 2}, "taps"),
+    ((2, 64, 56, 56), (64, 64, 7, 7), {}, "taps"),  # beyond F(2, 5)
+    ((2, 256, 56, 56), (64, 256, 1, 1), {}, "taps"),  # 1x1
+    ((4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "vmap"),  # depthwise
+]
 
-@pytest.mark.parametrize(
-    "x_shape,k_shape,kwargs,expected",
-    [
-        ((256, 6, 14, 14), (16, 6, 5, 5), {}, "banded"),  # LeNet conv2
-        ((256, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "banded"),  # LeNet conv1
-        ((4, 100, 68, 68), (100, 100, 5, 5), {}, "winograd"),  # the lesson's layer
-        ((2, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "winograd"),  # ResNet 3x3
-        ((4, 64, 56, 56), (128, 64, 3, 3), {"stride": 2, "padding": 1}, "taps"),  # stride 2
-        ((2, 64, 56, 56), (64, 64, 3, 3), {"dilation": 2}, "taps"),
-        ((2, 64, 56, 56), (64, 64, 7, 7), {}, "taps"),  # beyond F(2, 5)
-        ((2, 256, 56, 56), (64, 256, 1, 1), {}, "taps"),  # 1x1
-        ((4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "vmap"),  # depthwise
-    ],
-)
-def test_choice(x_shape, k_shape, kwargs, expected):
-    spec = check_conv_args(x_shape, k_shape, x_dtype="float32", kernel_dtype="float32", **kwargs)
-    assert choose_method(spec) == expected
+
+def spec_of(x_shape, k_shape, kwargs, dtype="float32"):
+    return check_conv_args(x_shape, k_shape, x_dtype=dtype, kernel_dtype=dtype, **kwargs)
+
+
+@pytest.mark.parametrize("x_shape,k_shape,kwargs,expected", CPU_CHOICES)
+def test_cpu_choice(x_shape, k_shape, kwargs, expected):
+    assert choose_method(spec_of(x_shape, k_shape, kwargs)) == expected
+
+
+@pytest.mark.parametrize("x_shape,k_shape,kwargs,cpu", CPU_CHOICES)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
+    """On GPUs and TPUs no lowering of jconv's passed the rule in jconv/_auto.py."""
+    rules = auto_methods(spec_of(x_shape, k_shape, kwargs, dtype))
+    assert rules == {"cpu": cpu, **dict.fromkeys(ACCELERATOR_PLATFORMS, "xla"), "default": "xla"}
+
+
+def problem(seed=0, x_shape=(3, 6, 14, 14), k_shape=(16, 6, 5, 5)):
+    """LeNet conv2's shapes on a small batch: the CPU rule picks 'banded'."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(k_shape).astype(np.float32)
+    return x, w
+
+
+def exported_text(fn, platforms, *args):
+    return jax.export.export(jax.jit(fn), platforms=platforms)(*args).mlir_module()
+
+
+def test_export_shows_each_platforms_lowering():
+    """The module exported for a platform holds that platform's lowering only:
+    a stablehlo.convolution for 'xla', matrix products (dot_general) for jconv's own."""
+    x, w = problem()
+    assert choose_method(spec_of(x.shape, w.shape, {})) == "banded"
+    conv = lambda x, w: jconv.conv2d(x, w)
+    for platforms in (["cuda"], ["rocm"], ["tpu"]):
+        text = exported_text(conv, platforms, x, w)
+        assert "stablehlo.convolution" in text and "stablehlo.dot_general" not in text, platforms
+    text = exported_text(conv, ["cpu"], x, w)
+    assert "stablehlo.dot_general" in text and "stablehlo.convolution" not in text
+    # the same holds for the gradients: lax's own backward convolutions on a GPU
+    grads = jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1))
+    text = exported_text(grads, ["cuda"], x, w)
+    assert "stablehlo.convolution" in text and "stablehlo.dot_general" not in text
+    text = exported_text(grads, ["cpu"], x, w)
+    assert "stablehlo.dot_general" in text and "stablehlo.convolution" not in text
+
+
+def test_multi_platform_export_holds_both_and_runs_the_cpu_rule():
+    """Exported for ['cpu', 'cuda'], one module carries both lowerings; called on the
+    CPU it gives exactly what the CPU rule's lowering gives."""
+    x, w = problem(1)
+    exported = jax.export.export(
+        jax.jit(lambda x, w: jconv.conv2d(x, w)), platforms=["cpu", "cuda"]
+    )(x, w)
+    text = exported.mlir_module()
+    assert "stablehlo.convolution" in text and "stablehlo.dot_general" in text
+    cpu = jax.devices("cpu")[0]
+    x_cpu, w_cpu = jax.device_put((x, w), cpu)
+    got = exported.call(x_cpu, w_cpu)
+    np.testing.assert_array_equal(got, jconv.conv2d(x_cpu, w_cpu, method="banded"))
 
 
 def test_auto_runs_the_chosen_lowering():
-    """'auto' gives bit for bit what the lowering it names gives."""
-    import jax
+    """On the CPU, 'auto' gives bit for bit what the lowering its rule names gives."""
+    x, w = problem(2)
+    with jax.default_device(jax.devices("cpu")[0]):
+        np.testing.assert_array_equal(jconv.conv2d(x, w), jconv.conv2d(x, w, method="banded"))
 
-    x = jax.random.normal(jax.random.key(0), (3, 6, 14, 14))
-    w = jax.random.normal(jax.random.key(1), (16, 6, 5, 5))
-    assert (jconv.conv2d(x, w) == jconv.conv2d(x, w, method="banded")).all()
+
+# (x shape, kernel shape, conv2d kwargs, CPU choice, its transformations beyond jit,
+# grad, vmap and remat). 'auto' supports what every platform's lowering supports:
+# 'banded''s NaN guard is not linear in x (no linear_transpose), and 'winograd''s
+# custom VJP has no forward mode (no jvp, on any platform: jvp traces every branch).
+TRANSFORM_CASES = [
+    ((3, 6, 14, 14), (16, 6, 5, 5), {}, "banded", ("jvp",)),
+    ((2, 72, 6, 6), (8, 72, 1, 1), {}, "taps", ("jvp", "transpose")),
+]
+
+
+@pytest.mark.parametrize("x_shape,k_shape,kwargs,cpu,extra", TRANSFORM_CASES)
+def test_transformations_see_the_chosen_lowering(x_shape, k_shape, kwargs, cpu, extra):
+    """jit, grad, vmap, remat (and jvp, linear_transpose where the CPU lowering has
+    them) through the platform dispatch equal the same transformation of the lowering."""
+    assert choose_method(spec_of(x_shape, k_shape, kwargs)) == cpu
+    x, w = problem(3, x_shape, k_shape)
+    with jax.default_device(jax.devices("cpu")[0]):
+        results = {}
+        for method in ("auto", cpu):
+
+            def conv(x, w, method=method):
+                return jconv.conv2d(x, w, method=method, precision="highest", **kwargs)
+
+            y = conv(x, w)
+            ct = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
+            out = {
+                "jit": jax.jit(conv)(x, w),
+                "grad": jax.grad(lambda x, w: jnp.vdot(conv(x, w), ct), (0, 1))(x, w),
+                "remat": jax.grad(lambda x, w: jnp.vdot(jax.checkpoint(conv)(x, w), ct))(x, w),
+                "vmap": jax.vmap(conv, in_axes=(0, None))(x[:, None], w),
+            }
+            if "jvp" in extra:
+                out["jvp"] = jax.jvp(conv, (x, w), (x, w))
+            if "transpose" in extra:
+                out["transpose"] = jax.linear_transpose(lambda x: conv(x, w), x)(ct)
+            results[method] = out
+    for name, got in results["auto"].items():
+        jax.tree.map(np.testing.assert_array_equal, got, results[cpu][name])
+
+
+def test_dispatch_costs_no_memory():
+    """The other platforms' branch leaves nothing behind in the compiled program: the
+    same peak memory as the CPU rule's lowering, forward and with gradients."""
+    x, w = problem(5, (32, 6, 14, 14))
+
+    def peak(method, grad):
+        f = lambda x, w: jnp.sum(jconv.conv2d(x, w, method=method) ** 2)
+        f = jax.value_and_grad(f, (0, 1)) if grad else f
+        with jax.default_device(jax.devices("cpu")[0]):
+            stats = jax.jit(f).lower(x, w).compile().memory_analysis()
+        return stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+
+    for grad in (False, True):
+        assert peak("auto", grad) == peak("banded", grad)

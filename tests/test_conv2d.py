@@ -13,6 +13,7 @@ from jax.test_util import check_grads
 import jconv
 from jconv._checks import check_conv_args
 from jconv._method_winograd import winograd_supported
+from tests._cpu import cpu_mesh, needs_8_cpu_devices
 from tests.reference import assert_close, conv_lax, conv_numpy, explicit_pads, to_nhwc
 
 # 'pallas' runs its GPU kernels in Pallas's interpret mode here, a second or more per
@@ -113,6 +114,36 @@ def test_forward_matches_lax(method, config, layout):
     assert_close(y, expected)
 
 
+def _products(jaxpr):
+    """Every dot_general and conv_general_dilated in a jaxpr, and in the jaxprs inside it."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from _products(sub)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[11], CONFIGS[13]], ids=["3x3", "dw", "1x1"])
+@pytest.mark.parametrize("method", METHODS)
+def test_highest_reaches_every_product(method, config):
+    """precision='highest' reaches every matrix product, forward and backward.
+
+    On a GPU a float32 product at the default precision rounds its operands to
+    TF32 (10 bits of mantissa), which no CPU does: one product that drops the
+    precision passes every numerical test here and fails there. 'auto' holds
+    every platform's lowering (a lax.platform_dependent), so all are checked.
+    """
+    x, w, _ = make(config, key=17)
+    conv = lambda x, w: jconv.conv2d(x, w, method=method, precision="highest", **config[3])
+    grads = jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1))
+    highest = (jax.lax.Precision.HIGHEST,) * 2
+    for fn in (conv, grads):
+        products = list(_products(jax.make_jaxpr(fn)(x, w).jaxpr))
+        assert products or method == "vmap"  # 'vmap' multiplies elementwise
+        for eqn in products:
+            assert eqn.params["precision"] == highest, (method, eqn)
+
+
 NUMPY_CASES = [
     ((2, 3, 5, 6), 2, (2, 3), dict(stride=(2, 1), dilation=(1, 2), pads=((1, 0), (2, 1)))),
     ((1, 4, 6, 6), 4, (3, 3), dict(groups=2, pads=((1, 1), (1, 1)), padding_mode="reflect")),
@@ -157,7 +188,8 @@ DTYPE_CONFIGS = [CONFIGS[3], CONFIGS[11], CONFIGS[16]]
 @pytest.mark.parametrize("method", METHODS)
 def test_dtypes(method, config, dtype):
     x, w, b = make(config, dtype, key=2)
-    y = jconv.conv2d(x, w, b, method=method, **config[3])
+    # 'highest': a GPU's default precision rounds float32 operands to TF32
+    y = jconv.conv2d(x, w, b, method=method, precision="highest", **config[3])
     assert y.dtype == dtype
     assert_close(y, reference(x, w, b, "NCHW", **config[3]), dtype)
 
@@ -185,7 +217,7 @@ def test_preferred_element_type(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_mixed_dtypes_promote(method):
     x, w, _ = make(CONFIGS[0], key=5)
-    y = jconv.conv2d(x.astype(jnp.bfloat16), w, method=method)
+    y = jconv.conv2d(x.astype(jnp.bfloat16), w, method=method, precision="highest")
     assert y.dtype == jnp.float32
     assert_close(y, conv_lax(x.astype(jnp.bfloat16).astype(jnp.float32), w))
 
@@ -256,7 +288,8 @@ def test_jit_of_grad_of_vmap(method):
     x, w, _ = make(CONFIGS[0], key=10)
 
     def loss(w):
-        per_sample = jax.vmap(lambda xi: jconv.conv2d(xi, w, method=method))(x)
+        conv = lambda xi: jconv.conv2d(xi, w, method=method, precision="highest")
+        per_sample = jax.vmap(conv)(x)
         return jnp.mean(per_sample**2)
 
     got = jax.jit(jax.grad(loss))(w)
@@ -280,7 +313,7 @@ def test_same_padding_splits_like_lax():
     x = jax.random.normal(jax.random.key(12), (1, 1, 6, 6))
     w = jax.random.normal(jax.random.key(13), (1, 1, 4, 4))
     for padding in ("SAME", "SAME_LOWER"):
-        y = jconv.conv2d(x, w, stride=2, padding=padding)
+        y = jconv.conv2d(x, w, stride=2, padding=padding, precision="highest")
         assert_close(y, jax.lax.conv_general_dilated(x, w, (2, 2), padding, precision="highest"))
 
 
@@ -288,25 +321,27 @@ def test_same_padding_splits_like_lax():
 def test_padding_forms_mean_explicit_amounts(padding):
     x, w, _ = make(CONFIGS[0], key=14)
     assert_close(
-        jconv.conv2d(x, w, padding=padding),
-        jconv.conv2d(x, w, padding=explicit_pads(padding), method="xla"),
+        jconv.conv2d(x, w, padding=padding, precision="highest"),
+        jconv.conv2d(x, w, padding=explicit_pads(padding), method="xla", precision="highest"),
     )
 
 
 def test_circular_conv_commutes_with_roll():
     """Rolling the input of a stride-1 circular 'SAME' conv rolls its output."""
     x, w, _ = make(((1, 3, 8, 8), 2, (3, 3), {}), key=15)
-    conv = lambda x: jconv.conv2d(x, w, padding="SAME", padding_mode="circular")
+    conv = lambda x: jconv.conv2d(x, w, padding="SAME", padding_mode="circular", precision="highest")
     for shift in itertools.product([1, 3], [2, 5]):
         assert_close(conv(jnp.roll(x, shift, axis=(2, 3))), jnp.roll(conv(x), shift, axis=(2, 3)))
 
 
 @pytest.mark.parametrize("method", METHODS)
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
 def test_inside_shard_map(method):
     """Every lowering traces inside a user's shard_map (carries typed as varying)."""
     from jax.sharding import PartitionSpec as P
 
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
+    mesh = cpu_mesh((2,), ("data",))
     x, w, _ = make(CONFIGS[10], key=16)
     f = jax.shard_map(
         lambda x: jconv.conv2d(x, w, method=method, groups=2),
@@ -318,6 +353,8 @@ def test_inside_shard_map(method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
 def test_explicit_sharding_mode(method):
     """A batch-sharded x under JAX's explicit sharding mode: the result stays batch-sharded.
 
@@ -326,7 +363,7 @@ def test_explicit_sharding_mode(method):
     """
     from jax.sharding import AxisType, PartitionSpec
 
-    mesh = jax.make_mesh((len(jax.devices()),), ("d",), axis_types=(AxisType.Explicit,))
+    mesh = cpu_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))
     x, w, _ = make(((8, 3, 9, 10), 4, (3, 3), {}), key=14, layout="NHWC")
     with jax.set_mesh(mesh):
         xs = jax.device_put(x, PartitionSpec("d"))

@@ -20,6 +20,7 @@ import pytest
 
 import jconv
 from tests import _distributed_worker as worker
+from tests._cpu import needs_8_cpu_devices
 
 WORKER = Path(worker.__file__)
 ROOT = WORKER.resolve().parent.parent  # the checkout whose jconv the workers must import
@@ -65,7 +66,8 @@ def launch(out: Path) -> list[str]:
     return logs
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="needs the 8 simulated CPU devices")
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
 def test_two_processes_match_one(tmp_path):
     out = tmp_path / "results.npz"
     launch(out)

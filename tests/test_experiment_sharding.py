@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 
-import jax
 import pytest
 
 from experiments import sharding
+from tests._cpu import SHARDING
 
-pytestmark = pytest.mark.skipif(
-    jax.device_count() < 8, reason="needs the 8 simulated CPU devices of conftest.py"
-)
+pytestmark = SHARDING
 
 
 # The strategies one by one are tested (collectives, bytes) in test_sharding.py; here the
@@ -22,6 +20,7 @@ CASES = ["spatial", "pair"]
 
 def test_tiny_run_matches_cost_model(tmp_path, capsys):
     argv = ["--n", "8", "--c", "8", "--o", "8", "--hw", "16", "--repeats", "1", "--calls", "1"]
+    argv += ["--platform", "cpu"]  # the 8 simulated devices, on a GPU machine too
     result = sharding.main([*argv, "--cases", *CASES, "--out", str(tmp_path)])
     table = capsys.readouterr().out
     assert "simulated" in table and "pair" in table

@@ -34,7 +34,8 @@ def test_finite_inputs_whose_sum_overflows_stay_exact(method):
     x, w = _x_w(21)
     x = x.at[0, 0, 1, 1].set(3e38).at[1, 2, 6, 7].set(3e38)  # sum(x) overflows to Inf
     w = w * 1e-3
-    y, expected = jconv.conv2d(x, w, method=method), conv_lax(x, w)
+    # 'highest': a GPU's default precision rounds float32 operands to TF32
+    y, expected = jconv.conv2d(x, w, method=method, precision="highest"), conv_lax(x, w)
     assert np.isfinite(y).all() and np.isfinite(expected).all()
     assert_close(y / 1e36, expected / 1e36)
 
@@ -44,6 +45,7 @@ def test_banded_keeps_forward_mode(method):
     """'banded''s guard is a custom JVP: jax.jvp works, and agrees with lax's."""
     x, w = _x_w(22)
     dx = jax.random.normal(jax.random.key(23), x.shape)
-    _, got = jax.jvp(lambda x: jconv.conv2d(x, w, method=method), (x,), (dx,))
+    conv = lambda x: jconv.conv2d(x, w, method=method, precision="highest")
+    _, got = jax.jvp(conv, (x,), (dx,))
     _, expected = jax.jvp(lambda x: conv_lax(x, w), (x,), (dx,))
     assert_close(got, expected)

@@ -21,6 +21,7 @@ import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 import jconv
+from tests._cpu import cpu_mesh, needs_8_cpu_devices
 
 OUT = 8  # features everywhere: divisible by every group count and by the 8 devices
 KERNEL_SHAPES = [((3, 3), 2), ((2, 3), 1), ((3,), 2)]  # (kernel_size, inputs per group)
@@ -265,11 +266,13 @@ def test_errors_raised_at_construction():
         jconv.linen.Conv(OUT, (3, 3), feature_group_count=4).init(jax.random.key(0), X)
 
 
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
 def test_kernel_sharded_on_output_features():
     """linen's with_partitioning on the output-feature axis: jit(init) with the
-    NamedShardings from nn.get_partition_spec on a Mesh of all devices puts 1/8 of the
+    NamedShardings from nn.get_partition_spec on a Mesh of 8 devices puts 1/8 of the
     kernel's features on each device, for Flax's Conv and jconv's alike; outputs agree."""
-    mesh = jax.make_mesh((len(jax.devices()),), ("model",), axis_types=(AxisType.Auto,))
+    mesh = cpu_mesh((8,), ("model",), axis_types=(AxisType.Auto,))
     names = (None, None, None, "model")
     init = nn.with_partitioning(nn.initializers.lecun_normal(), names)
     modules = (
@@ -288,7 +291,7 @@ def test_kernel_sharded_on_output_features():
     for v in variables:
         kernel = v["params"]["kernel"].unbox()
         assert kernel.sharding.is_equivalent_to(expected, kernel.ndim)
-        assert kernel.addressable_data(0).shape == (3, 3, 2, OUT // len(jax.devices()))
+        assert kernel.addressable_data(0).shape == (3, 3, 2, OUT // 8)
     assert_variables_equal(*variables)
     with jax.set_mesh(mesh):
         y_ref, y = jax.jit(lambda vs, x: [m.apply(v, x) for m, v in zip(modules, vs)])(variables, x)

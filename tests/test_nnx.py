@@ -26,6 +26,7 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 import jconv
+from tests._cpu import cpu_mesh, needs_8_cpu_devices
 
 OUT = 8  # output features everywhere: divisible by every group count and by the 8 devices
 # (kernel_size, input features per group): with OUT, the few kernel shapes all tests use.
@@ -215,6 +216,7 @@ def test_metadata_initializers_attributes_and_unbatched_1d():
         strides=None,
         input_dilation=None,
         kernel_dilation=None,
+        precision="highest",  # a GPU's default rounds float32 operands to TF32
         kernel_init=nnx.initializers.he_normal(),
         bias_init=nnx.initializers.constant(0.25),
         kernel_metadata={"tag": "k"},
@@ -381,11 +383,13 @@ def test_errors_raised_at_construction():
 
 
 @pytest.mark.parametrize("kernel_size", [(3, 3), (3,)], ids=["2d", "1d"])
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
 def test_kernel_sharded_on_output_features(kernel_size: tuple[int, ...]):
     """with_partitioning on the output-feature axis: jit with the NamedShardings that
-    nnx.get_partition_spec gives on a Mesh of all devices puts 1/8 of the kernel's output
+    nnx.get_partition_spec gives on a Mesh of 8 devices puts 1/8 of the kernel's output
     features on each device, for Flax's Conv and jconv's alike; the outputs agree."""
-    mesh = jax.make_mesh((len(jax.devices()),), ("model",), axis_types=(AxisType.Auto,))
+    mesh = cpu_mesh((8,), ("model",), axis_types=(AxisType.Auto,))
     names = (*([None] * len(kernel_size)), None, "model")
     # eager_sharding=False: created on one device, placed by jit below
     init = nnx.with_partitioning(nnx.initializers.lecun_normal(), names, eager_sharding=False)
@@ -407,7 +411,7 @@ def test_kernel_sharded_on_output_features(kernel_size: tuple[int, ...]):
     for model in models:
         kernel = model.kernel[...]
         assert kernel.sharding.is_equivalent_to(expected, kernel.ndim)
-        assert kernel.addressable_data(0).shape == (*kernel_size, 2, OUT // len(jax.devices()))
+        assert kernel.addressable_data(0).shape == (*kernel_size, 2, OUT // 8)
     assert_params_equal(*models)
     assert_trees_close(y, y_ref)
     # The same split is jconv.sharding.sharded_conv2d's 'out_channels' strategy:
@@ -430,9 +434,11 @@ def test_kernel_sharded_on_output_features(kernel_size: tuple[int, ...]):
         assert_trees_close(y_sharded, y)
 
 
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
 def test_out_sharding_in_explicit_mode():
     """nnx.Conv's out_sharding (explicit sharding mode): the result lands sharded as asked."""
-    mesh = jax.make_mesh((len(jax.devices()),), ("d",), axis_types=(AxisType.Explicit,))
+    mesh = cpu_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))
     ref, mine = (
         conv_cls(2, OUT, (3, 3), rngs=nnx.Rngs(0)) for conv_cls in (nnx.Conv, jconv.nnx.Conv)
     )

@@ -1,7 +1,7 @@
 """jconv's sharding: every strategy against the unsharded conv2d, values, blocks, gradients,
 the collectives in the compiled program, and the refusals.
 
-Runs on the 8 simulated CPU devices that conftest.py sets up.
+Runs on the 8 simulated CPU devices that conftest.py sets up (on a GPU machine too).
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jconv
+from tests._cpu import CPU_DEVICES, SHARDING, cpu_mesh
 
-pytestmark = pytest.mark.skipif(
-    jax.device_count() < 8, reason="needs the 8 simulated CPU devices of conftest.py"
-)
+pytestmark = SHARDING
 
 HIGHEST = {"precision": "highest"}
 
@@ -51,12 +50,12 @@ def close(actual, expected, tol=2e-5):
 
 @functools.cache
 def mesh1d(n: int = 8, name: str = "d") -> Mesh:
-    return jax.make_mesh((n,), (name,), devices=jax.devices()[:n])
+    return cpu_mesh((n,), (name,))
 
 
 @functools.cache
 def mesh2d() -> Mesh:
-    return jax.make_mesh((2, 4), ("a", "b"))
+    return cpu_mesh((2, 4), ("a", "b"))
 
 
 # -- sharded_conv2d: each strategy, both layouts ------------------------------------------
@@ -86,7 +85,7 @@ def test_strategy_equals_conv2d(strategy, layout):
 
 def test_against_lax_and_auto_mesh():
     """An Auto-typed jax.sharding.Mesh works too; the reference is lax itself."""
-    mesh = Mesh(np.array(jax.devices()), ("d",))
+    mesh = Mesh(np.array(CPU_DEVICES), ("d",))
     x, kernel, _ = make((2, 8, 16, 12), 8, (3, 2))
     y = jconv.sharding.sharded_conv2d(
         x, kernel, mesh=mesh, strategy="in_channels", stride=(1, 2), **HIGHEST
@@ -560,9 +559,12 @@ def test_data_parallel_step_shard_map():
 
 def test_data_parallel_step_pmap():
     params, batch, optimizer = _train_setup()
-    step = jconv.sharding.pmap_data_parallel_step(_cnn_loss, optimizer, axis_name="batch")
-    p, state = jconv.sharding.replicate(params), jconv.sharding.replicate(optimizer.init(params))
-    shards = jconv.sharding.split_batch(batch)
+    step = jconv.sharding.pmap_data_parallel_step(
+        _cnn_loss, optimizer, axis_name="batch", devices=CPU_DEVICES
+    )
+    p = jconv.sharding.replicate(params, 8)
+    state = jconv.sharding.replicate(optimizer.init(params), 8)
+    shards = jconv.sharding.split_batch(batch, 8)
     assert shards["x"].shape == (8, 2, 3, 8, 8)
     p, state, loss = step(p, state, shards)
     want, want_loss = _reference_steps(params, batch, optimizer, steps=1)

@@ -5,7 +5,9 @@ One reference run (1 device, 2 epochs, through main() as the command line runs
 it) is shared; each other run must end with the same parameters: a resumed
 run exactly, runs over 8 simulated devices (shard_map, pmap, model parallel)
 to float tolerance. Runs in one process share their compiled steps, which
-keeps this file's runtime down.
+keeps this file's runtime down. The runs are on the CPU's devices (--platform
+cpu), on a GPU machine too: the 8-device runs need the 8 simulated devices, and
+all are compared with the one reference run.
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ from experiments.cnn import checkpoints, metrics, train
 from experiments.cnn import data as cnn_data
 from experiments.cnn.config import Config, ConfigError, check_config
 from experiments.cnn.main import main
+from tests._cpu import needs_8_cpu_devices
 
 REPO = Path(__file__).resolve().parent.parent
 
-needs_8_devices = pytest.mark.skipif(
-    jax.device_count() < 8, reason="needs 8 simulated CPU devices (tests/conftest.py)"
-)
+needs_8_devices = needs_8_cpu_devices
 
 # 128 training images: 4 steps of 32 per epoch; 64 test images.
-TINY = dict(train_limit=128, test_limit=64, batch_size=32, epochs=2, progress=False)
-TINY_FLAGS = ["--train-limit", "128", "--test-limit", "64", "--batch-size", "32", "--no-progress"]
+TINY = dict(train_limit=128, test_limit=64, batch_size=32, epochs=2, progress=False, platform="cpu")
+TINY_FLAGS = [
+    *("--train-limit", "128", "--test-limit", "64", "--batch-size", "32", "--no-progress"),
+    *("--platform", "cpu"),
+]
 ONE_DEVICE_FLAGS = [*TINY_FLAGS, "--num-devices", "1"]
 
 
@@ -158,6 +162,7 @@ def test_model_parallel_gives_the_parameters_of_1(reference, tmp_path, capsys):
 
 
 @needs_8_devices
+@pytest.mark.usefixtures("on_cpu")  # the whole-batch reference too
 @pytest.mark.parametrize("pmap", [False, True], ids=["shard_map", "pmap"])
 def test_train_step_averages_gradients_over_devices(reference, tmp_path, pmap):
     """After one step Adam's first moment is 0.1 * the gradient: it must be the whole
@@ -209,6 +214,7 @@ def test_flax_conv_builds_the_same_network(tmp_path):
         (["--conv", "flax", "--method", "im2col"], "method 'im2col' picks jconv's lowering"),
         (["--model-parallel", "batch"], "model_parallel must be one of ('out_channels',"),
         (["--num-devices", "99"], f"only {jax.device_count()} devices"),
+        (["--platform", "quantum"], "platform 'quantum'"),
     ],
 )
 def test_bad_flags_exit_with_a_message(flags, message, tmp_path, capsys):
@@ -222,7 +228,7 @@ def test_bad_flags_exit_with_a_message(flags, message, tmp_path, capsys):
 @needs_8_devices
 def test_batch_the_devices_cannot_split(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        main(["--batch-size", "30", "--out", str(tmp_path / "out")])
+        main(["--batch-size", "30", "--platform", "cpu", "--out", str(tmp_path / "out")])
     assert info.value.code == 2
     assert "batch size 30 cannot be split evenly over 8 devices" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="model_devices=3 must divide"):

@@ -63,6 +63,9 @@ class Config:
     conv: str = _field("jconv", "the conv layers: jconv (jconv.nnx.Conv) or flax (nnx.Conv)")
     method: str = _field("auto", f"jconv's lowering: {', '.join(METHODS)}")
     num_devices: int | None = _field(None, "use the first N devices (default: all)")
+    platform: str | None = _field(
+        None, "run on this platform's devices: cpu, gpu, tpu (default: JAX's default backend)"
+    )
     pmap: bool = _field(False, "jax.pmap instead of jax.shard_map")
     model_parallel: str | None = _field(
         None, f"also split the convs over a 'model' mesh axis: {', '.join(MODEL_STRATEGIES)}"
@@ -99,12 +102,16 @@ def check_config(config: Config) -> Parallelism:
     if not (config.learning_rate > 0 and math.isfinite(config.learning_rate)):
         raise ConfigError(f"learning_rate must be a positive number, got {config.learning_rate}")
 
-    devices = tuple(jax.devices())
+    try:
+        devices = tuple(jax.devices(config.platform))
+    except RuntimeError as e:  # an unknown platform, or one this machine does not have
+        raise ConfigError(f"platform {config.platform!r}: {e}") from e
     if config.num_devices is not None:
         if config.num_devices > len(devices):
             raise ConfigError(
                 f"num_devices={config.num_devices}, but only {len(devices)} devices are "
-                "visible (on the CPU, set JAX_NUM_CPU_DEVICES to simulate more)"
+                "visible (on the CPU, set JAX_NUM_CPU_DEVICES to simulate more; on a GPU "
+                "machine, platform cpu runs on them)"
             )
         if jax.process_count() > 1 and config.num_devices != len(devices):
             raise ConfigError("with several processes, every device is used: drop num_devices")

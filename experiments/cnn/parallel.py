@@ -43,6 +43,12 @@ class Parallelism:
         return cls(devices, pmap, jax.make_mesh(shape, names, axis_types, devices=devices))
 
     @property
+    def local_device_count(self) -> int:
+        """How many of the run's devices this process drives (not JAX's default backend's:
+        a run may be on the CPU of a GPU machine)."""
+        return sum(d.process_index == jax.process_index() for d in self.devices)
+
+    @property
     def data_size(self) -> int:
         """Into how many slices each batch is split."""
         return self.mesh.shape[DATA]
@@ -64,7 +70,7 @@ class Parallelism:
         it: global arrays on the mesh, or under pmap this process's rows [D_local, B/D, ...]."""
         if not self.pmap:
             return self.on_mesh(*arrays)
-        n, local = len(self.devices), jax.local_device_count()
+        n, local = len(self.devices), self.local_device_count
         start = jax.process_index() * local
         return [a.reshape(n, -1, *a.shape[1:])[start : start + local] for a in arrays]
 
@@ -80,7 +86,7 @@ class Parallelism:
     def for_step(self, tree: PyTree) -> PyTree:
         """A whole state, laid out as the training step takes it (pmap: stacked copies)."""
         if self.pmap:
-            return replicate(jax.device_get(tree), jax.local_device_count())
+            return replicate(jax.device_get(tree), self.local_device_count)
         return tree
 
     def whole(self, tree: PyTree) -> PyTree:

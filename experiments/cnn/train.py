@@ -95,10 +95,12 @@ def init_model(
     abstract = nnx.eval_shape(create)
     graphdef, _ = nnx.split(abstract)
     # One compiled initializer rather than one compilation per eager random op; on
-    # the CPU unoptimized, which compiles in 1 s rather than 10 s and runs once.
-    cpu = jax.default_backend() == "cpu"
-    options = {"xla_backend_optimization_level": 0} if cpu else None
-    params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(create())), compiler_options=options)()
+    # the CPU unoptimized, which compiles in 1 s rather than 10 s and runs once. It runs
+    # on one of the run's own devices, whatever JAX's default device is.
+    device = next(d for d in parallelism.devices if d.process_index == jax.process_index())
+    options = {"xla_backend_optimization_level": 0} if device.platform == "cpu" else None
+    with jax.default_device(device):
+        params = jax.jit(lambda: nnx.to_pure_dict(nnx.state(create())), compiler_options=options)()
     return graphdef, params, abstract
 
 

@@ -1,0 +1,29 @@
+"""The 8 simulated CPU devices of tests/conftest.py, on any machine.
+
+On a GPU machine jax.devices() lists the GPUs (often one); the sharding tests
+build their meshes from the CPU's devices instead, and run under the `on_cpu`
+fixture so that their references and inputs are on the CPU too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import pytest
+
+CPU_DEVICES = tuple(jax.devices("cpu"))
+
+needs_8_cpu_devices = pytest.mark.skipif(
+    len(CPU_DEVICES) < 8, reason="needs the 8 simulated CPU devices of tests/conftest.py"
+)
+
+# A sharding test: 8 CPU devices, and everything else on the CPU too (as pytestmark, or
+# as decorators of one test).
+SHARDING = [needs_8_cpu_devices, pytest.mark.usefixtures("on_cpu")]
+
+
+def cpu_mesh(shape: tuple[int, ...], names: tuple[str, ...], axis_types=None) -> jax.sharding.Mesh:
+    """jax.make_mesh over the first prod(shape) CPU devices."""
+    devices = CPU_DEVICES[: math.prod(shape)]
+    return jax.make_mesh(shape, names, axis_types, devices=devices)
