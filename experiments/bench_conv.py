@@ -18,6 +18,10 @@ Timing follows the device tool's method: compile and warm up first, then queue
 'pallas' (jconv's Triton kernel) is timed only when asked for: off a GPU it runs
 in Pallas's interpret mode, far too slow for the suite's shapes.
 
+The default methods: on a CPU 'auto', 'taps', 'im2col' and lax; on a GPU or TPU,
+for each layer, 'auto', the lowering each platform's rule names for it (the CPU's
+included: the one to beat lax before 'auto' may pick it there) and lax.
+
 Importable: ``run(BenchConfig(...))`` returns the rows it printed.
 """
 
@@ -81,13 +85,14 @@ LAYERS = {layer.name: layer for layer in SUITE}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 DIRECTIONS = ("fwd", "fwd+bwd")
 BASELINE = "xla"
+CPU_METHODS = ("auto", "taps", "im2col", BASELINE)  # the default on a CPU
 
 
 @dataclasses.dataclass
 class BenchConfig:
     layers: Sequence[str] = tuple(LAYERS)
     dtypes: Sequence[str] = ("float32", "bfloat16")
-    methods: Sequence[str] = ("auto", "taps", "im2col", "xla")
+    methods: Sequence[str] | None = None  # None: `default_methods`, per layer and backend
     directions: Sequence[str] = DIRECTIONS
     layout: str = "NHWC"
     batch: int | None = None  # None: the layer's batch for this backend
@@ -104,7 +109,7 @@ def _check_config(config: BenchConfig) -> None:
     for name, given, allowed in [
         ("layer", config.layers, LAYERS),
         ("dtype", config.dtypes, DTYPES),
-        ("method", config.methods, jconv.METHODS),
+        ("method", config.methods or (), jconv.METHODS),
         ("direction", config.directions, DIRECTIONS),
     ]:
         unknown = [g for g in given if g not in allowed]
@@ -239,12 +244,14 @@ def bench_case(
     layer: Layer, dtype_name: str, direction: str, config: BenchConfig, key: jax.Array
 ) -> list[dict]:
     """Time every method (and torch) on one layer, dtype and direction, interleaved."""
-    backend = jax.default_backend()
-    batch = config.batch or (layer.batch_cpu if backend == "cpu" else layer.batch_gpu)
+    platform = lowering_platform()
+    batch = config.batch or (layer.batch_cpu if platform == "cpu" else layer.batch_gpu)
     x, w, ct = layer_arrays(layer, batch, DTYPES[dtype_name], config.layout, key)
     flops = jconv.conv2d_flops(x.shape, w.shape, layout=config.layout, **layer.conv_kwargs)
     flops *= 1 if direction == "fwd" else 3  # backward: one conv for dx, one for dw
-    methods = list(dict.fromkeys([*config.methods, BASELINE]))
+    rules = auto_rules(layer, x, w, config.layout)
+    methods = config.methods or default_methods(rules, platform)
+    methods = list(dict.fromkeys([*methods, BASELINE]))
     fns, peaks = {}, {}
     for m in methods:
         compiled, peaks[m] = _compile(make_step(layer, config.layout, m, direction), x, w, ct)
@@ -272,7 +279,7 @@ def bench_case(
                 "dtype": dtype_name,
                 "direction": direction,
                 "method": m,
-                "chosen": _chosen(layer, x, w, config.layout) if m == "auto" else m,
+                "chosen": rules.get(platform, rules["default"]) if m == "auto" else m,
                 "batch": batch,
                 "ms": 1e3 * t,
                 "tflops": flops / t / 1e12,
@@ -285,15 +292,33 @@ def bench_case(
     return rows
 
 
-def _chosen(layer: Layer, x: jax.Array, w: jax.Array, layout: str) -> str:
-    """The lowering that 'auto' runs for this layer."""
-    from jconv._auto import choose_method
+def auto_rules(layer: Layer, x: jax.Array, w: jax.Array, layout: str) -> dict[str, str]:
+    """Platform -> the lowering that 'auto' runs for this layer there ('default': others)."""
+    from jconv._auto import auto_methods
     from jconv._checks import check_conv_args
 
     spec = check_conv_args(
         x.shape, w.shape, x_dtype=x.dtype, kernel_dtype=w.dtype, layout=layout, **layer.conv_kwargs
     )
-    return choose_method(spec)
+    return auto_methods(spec)
+
+
+def default_methods(rules: dict[str, str], platform: str) -> list[str]:
+    """The methods timed when none are named: CPU_METHODS on a CPU; elsewhere 'auto',
+    every lowering that a platform's rule names for the layer, and lax."""
+    if platform == "cpu":
+        return list(CPU_METHODS)
+    named = [m for p, m in rules.items() if p != "default"]
+    return list(dict.fromkeys(["auto", *named, BASELINE]))
+
+
+def lowering_platform() -> str:
+    """The default backend as jax.lax.platform_dependent names it ('cuda' or 'rocm', not 'gpu')."""
+    backend = jax.default_backend()
+    if backend != "gpu":
+        return backend
+    version = str(getattr(jax.devices()[0].client, "platform_version", "")).lower()
+    return "rocm" if "rocm" in version else "cuda"
 
 
 def lesson_arithmetic(rows: list[dict]) -> dict:
@@ -396,7 +421,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = BenchConfig()
     p.add_argument("--layers", nargs="+", default=list(d.layers), choices=list(LAYERS))
     p.add_argument("--dtypes", nargs="+", default=list(d.dtypes), choices=list(DTYPES))
-    p.add_argument("--methods", nargs="+", default=list(d.methods), choices=list(jconv.METHODS))
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        choices=list(jconv.METHODS),
+        help="default: 'auto', taps, im2col, lax on a CPU; 'auto', the rules' lowerings, "
+        "lax on an accelerator",
+    )
     p.add_argument("--directions", nargs="+", default=list(d.directions), choices=DIRECTIONS)
     p.add_argument("--layout", default=d.layout, choices=["NCHW", "NHWC"])
     p.add_argument("--batch", type=int, default=None, help="override every layer's batch size")

@@ -112,28 +112,28 @@ def test_transformations_see_the_chosen_lowering(x_shape, k_shape, kwargs, cpu, 
     them) through the platform dispatch equal the same transformation of the lowering."""
     assert choose_method(spec_of(x_shape, k_shape, kwargs)) == cpu
     x, w = problem(3, x_shape, k_shape)
+    y_shape = jax.eval_shape(lambda: jconv.conv2d(x, w, **kwargs)).shape
+    ct = np.random.default_rng(4).standard_normal(y_shape).astype(np.float32)
+
+    def transformed(method):
+        conv = lambda x, w: jconv.conv2d(x, w, method=method, precision="highest", **kwargs)
+        loss = lambda x, w: jnp.vdot(conv(x, w), ct)
+        out = {
+            "jit": jax.jit(conv)(x, w),
+            "grad": jax.grad(loss, (0, 1))(x, w),
+            "remat": jax.grad(jax.checkpoint(loss), (0, 1))(x, w),
+            "vmap": jax.vmap(conv, in_axes=(0, None))(x[:, None], w),
+        }
+        if "jvp" in extra:
+            out["jvp"] = jax.jvp(conv, (x, w), (x, w))
+        if "transpose" in extra:
+            out["transpose"] = jax.linear_transpose(lambda x: conv(x, w), x)(ct)
+        return out
+
     with jax.default_device(jax.devices("cpu")[0]):
-        results = {}
-        for method in ("auto", cpu):
-
-            def conv(x, w, method=method):
-                return jconv.conv2d(x, w, method=method, precision="highest", **kwargs)
-
-            y = conv(x, w)
-            ct = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
-            out = {
-                "jit": jax.jit(conv)(x, w),
-                "grad": jax.grad(lambda x, w: jnp.vdot(conv(x, w), ct), (0, 1))(x, w),
-                "remat": jax.grad(lambda x, w: jnp.vdot(jax.checkpoint(conv)(x, w), ct))(x, w),
-                "vmap": jax.vmap(conv, in_axes=(0, None))(x[:, None], w),
-            }
-            if "jvp" in extra:
-                out["jvp"] = jax.jvp(conv, (x, w), (x, w))
-            if "transpose" in extra:
-                out["transpose"] = jax.linear_transpose(lambda x: conv(x, w), x)(ct)
-            results[method] = out
-    for name, got in results["auto"].items():
-        jax.tree.map(np.testing.assert_array_equal, got, results[cpu][name])
+        got, expected = transformed("auto"), transformed(cpu)
+    for name in got:
+        jax.tree.map(np.testing.assert_array_equal, got[name], expected[name])
 
 
 def test_dispatch_costs_no_memory():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import pytest
 
 from experiments import bench_conv
@@ -30,7 +31,9 @@ def test_bench_runs_and_writes_results(tmp_path):
         assert r["ms"] > 0 and r["tflops"] > 0
         if r["method"] == "xla":
             assert r["vs_lax"] == 1.0
-    assert {r["chosen"] for r in rows if r["method"] == "auto"} == {"banded"}
+    # on the CPU its own rule's 'banded'; on an accelerator lax
+    expected = "banded" if jax.default_backend() == "cpu" else "xla"
+    assert {r["chosen"] for r in rows if r["method"] == "auto"} == {expected}
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["environment"]["jax"] and len(saved["rows"]) == len(rows)
     assert (tmp_path / "bench.csv").read_text().count("\n") == len(rows) + 1
@@ -42,3 +45,16 @@ def test_bench_refuses_unknown_names():
         bench_conv.run(bench_conv.BenchConfig(layers=("vgg",), out=None, quiet=True))
     with pytest.raises(SystemExit):
         bench_conv.main(["--methods", "fft"])
+
+
+def test_default_methods_per_platform():
+    """With no methods named: the CPU's fixed list there; on an accelerator 'auto', each
+    platform rule's lowering for the layer (LeNet conv2: 'banded' on a CPU) and lax."""
+    layer = bench_conv.LAYERS["lenet2"]
+    x, w, _ = bench_conv.layer_arrays(layer, 2, jax.numpy.float32, "NHWC", jax.random.key(0))
+    rules = bench_conv.auto_rules(layer, x, w, "NHWC")
+    assert rules["cpu"] == "banded" and rules["cuda"] == "xla"
+    assert bench_conv.default_methods(rules, "cuda") == ["auto", "banded", "xla"]
+    assert bench_conv.default_methods(rules, "tpu") == ["auto", "banded", "xla"]
+    assert bench_conv.default_methods(rules, "cpu") == list(bench_conv.CPU_METHODS)
+    assert bench_conv.lowering_platform() in ("cpu", "cuda", "rocm", "tpu")

@@ -329,7 +329,8 @@ def test_padding_forms_mean_explicit_amounts(padding):
 def test_circular_conv_commutes_with_roll():
     """Rolling the input of a stride-1 circular 'SAME' conv rolls its output."""
     x, w, _ = make(((1, 3, 8, 8), 2, (3, 3), {}), key=15)
-    conv = lambda x: jconv.conv2d(x, w, padding="SAME", padding_mode="circular", precision="highest")
+    kw = dict(padding="SAME", padding_mode="circular", precision="highest")
+    conv = lambda x: jconv.conv2d(x, w, **kw)
     for shift in itertools.product([1, 3], [2, 5]):
         assert_close(conv(jnp.roll(x, shift, axis=(2, 3))), jnp.roll(conv(x), shift, axis=(2, 3)))
 
