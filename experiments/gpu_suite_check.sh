@@ -22,8 +22,8 @@ OUT=${OUT:-runs/gpu_suite_check}
 PY=${PYTHON:-python}
 PLATFORMS=${PLATFORMS:-cuda,cpu}  # JAX_PLATFORMS for both parts (cpu,cpu-only: a dry run)
 JOBS=${JOBS:-6}
-SUITE_S=${SUITE_S:-300}
-BENCH_S=${BENCH_S:-240}
+SUITE_S=${SUITE_S:-290}
+BENCH_S=${BENCH_S:-220}
 mkdir -p "$OUT"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several test processes share the GPU
 
@@ -49,13 +49,13 @@ workers="1 process (no pytest-xdist)"
 if "$PY" -c "import xdist" 2>/dev/null; then xdist=(-n "$JOBS") workers="$JOBS workers"; fi
 start=$(date +%s)
 # SIGINT first: pytest then still writes its summary of what ran
-JAX_PLATFORMS=$PLATFORMS timeout -s INT -k 30 "$SUITE_S" "$PY" -m pytest -q ${xdist[@]+"${xdist[@]}"} -rfEs \
+JAX_PLATFORMS=$PLATFORMS timeout -s INT -k 15 "$SUITE_S" "$PY" -m pytest -q ${xdist[@]+"${xdist[@]}"} -rfEs \
   --durations=15 -p no:cacheprovider --junitxml="$OUT/junit.xml" >"$OUT/pytest.log" 2>&1
 suite_rc=$?
 suite_s=$(($(date +%s) - start))
 
 start=$(date +%s)
-JAX_PLATFORMS=$PLATFORMS timeout -s INT -k 30 "$BENCH_S" "$PY" experiments/bench_conv.py \
+JAX_PLATFORMS=$PLATFORMS timeout -s INT -k 15 "$BENCH_S" "$PY" experiments/bench_conv.py \
   --dtypes bfloat16 --out "$OUT/bench" >"$OUT/bench.txt" 2>&1
 bench_rc=$?
 bench_s=$(($(date +%s) - start))

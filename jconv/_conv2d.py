@@ -153,8 +153,10 @@ def _conv_auto(x: Array, w: Array, spec: ConvSpec) -> Array:
     the program is lowered for one platform, emits that platform's branch only;
     a program exported for several (jax.export(..., platforms=['cpu', 'cuda']))
     holds each, and the choice is made when it is compiled. Either way nothing is
-    decided at run time, and every transformation sees a lax.switch, which jit,
-    grad, jvp, vmap, linear_transpose, remat and shard_map all support.
+    decided at run time. Transformations see a lax.switch (jit, grad, jvp, vmap,
+    linear_transpose, remat and shard_map all pass through one) and apply to every
+    branch: 'auto' supports a transformation where each platform's lowering does
+    (no jvp where the CPU's is 'winograd', on a GPU too).
     """
     rules = auto_methods(spec)  # e.g. {'cpu': 'banded', 'cuda': 'xla', ..., 'default': 'xla'}
     branches = {m: functools.partial(_lower, method=m, spec=spec) for m in set(rules.values())}

@@ -89,11 +89,14 @@ def test_multi_platform_export_holds_both_and_runs_the_cpu_rule():
     np.testing.assert_array_equal(got, jconv.conv2d(x_cpu, w_cpu, method="banded"))
 
 
-def test_auto_runs_the_chosen_lowering():
-    """On the CPU, 'auto' gives bit for bit what the lowering its rule names gives."""
+def test_auto_runs_the_default_backends_rule():
+    """On the default device (the CPU, or a GPU machine's GPU), 'auto' gives bit for bit
+    what the lowering of that platform's rule gives: 'banded' on a CPU, lax on a GPU."""
     x, w = problem(2)
-    with jax.default_device(jax.devices("cpu")[0]):
-        np.testing.assert_array_equal(jconv.conv2d(x, w), jconv.conv2d(x, w, method="banded"))
+    rules = auto_methods(spec_of(x.shape, w.shape, {}))
+    backend = jax.default_backend()
+    expected = rules["cpu" if backend == "cpu" else "tpu" if backend == "tpu" else "cuda"]
+    np.testing.assert_array_equal(jconv.conv2d(x, w), jconv.conv2d(x, w, method=expected))
 
 
 # (x shape, kernel shape, conv2d kwargs, CPU choice, its transformations beyond jit,
