@@ -26,9 +26,12 @@ SUITE_S=${SUITE_S:-290}
 BENCH_S=${BENCH_S:-220}
 mkdir -p "$OUT"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several test processes share the GPU
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's jconv, installed or not
 
-"$PY" -m pip install -e . --no-deps -q >"$OUT/pip.log" 2>&1 ||
-  echo "pip install -e . --no-deps failed (see $OUT/pip.log); testing the checkout in place"
+if [ "${INSTALL:-1}" = 1 ]; then  # INSTALL=0: use the environment as it is
+  "$PY" -m pip install -e . --no-deps -q >"$OUT/pip.log" 2>&1 ||
+    echo "pip install -e . --no-deps failed (see $OUT/pip.log); testing the checkout in place"
+fi
 
 "$PY" - >"$OUT/env.txt" 2>&1 <<'EOF'
 import importlib
@@ -48,24 +51,27 @@ xdist=()
 workers="1 process (no pytest-xdist)"
 if "$PY" -c "import xdist" 2>/dev/null; then xdist=(-n "$JOBS") workers="$JOBS workers"; fi
 start=$(date +%s)
-# SIGINT first: pytest then still writes its summary of what ran
-JAX_PLATFORMS=$PLATFORMS timeout -s INT -k 15 "$SUITE_S" "$PY" -m pytest -q ${xdist[@]+"${xdist[@]}"} -rfEs \
+# SIGINT first: pytest then still writes its summary of what ran; -v writes each outcome
+# as it comes, so that a run cut short still shows its failures
+JAX_PLATFORMS=$PLATFORMS timeout -s INT -k 20 "$SUITE_S" "$PY" -m pytest -v ${xdist[@]+"${xdist[@]}"} -rfEs \
   --durations=15 -p no:cacheprovider --junitxml="$OUT/junit.xml" >"$OUT/pytest.log" 2>&1
 suite_rc=$?
+[ $suite_rc = 124 ] && suite_rc="124 (stopped at the time limit)"
 suite_s=$(($(date +%s) - start))
 
 start=$(date +%s)
-JAX_PLATFORMS=$PLATFORMS timeout -s INT -k 15 "$BENCH_S" "$PY" experiments/bench_conv.py \
+JAX_PLATFORMS=$PLATFORMS timeout -s INT -k 20 "$BENCH_S" "$PY" experiments/bench_conv.py \
   --dtypes bfloat16 --out "$OUT/bench" >"$OUT/bench.txt" 2>&1
 bench_rc=$?
+[ $bench_rc = 124 ] && bench_rc="124 (stopped at the time limit)"
 bench_s=$(($(date +%s) - start))
 
 echo "=== gpu_suite_check: $(head -1 "$OUT/env.txt")"
 grep MISSING "$OUT/env.txt"
 echo "=== test suite, JAX_PLATFORMS=$PLATFORMS: exit $suite_rc in ${suite_s}s (limit ${SUITE_S}s, $workers)"
-grep -E "^(FAILED|ERROR) " "$OUT/pytest.log" | head -40
+grep -oE "(FAILED|ERROR) tests/[^ ]+" "$OUT/pytest.log" | sort -u | head -40
 grep -E "^SKIPPED" "$OUT/pytest.log" | sed -E 's/^SKIPPED \[[0-9]+\] //' | sort | uniq -c | head -20
-tail -1 "$OUT/pytest.log"
+echo "passed: $(grep -cE "PASSED tests/" "$OUT/pytest.log"), last line: $(tail -1 "$OUT/pytest.log")"
 echo "=== bench_conv (bfloat16): exit $bench_rc in ${bench_s}s (limit ${BENCH_S}s)"
 if [ -f "$OUT/bench/bench.json" ]; then
   "$PY" - "$OUT/bench/bench.json" <<'EOF'
@@ -74,7 +80,8 @@ import sys
 
 result = json.load(open(sys.argv[1]))
 rows = result["rows"]
-print(result["environment"]["device"], "jax", result["environment"]["jax"])
+cut = "" if "lesson" in result else " (cut short: the cases measured so far)"
+print(result["environment"]["device"], "jax", result["environment"]["jax"], cut)
 lax = {(r["layer"], r["direction"]): r for r in rows if r["method"] == "xla"}
 print(f"{'layer':<10} {'dir':<8} {'auto runs':<9} {'vs lax':>7} {'mem/lax':>8}  others vs lax")
 worst = 0.0
