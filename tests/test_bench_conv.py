@@ -58,3 +58,31 @@ def test_default_methods_per_platform():
     assert bench_conv.default_methods(rules, "tpu") == ["auto", "banded", "xla"]
     assert bench_conv.default_methods(rules, "cpu") == list(bench_conv.CPU_METHODS)
     assert bench_conv.lowering_platform() in ("cpu", "cuda", "rocm", "tpu")
+
+
+def test_interrupted_run_keeps_what_it_measured(tmp_path, monkeypatch):
+    """Ctrl-C (or a time limit's SIGINT) after the first case: that case is kept and written."""
+    measure = bench_conv.bench_case
+
+    def first_case_only(*args, **kwargs):
+        if getattr(first_case_only, "done", False):
+            raise KeyboardInterrupt
+        first_case_only.done = True
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(bench_conv, "bench_case", first_case_only)
+    config = bench_conv.BenchConfig(
+        layers=("lenet2",),
+        dtypes=("float32",),
+        methods=("xla",),
+        batch=2,
+        repeats=1,
+        calls=1,
+        torch=False,
+        out=str(tmp_path),
+        quiet=True,
+    )
+    result = bench_conv.run(config)
+    assert result["interrupted"] and [r["direction"] for r in result["rows"]] == ["fwd"]
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["interrupted"] and len(saved["rows"]) == 1
