@@ -13,7 +13,7 @@ from jax.test_util import check_grads
 import jconv
 from jconv._checks import check_conv_args
 from jconv._method_winograd import winograd_supported
-from tests._cpu import cpu_mesh, needs_8_cpu_devices
+from tests._cpu import CPU_DEVICES, cpu_mesh, needs_8_cpu_devices
 from tests.reference import assert_close, conv_lax, conv_numpy, explicit_pads, to_nhwc
 
 # 'pallas' runs its GPU kernels in Pallas's interpret mode here, a second or more per
@@ -115,12 +115,16 @@ def test_forward_matches_lax(method, config, layout):
 
 
 def _products(jaxpr):
-    """Every dot_general and conv_general_dilated in a jaxpr, and in the jaxprs inside it."""
+    """Every dot_general and conv_general_dilated in a jaxpr, and in the jaxprs inside it
+    (cond branches, custom JVP/VJP and jit bodies: any parameter that is a jaxpr)."""
     for eqn in jaxpr.eqns:
         if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
             yield eqn
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            yield from _products(sub)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else [value]:
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+                if hasattr(sub, "eqns"):
+                    yield from _products(sub)
 
 
 @pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[11], CONFIGS[13]], ids=["3x3", "dw", "1x1"])
@@ -342,7 +346,7 @@ def test_inside_shard_map(method):
     """Every lowering traces inside a user's shard_map (carries typed as varying)."""
     from jax.sharding import PartitionSpec as P
 
-    mesh = cpu_mesh((2,), ("data",))
+    mesh = jax.sharding.Mesh(np.array(CPU_DEVICES[:2]), ("data",))
     x, w, _ = make(CONFIGS[10], key=16)
     f = jax.shard_map(
         lambda x: jconv.conv2d(x, w, method=method, groups=2),
