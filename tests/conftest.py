@@ -4,7 +4,9 @@
 machine. On a machine with a GPU (`JAX_PLATFORMS=cuda,cpu python -m pytest`)
 the numerical tests run on the GPU, JAX's default device, and the sharding
 tests on these 8 CPU devices: they build their meshes from tests/_cpu.py and
-ask for the `on_cpu` fixture.
+ask for the `on_cpu` fixture. Without a GPU, `python -m pytest -p tests.tf32_sim`
+rounds default-precision float32 products as a GPU's TF32 does (tests/tf32_sim.py),
+to find a tolerance that would fail there.
 """
 
 import os
