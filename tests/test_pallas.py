@@ -29,6 +29,7 @@ from jconv._pallas_tuning import (
     table_from_json,
     table_to_json,
 )
+from tests._cpu import CPU_DEVICES
 from tests.reference import assert_close, conv_lax, conv_numpy
 
 HIGHEST = {"precision": "highest"}
@@ -194,7 +195,7 @@ def test_remat_and_shard_map():
 
     loss = lambda f: jax.checkpoint(lambda w: jnp.sum(f(T_X, w) ** 2))
     assert_close(jax.jit(jax.grad(loss(pallas)))(T_W), jax.grad(loss(lax))(T_W))
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
+    mesh = jax.sharding.Mesh(np.array(CPU_DEVICES[:2]), ("data",))  # 2 devices on any machine
     step = lambda f: jax.shard_map(
         # w is replicated: shard_map sums its gradient over the devices itself
         lambda x, w: jax.grad(lambda w: jnp.sum(f(x, w) ** 2))(w),
