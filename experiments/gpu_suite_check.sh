@@ -29,7 +29,7 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several test processes share the G
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's jconv, installed or not
 
 if [ "${INSTALL:-1}" = 1 ]; then  # INSTALL=0: use the environment as it is
-  "$PY" -m pip install -e . --no-deps -q >"$OUT/pip.log" 2>&1 ||
+  "$PY" -m pip install -e . --no-deps --no-build-isolation -q >"$OUT/pip.log" 2>&1 ||
     echo "pip install -e . --no-deps failed (see $OUT/pip.log); testing the checkout in place"
 fi
 
@@ -49,7 +49,8 @@ EOF
 
 xdist=()
 workers="1 process (no pytest-xdist)"
-if "$PY" -c "import xdist" 2>/dev/null; then xdist=(-n "$JOBS") workers="$JOBS workers"; fi
+# pytest-benchmark (installed there) warns under xdist, and the suite turns warnings into errors
+if "$PY" -c "import xdist" 2>/dev/null; then xdist=(-n "$JOBS" -p no:benchmark) workers="$JOBS workers"; fi
 start=$(date +%s)
 # SIGINT first: pytest then still writes its summary of what ran; -v writes each outcome
 # as it comes, so that a run cut short still shows its failures

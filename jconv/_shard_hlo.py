@@ -39,6 +39,8 @@ _ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
 _IOTA_GROUPS = re.compile(r"replica_groups=\[(\d+),(\d+)\]")
 _LIST_GROUPS = re.compile(r"replica_groups=\{\{([0-9,]*)\}")
 _PAIRS = re.compile(r"source_target_pairs=\{([0-9,{}]*)\}")
+_PARTITIONS = re.compile(r"\bnum_partitions=(\d+)")
+_REPLICAS = re.compile(r"\breplica_count=(\d+)")
 
 
 def ring_all_reduce_bytes(size: int, devices: int) -> int:
@@ -78,12 +80,22 @@ def _array_bytes(dtype: str, dims: str) -> int:
     return n * _ITEMSIZE.get(dtype, 4)
 
 
+def _module_devices(hlo_text: str) -> int:
+    """Devices the module runs on: num_partitions x replica_count (each 1 if not printed)."""
+    partitions, replicas = _PARTITIONS.search(hlo_text), _REPLICAS.search(hlo_text)
+    return (int(partitions[1]) if partitions else 1) * (int(replicas[1]) if replicas else 1)
+
+
 def collectives_in_hlo(hlo_text: str, num_devices: int | None = None) -> list[Collective]:
     """The collectives of a compiled HLO module's text, in program order.
 
     num_devices is the group size assumed when a collective names no groups
-    (meaning all devices). Asynchronous pairs (GPU's `-start`/`-done`) count once.
+    (`replica_groups={}` or none at all, meaning every device); by default it is
+    the module's own count, num_partitions x replica_count from its header.
+    Asynchronous pairs (GPU's `-start`/`-done`) count once.
     """
+    if num_devices is None:
+        num_devices = _module_devices(hlo_text)
     found = []
     for line in hlo_text.splitlines():
         m = _LINE.search(line)
@@ -103,7 +115,7 @@ def collectives_in_hlo(hlo_text: str, num_devices: int | None = None) -> list[Co
         elif g := _LIST_GROUPS.search(line):
             group = len([v for v in g[1].split(",") if v])
         else:
-            group = num_devices or 1
+            group = num_devices
         found.append(Collective(kind, nbytes, group))
     return found
 

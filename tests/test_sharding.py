@@ -387,6 +387,27 @@ def test_forward_collectives_and_bytes(strategy, expected):
     assert sent == model.forward + model.backward
 
 
+@pytest.mark.parametrize(
+    "groups",
+    ["replica_groups={}", "", "replica_groups=[1,8]<=[8]", "replica_groups={{0,1,2,3,4,5,6,7}}"],
+)
+def test_collective_over_every_device_however_printed(groups):
+    # XLA prints a group of every device in several ways; newer XLA prints `{}`
+    hlo = (
+        "HloModule jit_f, is_scheduled=true, num_partitions=8\n"
+        "ENTRY %main {\n"
+        "  %all-reduce = f32[8,8,3,3]{3,2,1,0} all-reduce(f32[8,8,3,3]{3,2,1,0} %p), "
+        f"channel_id=1, {groups}, use_global_device_ids=true, to_apply=%add\n"
+        "}\n"
+    )
+    (c,) = jconv.sharding.collectives_in_hlo(hlo)
+    assert (c.kind, c.nbytes, c.group_size) == ("all-reduce", 8 * 8 * 3 * 3 * 4, 8)
+    assert c.bytes_sent == 2 * 7 * c.nbytes // 8
+    assert jconv.sharding.collectives_in_hlo(hlo, num_devices=4)[0].group_size == (
+        4 if groups in ("replica_groups={}", "") else 8
+    )
+
+
 def test_in_channels_scatter_is_one_reduce_scatter():
     mesh = mesh1d()
     x, kernel, _ = make((2, 8, 8, 8), 16, 3)
