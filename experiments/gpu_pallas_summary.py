@@ -2,8 +2,9 @@
 
 Reads what the three steps wrote under OUT (check/check.json, tune/tune.json,
 bench/bench.json, steps.txt), whichever of them exist, and prints per bench
-layer: the largest relative error of 'pallas' against lax (float32 and
-bfloat16, worst of y, dx, dw), its speed against lax forward and
+layer: the largest relative error of 'pallas' against lax on the host's CPU
+(float32 and bfloat16, worst of y, dx, dw), that of lax on the device (cuDNN)
+in float32 against the same, its speed against lax forward and
 forward-plus-backward (bfloat16), its TFLOP/s, torch's forward speed against
 lax, peak memory against lax's, and what tuning gained over the default
 settings. A missing or failed step leaves its columns as '-'.
@@ -39,9 +40,12 @@ def summarize(out: str | pathlib.Path) -> str:
         dict.fromkeys(r["layer"] for src in (check, tune, bench) for r in src.get("rows", []))
     )
     errors: dict = {}
+    device_lax: dict = {}
     for r in check["rows"]:
         worst = None if "error" in r else max(r["y"], r["dx"], r["dw"])
         errors[r["layer"], r["dtype"]] = (worst, r["ok"])
+        if "lax_y" in r and r["dtype"] == "float32":
+            device_lax[r["layer"]] = max(r["lax_y"], r["lax_dx"], r["lax_dw"])
     speed: dict = {}
     for r in bench["rows"]:
         if r["dtype"] == "bfloat16":
@@ -60,7 +64,7 @@ def summarize(out: str | pathlib.Path) -> str:
         return "-" if r is None else f"{r['vs_lax']:.2f}x"
 
     head = (
-        f"{'layer':<10} {'err f32':>11} {'err bf16':>11} {'fwd':>7} {'fwd+bwd':>8} "
+        f"{'layer':<10} {'err f32':>11} {'err bf16':>11} {'lax f32':>7} {'fwd':>7} {'fwd+bwd':>8} "
         f"{'TF/s':>6} {'torch':>6} {'peak/lax':>8}  tuned y/x/w"
     )
     lines = [head, "-" * len(head)]
@@ -74,6 +78,7 @@ def summarize(out: str | pathlib.Path) -> str:
         tuned = "/".join(_fmt(gains.get((layer, p)), ".2f") for p in "yxw")
         lines.append(
             f"{layer:<10} {err(layer, 'float32'):>11} {err(layer, 'bfloat16'):>11} "
+            f"{_fmt(device_lax.get(layer), '.0e'):>7} "
             f"{ratio(layer, 'fwd', 'pallas'):>7} {ratio(layer, 'fwd+bwd', 'pallas'):>8} "
             f"{_fmt(fwd and fwd['tflops'], '.0f'):>6} {ratio(layer, 'fwd', 'torch'):>6} "
             f"{_fmt(peak, '.2f'):>8}  {tuned}"
@@ -83,7 +88,8 @@ def summarize(out: str | pathlib.Path) -> str:
         lines.append(f"{env.get('device')}, jax {env.get('jax')}, {env.get('date')}")
     lines.append(
         "fwd, fwd+bwd, torch: speed against lax (bfloat16, bench batch sizes); err: "
-        "max |pallas - lax| / max |lax| of y, dx, dw; tuned: default time / best time"
+        "max |pallas - ref| / max |ref| of y, dx, dw, ref = lax on the CPU; lax f32: lax on "
+        "the device against ref; tuned: default time / best time"
     )
     steps = out / "steps.txt"
     if steps.exists():

@@ -87,3 +87,25 @@ def test_candidates_fit_each_problem():
     for product in "yxw":  # elementwise kernels: blocks across the 128 channels
         cands = tune_pallas.candidates(product, geo, "bfloat16", "full")
         assert len(set(cands)) == len(cands) > 1 and max(c.block_n for c in cands) == 128
+
+
+def test_check_says_which_gpu_result_is_off(monkeypatch):
+    """The reference is lax on the host's CPU, and lax on the device is checked against it too.
+
+    A product that is off records where, and its error under other kernel settings.
+    Here every product counts as off (a negative tolerance) and the arrays live on a
+    second CPU device, standing in for the GPU.
+    """
+    import jax
+
+    monkeypatch.setitem(check_pallas.TOLERANCE, "float32", -1.0)
+    monkeypatch.setattr(check_pallas, "VARIANTS", {"split_k=1": {"split_k": 1}})
+    with jax.default_device(jax.devices("cpu")[1]):
+        row = check_pallas.check_layer(bench_conv.LAYERS["lenet2"], "float32", 1, jax.random.key(3))
+    assert row["reference"] == "lax on the CPU" and not row["ok"]
+    for name in ("y", "dx", "dw"):
+        assert 0 <= row[name] < 1e-5 and row[f"lax_{name}"] < 1e-6
+        off = row[f"where_{name}"]
+        assert off["over"] == off["size"] > 0 and len(off["index"]) == 4
+        assert row[f"variants_{name}"]["split_k=1"] < 1e-5
+    assert "device lax" in check_pallas.format_row(row)
