@@ -316,6 +316,21 @@ def test_table_round_trips_and_is_used(monkeypatch):
     assert config_for("y", geo, jnp.float32) == default_config("y", geo, jnp.float32)
 
 
+def test_tuned_table_covers_every_bench_layer():
+    """The committed table has the bfloat16 settings of all three kernels of each bench layer."""
+    from experiments.bench_conv import SUITE
+    from experiments.tune_pallas import layer_geometry
+    from jconv._pallas_tuning import TABLE
+
+    classes = {
+        problem_class(product, layer_geometry(layer, layer.batch_gpu), jnp.bfloat16)
+        for layer in SUITE
+        for product in "yxw"
+    }
+    assert classes == set(TABLE)
+    assert table_from_json(table_to_json(TABLE)) == TABLE
+
+
 def test_default_settings_fit_every_bench_layer():
     """Powers of two, at least 16, flat for few channels (but depthwise), SMs kept busy."""
     from experiments.bench_conv import SUITE
