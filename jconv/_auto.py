@@ -41,17 +41,20 @@ lax, forward / forward-plus-backward, speed and peak memory:
   'banded' 1.18x / 2.72x, but at 3.2x lax's memory forward (1.44x with the gradient);
 - the 1x1 layer: 'taps' 1.23x forward, 0.95x with its gradient, the same memory.
 
-No lowering passes on any layer, so 'xla' it is everywhere. The 1x1 and LeNet
-layers are the ones to re-measure once a lowering changes (a GPU kernel of
-jconv's own, or a forward 'banded' within the memory bound). ROCm and TPUs were
-not timed: they take the same rule, lax being their vendor's convolution too.
+None of these lowerings passes on any layer. jconv's GPU kernel, 'pallas', does
+on some shape classes, measured on an NVIDIA H200: `choose_accelerator_method`
+says which, with the measurements; everything else runs 'xla'. ROCm and TPUs
+were not timed: they run 'xla', lax being their vendor's convolution too.
 """
 
 from __future__ import annotations
 
+import jax.numpy as jnp
+
 from jconv._checks import ConvSpec
 from jconv._method_banded import banded_overhead, banded_weight_bytes
 from jconv._method_winograd import winograd_supported
+from jconv._pallas_tuning import MIN_DOT
 
 BANDED_MAX_CONTRACTION = 256  # C/groups * kh * kw: the direct GEMMs' depth is this small
 BANDED_MAX_OVERHEAD = 3.0  # at most this many times the convolution's multiply-adds
@@ -75,16 +78,67 @@ def choose_method(spec: ConvSpec) -> str:
 
 
 ACCELERATOR_PLATFORMS = ("cuda", "rocm", "tpu")  # as jax.lax.platform_dependent names them
+PALLAS_PLATFORMS = ("cuda",)  # where 'pallas' lowers to Triton (elsewhere: interpret mode)
+PALLAS_DTYPES = (jnp.dtype(jnp.bfloat16),)  # the one dtype timed on a card
+PALLAS_MAX_PIXELS = 2**31  # the kernels index padded pixels with int32
+
+
+def pallas_class(spec: ConvSpec) -> str | None:
+    """The shape class in which 'pallas' was measured faster than lax that spec is in, or None.
+
+    'few channels' (C < 16), 'strided' or '1x1', in that order; only bfloat16
+    NHWC convolutions without groups or dilation, as measured (see
+    `choose_accelerator_method`).
+    """
+    hp, wp = spec.padded_hw
+    if (
+        jnp.dtype(spec.dtype) not in PALLAS_DTYPES
+        or spec.layout != "NHWC"
+        or spec.groups != 1
+        or spec.dilation != (1, 1)
+        or spec.n * hp * wp >= PALLAS_MAX_PIXELS
+    ):
+        return None
+    if spec.c < MIN_DOT:
+        return "few channels"
+    if max(spec.stride) > 1:
+        return "strided"
+    if spec.kh == spec.kw == 1:
+        return "1x1"
+    return None
 
 
 def choose_accelerator_method(spec: ConvSpec, platform: str) -> str:
     """The lowering that 'auto' runs for spec on a GPU or TPU (or any platform but the CPU).
 
-    'xla' for every problem: no lowering of jconv's passed the rule above on
-    any layer of the suite (module docstring). spec and platform are where a
-    measured exception would look.
+    'pallas' on CUDA for the shape classes where it ran faster than lax in both
+    directions, forward and forward-plus-backward, within 1.5x lax's peak memory;
+    'xla' everywhere else. Measured on an NVIDIA H200 (jax 0.11.2, Triton 3.6.0,
+    2026-11-26; bfloat16, NHWC, the bench suite's GPU batch sizes, the tuned
+    table of jconv/_pallas_tuning.py; BENCHMARKS.md has the table), speed against
+    lax forward / forward-plus-backward, and peak memory against lax's:
+
+    - few input channels (C < 16, where the kernel contracts over (tap, channel)
+      flattened): LeNet's 5x5 layers, 1 -> 6 channels 2.23x / 2.35x (memory 1.00x
+      / 0.58x) and 6 -> 16 channels 2.04x / 2.11x (0.64x / 0.78x);
+    - strided: 3x3 stride 2, 64 -> 128 channels, 56 -> 28 pixels, 1.72x / 1.53x
+      (0.59x / 0.85x);
+    - 1x1: 256 -> 64 channels at 56x56, 1.37x / 1.11x (1.00x / 1.00x).
+
+    Left to lax: stride-1 kernels of 3x3 and up with 16 or more input channels,
+    where the measurements are mixed: ResNet's 3x3 at 28x28 1.28x / 1.37x, but at
+    56x56 1.30x / 0.97x, at 14x14 1.56x / 0.96x (1.67x lax's memory with the
+    gradient), at 7x7 0.81x / 0.59x, the lesson's 5x5 0.97x / 0.98x; depthwise
+    3x3 0.72x / 0.71x (groups in general); and what was not measured: float32
+    and float16 ('pallas' was timed in bfloat16 only), the NCHW layout (a
+    transpose on each side of the kernel), dilation. ROCm and TPUs have no
+    Triton lowering of 'pallas' here.
+
+    A program that runs 'pallas' holds a Triton custom call: exporting it with
+    jax.export for CUDA needs DisabledSafetyCheck.custom_call('__gpu$xla.gpu.triton').
     """
-    del spec, platform
+    if platform in PALLAS_PLATFORMS and pallas_class(spec) is not None:
+        return "pallas"
     return "xla"
 
 

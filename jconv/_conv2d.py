@@ -85,7 +85,8 @@ def conv2d(
       method: one of jconv.METHODS: 'vmap', 'taps', 'im2col', 'banded', 'winograd',
         'xla', 'pallas' or 'auto' (per the platform the computation is lowered for: on
         a CPU one of jconv's own lowerings from measured rules, never 'xla' or
-        'pallas'; on GPUs and TPUs 'xla', see jconv/_auto.py). 'winograd' (which
+        'pallas'; on GPUs and TPUs 'xla', but 'pallas' on NVIDIA GPUs for the
+        bfloat16 shape classes measured faster, see jconv/_auto.py). 'winograd' (which
         'auto' picks on a CPU for stride-1 kernels up to 5x5) has a custom VJP:
         reverse-mode derivatives only; use 'taps' for jax.jvp or jacfwd. 'pallas' is
         a fused GPU kernel (Triton, through Pallas); off a CUDA GPU it runs the same

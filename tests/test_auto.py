@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jconv
-from jconv._auto import ACCELERATOR_PLATFORMS, auto_methods, choose_method
+from jconv._auto import ACCELERATOR_PLATFORMS, auto_methods, choose_method, pallas_class
 from jconv._checks import check_conv_args
 
 # (x shape NCHW, kernel shape OIHW, conv2d kwargs, the CPU rule's choice)
@@ -38,9 +38,79 @@ def test_cpu_choice(x_shape, k_shape, kwargs, expected):
 @pytest.mark.parametrize("x_shape,k_shape,kwargs,cpu", CPU_CHOICES)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
-    """On GPUs and TPUs no lowering of jconv's passed the rule in jconv/_auto.py."""
+    """NCHW (where 'pallas' was not timed): lax on GPUs and TPUs (jconv/_auto.py)."""
     rules = auto_methods(spec_of(x_shape, k_shape, kwargs, dtype))
     assert rules == {"cpu": cpu, **dict.fromkeys(ACCELERATOR_PLATFORMS, "xla"), "default": "xla"}
+
+
+# NHWC (x shape, kernel shape HWIO, conv2d kwargs, dtype): the class in which 'pallas'
+# ran faster than lax on an H200 (jconv/_auto.py), or None where CUDA keeps lax
+NHWC = {"layout": "NHWC"}
+PALLAS_CLASSES = [
+    ((1024, 28, 28, 1), (5, 5, 1, 6), {"padding": 2}, "bfloat16", "few channels"),  # LeNet 1
+    ((1024, 14, 14, 6), (5, 5, 6, 16), {}, "bfloat16", "few channels"),  # LeNet conv2
+    ((32, 224, 224, 3), (7, 7, 3, 64), {"stride": 2, "padding": 3}, "bfloat16", "few channels"),
+    ((64, 56, 56, 64), (3, 3, 64, 128), {"stride": 2, "padding": 1}, "bfloat16", "strided"),
+    ((64, 56, 56, 256), (1, 1, 256, 512), {"stride": 2}, "bfloat16", "strided"),
+    ((64, 56, 56, 256), (1, 1, 256, 64), {}, "bfloat16", "1x1"),
+    ((64, 7, 7, 2048), (1, 1, 2048, 512), {}, "bfloat16", "1x1"),
+    ((64, 56, 56, 64), (3, 3, 64, 64), {"padding": 1}, "bfloat16", None),  # ResNet 3x3: mixed
+    ((64, 28, 28, 128), (3, 3, 128, 128), {"padding": 1}, "bfloat16", None),
+    ((64, 68, 68, 100), (5, 5, 100, 100), {}, "bfloat16", None),  # the lesson's layer
+    ((64, 56, 56, 128), (3, 3, 1, 128), {"padding": 1, "groups": 128}, "bfloat16", None),
+    ((64, 56, 56, 64), (3, 3, 32, 64), {"stride": 2, "groups": 2}, "bfloat16", None),
+    ((64, 56, 56, 64), (3, 3, 64, 64), {"stride": 2, "dilation": 2}, "bfloat16", None),
+    ((1024, 14, 14, 6), (5, 5, 6, 16), {}, "float32", None),  # not timed in float32 ...
+    ((1024, 14, 14, 6), (5, 5, 6, 16), {}, "float16", None),  # ... nor float16
+    ((2**16, 182, 182, 3), (3, 3, 3, 8), {}, "bfloat16", None),  # past the int32 pixel index
+]
+
+
+@pytest.mark.parametrize("x_shape,k_shape,kwargs,dtype,expected", PALLAS_CLASSES)
+def test_cuda_runs_pallas_on_its_measured_classes(x_shape, k_shape, kwargs, dtype, expected):
+    """'pallas' on CUDA only (ROCm and TPUs keep lax); the CPU's rule is the CPU's."""
+    spec = spec_of(x_shape, k_shape, {**kwargs, **NHWC}, dtype)
+    assert pallas_class(spec) == expected
+    rules = auto_methods(spec)
+    assert rules["cuda"] == ("xla" if expected is None else "pallas")
+    assert rules["rocm"] == rules["tpu"] == rules["default"] == "xla"
+    assert rules["cpu"] == choose_method(spec)
+    nchw = spec_of(
+        (x_shape[0], x_shape[3], *x_shape[1:3]),
+        (k_shape[3], k_shape[2], *k_shape[:2]),
+        kwargs,
+        dtype,
+    )
+    assert pallas_class(nchw) is None and auto_methods(nchw)["cuda"] == "xla"  # not timed
+
+
+@pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")  # jax >= 0.11
+def test_cuda_export_shows_the_triton_kernels_or_lax():
+    """Exported for CUDA, a LeNet-like layer (few channels) holds 'pallas''s three Triton
+    kernels (forward and both gradients) and no convolution; a ResNet 3x3 stride-1
+    layer holds lax's convolutions and no Triton call. The CPU's choices are unchanged."""
+    triton = "__gpu$xla.gpu.triton"
+
+    def exported(x_shape, k_shape, kwargs):
+        x = jax.ShapeDtypeStruct(x_shape, jnp.bfloat16)
+        w = jax.ShapeDtypeStruct(k_shape, jnp.bfloat16)
+        conv = lambda x, w: jconv.conv2d(x, w, layout="NHWC", **kwargs)
+        loss = lambda x, w: jnp.sum(conv(x, w).astype(jnp.float32) ** 2)
+        step = jax.value_and_grad(loss, argnums=(0, 1))
+        return jax.export.export(
+            jax.jit(step),
+            platforms=["cuda"],
+            disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(triton)],
+        )(x, w).mlir_module()
+
+    lenet = ((2, 14, 14, 6), (5, 5, 6, 16), {})
+    resnet = ((2, 8, 8, 32), (3, 3, 32, 32), {"padding": 1})
+    text = exported(*lenet)
+    assert text.count(triton) == 3 and "stablehlo.convolution" not in text
+    text = exported(*resnet)
+    assert "stablehlo.convolution" in text and triton not in text
+    cpu = [choose_method(spec_of(x, k, {**kw, **NHWC}, "bfloat16")) for x, k, kw in (lenet, resnet)]
+    assert cpu == ["banded", "winograd"]
 
 
 def problem(seed=0, x_shape=(3, 6, 14, 14), k_shape=(16, 6, 5, 5)):
