@@ -15,8 +15,11 @@ with the host's reference too (lax_y, lax_dx, lax_dw), and a product that is
 off also records where its largest error is and how many values exceed the
 tolerance: a failure says which GPU result left the CPU's, and where.
 
-    python experiments/check_pallas.py --out runs/check_pallas          # on a GPU
-    python experiments/check_pallas.py --layers lenet2 --batch 1        # anywhere (interpret mode)
+    python -m experiments.check_pallas --out runs/check_pallas          # on a GPU
+    python -m experiments.check_pallas --layers lenet2 --batch 1        # anywhere (interpret mode)
+
+Run it as a module from the repository root, as above: `experiments` is a package
+(this script imports experiments.bench_conv), and the root holds jconv.
 
 Exit status 1 if any result of 'pallas' is off by more than its dtype's tolerance.
 """
@@ -30,9 +33,6 @@ import pathlib
 import sys
 import time
 from collections.abc import Sequence
-
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax
 import jax.numpy as jnp

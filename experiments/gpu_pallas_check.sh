@@ -1,22 +1,45 @@
 #!/usr/bin/env bash
 # One prepared GPU run for method='pallas' (jax 0.11 with CUDA, no network needed): correctness
-# against lax, a trimmed tuning run, the benchmark. The steps' timeouts (90 + 110 + 130 s) bound
-# it to about 6 minutes.
+# against lax, a trimmed tuning run, the benchmark. The steps' time limits (90 + 110 + 130 s by
+# default) bound it to about 6 minutes.
 #
 #   bash experiments/gpu_pallas_check.sh            # results under $OUT (runs/gpu_pallas if unset)
+#   QUICK=1 bash experiments/gpu_pallas_check.sh    # the lesson's check and five layers' bench, < 90 s
 #
-# 1. check:  experiments/check_pallas.py: 'pallas' against lax at HIGHEST on every bench layer,
-#            forward and both gradients, float32 and bfloat16 (batch 4)          -> $OUT/check
+# 1. check:  experiments/check_pallas.py: 'pallas' against lax at HIGHEST on the host's CPU on
+#            the bench layers, forward and both gradients, float32 and bfloat16 (batch 4),
+#            and lax on the GPU against the same                               -> $OUT/check
 # 2. tune:   experiments/tune_pallas.py --grid small, bfloat16, the goal's layers first,
 #            stopped after its budget; winners in jconv's table format             -> $OUT/tune
-# 3. bench:  experiments/bench_conv.py, 'pallas' against 'xla' (and torch) on the suite in
-#            bfloat16 at the GPU batch sizes, with the tuned table if step 2 wrote one -> $OUT/bench
+# 3. bench:  experiments/bench_conv.py, 'pallas' against 'xla' (and torch) in bfloat16 at the
+#            GPU batch sizes, with the tuned table if step 2 wrote one (else jconv's) -> $OUT/bench
 # 4. summary: experiments/gpu_pallas_summary.py, printed last.
 #
-# Every step runs under its own timeout; a failure is recorded in $OUT/steps.txt and the next
-# step runs anyway. Each step writes its JSON as it goes, so a step cut short keeps its rows.
+# Options, as environment variables:
+#   CHECK_LAYERS   the layers checked (default: every bench layer)
+#   TUNE=0         no tuning step
+#   BENCH_LAYERS   the layers timed (default: every bench layer)
+#   BENCH_METHODS  the methods timed besides torch (default: pallas xla)
+#   CHECK_S, TUNE_S, BENCH_S   each step's time limit in seconds (90, 110, 130)
+#   QUICK=1        CHECK_LAYERS=lesson TUNE=0 BENCH_METHODS="auto pallas xla"
+#                  BENCH_LAYERS="lesson resnet28 lenet2 stride2 conv1x1" CHECK_S=35 BENCH_S=55:
+#                  the lesson's kernel gradient against the CPU's reference, and 'auto''s
+#                  CUDA rule beside 'pallas' and lax, in at most 90 s of steps
+#
+# Every step runs under its own time limit (SIGINT, so that a step cut short ends cleanly); a
+# failure is recorded in $OUT/steps.txt and the next step runs anyway. Each step writes its
+# JSON as it goes, so a step cut short keeps its rows. The Python steps run as modules
+# (python -m experiments.x) from the repository root.
 set -u
 cd "$(dirname "$0")/.."
+if [ "${QUICK:-0}" = 1 ]; then
+  CHECK_LAYERS=${CHECK_LAYERS:-lesson}
+  TUNE=${TUNE:-0}
+  BENCH_METHODS=${BENCH_METHODS:-auto pallas xla}
+  BENCH_LAYERS=${BENCH_LAYERS:-lesson resnet28 lenet2 stride2 conv1x1}
+  CHECK_S=${CHECK_S:-35}
+  BENCH_S=${BENCH_S:-55}
+fi
 OUT="${OUT:-runs/gpu_pallas}"
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -29,7 +52,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.log, record st
   shift 2
   local start=$SECONDS
   echo "=== $name: $*"
-  timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
+  timeout -s INT --kill-after=10 "$limit" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
   local status=ok
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status="timed out after ${limit}s"
@@ -39,22 +62,32 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.log, record st
   tail -n 4 "$OUT/$name.log"
 }
 
+layers() {  # layers FLAG "L1 L2 ...": the flag and the layers, or nothing for every layer
+  [ -n "$2" ] && echo "$1 $2"
+}
+
 "$PY" -c "import jax, jconv; print(jax.__version__, jax.devices(), jconv.__file__)" \
   > "$OUT/environment.txt" 2>&1
 cat "$OUT/environment.txt"
 
-step check 90 "$PY" experiments/check_pallas.py --out "$OUT/check"
+# shellcheck disable=SC2046  # the layer lists are meant to split into words
+step check "${CHECK_S:-90}" "$PY" -m experiments.check_pallas --out "$OUT/check" \
+  $(layers --layers "${CHECK_LAYERS:-}")
 
-step tune 110 "$PY" experiments/tune_pallas.py --grid small --dtypes bfloat16 --budget-s 70 \
-  --layers resnet28 resnet14 resnet56 resnet7 lesson stride2 conv1x1 lenet2 lenet1 depthwise \
-  --out "$OUT/tune"
+if [ "${TUNE:-1}" != 0 ]; then
+  step tune "${TUNE_S:-110}" "$PY" -m experiments.tune_pallas --grid small --dtypes bfloat16 \
+    --budget-s 70 --out "$OUT/tune" \
+    --layers resnet28 resnet14 resnet56 resnet7 lesson stride2 conv1x1 lenet2 lenet1 depthwise
+fi
 
 table=()
 if [ -s "$OUT/tune/table.json" ] && [ "$(cat "$OUT/tune/table.json")" != "{}" ]; then
   table=(--pallas-table "$OUT/tune/table.json")
 fi
-step bench 130 "$PY" experiments/bench_conv.py --methods pallas xla --dtypes bfloat16 \
-  --repeats 3 --target-s 0.1 ${table[@]+"${table[@]}"} --out "$OUT/bench"
+# shellcheck disable=SC2046,SC2086
+step bench "${BENCH_S:-130}" "$PY" experiments/bench_conv.py --methods ${BENCH_METHODS:-pallas xla} \
+  --dtypes bfloat16 --repeats 3 --target-s 0.1 ${table[@]+"${table[@]}"} --out "$OUT/bench" \
+  $(layers --layers "${BENCH_LAYERS:-}")
 
 echo
 "$PY" experiments/gpu_pallas_summary.py "$OUT" 2>&1 | tee "$OUT/summary.txt"

@@ -7,7 +7,8 @@ layer: the largest relative error of 'pallas' against lax on the host's CPU
 in float32 against the same, its speed against lax forward and
 forward-plus-backward (bfloat16), its TFLOP/s, torch's forward speed against
 lax, peak memory against lax's, and what tuning gained over the default
-settings. A missing or failed step leaves its columns as '-'.
+settings, and which lowering 'auto' ran and its speed against lax where the
+benchmark timed it. A missing or failed step leaves its columns as '-'.
 
     python experiments/gpu_pallas_summary.py OUT
 """
@@ -65,7 +66,7 @@ def summarize(out: str | pathlib.Path) -> str:
 
     head = (
         f"{'layer':<10} {'err f32':>11} {'err bf16':>11} {'lax f32':>7} {'fwd':>7} {'fwd+bwd':>8} "
-        f"{'TF/s':>6} {'torch':>6} {'peak/lax':>8}  tuned y/x/w"
+        f"{'TF/s':>6} {'torch':>6} {'peak/lax':>8}  {'tuned y/x/w':<14}  auto runs"
     )
     lines = [head, "-" * len(head)]
     for layer in layers:
@@ -76,12 +77,16 @@ def summarize(out: str | pathlib.Path) -> str:
         if mine and base and mine["peak_mb"] and base["peak_mb"]:
             peak = mine["peak_mb"] / base["peak_mb"]
         tuned = "/".join(_fmt(gains.get((layer, p)), ".2f") for p in "yxw")
+        auto = speed.get((layer, "fwd", "auto"))
+        runs = "-" if auto is None else auto["chosen"]
+        if auto is not None:
+            runs += f" {ratio(layer, 'fwd', 'auto')} / {ratio(layer, 'fwd+bwd', 'auto')}"
         lines.append(
             f"{layer:<10} {err(layer, 'float32'):>11} {err(layer, 'bfloat16'):>11} "
             f"{_fmt(device_lax.get(layer), '.0e'):>7} "
             f"{ratio(layer, 'fwd', 'pallas'):>7} {ratio(layer, 'fwd+bwd', 'pallas'):>8} "
             f"{_fmt(fwd and fwd['tflops'], '.0f'):>6} {ratio(layer, 'fwd', 'torch'):>6} "
-            f"{_fmt(peak, '.2f'):>8}  {tuned}"
+            f"{_fmt(peak, '.2f'):>8}  {tuned:<14}  {runs}"
         )
     env = bench.get("environment") or check.get("environment") or {}
     if env:
@@ -89,7 +94,8 @@ def summarize(out: str | pathlib.Path) -> str:
     lines.append(
         "fwd, fwd+bwd, torch: speed against lax (bfloat16, bench batch sizes); err: "
         "max |pallas - ref| / max |ref| of y, dx, dw, ref = lax on the CPU; lax f32: lax on "
-        "the device against ref; tuned: default time / best time"
+        "the device against ref; tuned: default time / best time; auto runs: the lowering "
+        "'auto' ran, its speed against lax fwd / fwd+bwd (when timed)"
     )
     steps = out / "steps.txt"
     if steps.exists():

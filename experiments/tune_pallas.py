@@ -19,9 +19,12 @@ memory, say) is recorded and skipped. No new candidate is started once
 lent H100 allows; classes not reached keep the default settings), and the
 layers are tuned in the order given, so put the important ones first.
 
-    python experiments/tune_pallas.py --out runs/tune_pallas                 # on a GPU
-    python experiments/tune_pallas.py --grid small --dtypes bfloat16 --budget-s 150
-    python experiments/tune_pallas.py --interpret --layers lenet2 --batch 1 --grid tiny
+    python -m experiments.tune_pallas --out runs/tune_pallas                 # on a GPU
+    python -m experiments.tune_pallas --grid small --dtypes bfloat16 --budget-s 150
+    python -m experiments.tune_pallas --interpret --layers lenet2 --batch 1 --grid tiny
+
+Run it as a module from the repository root, as above: `experiments` is a package
+(this script imports experiments.bench_conv), and the root holds jconv.
 
 With --interpret (any machine) the kernels run in Pallas's interpret mode:
 only a check that the script works, its times mean nothing.
@@ -40,9 +43,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `experiments` importable
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax
 

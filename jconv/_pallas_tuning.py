@@ -120,7 +120,8 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
 # Measured winners, keyed by problem_class: BlockConfig(block_m, block_n, block_k,
 # num_warps, num_stages, ...). Tuned on an NVIDIA H200 (jax 0.11.2, Triton 3.6.0,
 # 2026-11-26), bfloat16, each bench layer at its GPU batch size, by
-#   python experiments/tune_pallas.py --grid small --dtypes bfloat16 --budget-s 80 \
+#   PYTHONPATH=$PWD python3 experiments/tune_pallas.py --grid small --dtypes bfloat16 \
+#     --budget-s 80 \
 #     --layers resnet28 resnet14 resnet56 resnet7 lesson stride2 conv1x1 lenet2 lenet1 depthwise
 # (its table.json, written out here). float32 and unseen classes take default_config.
 # 13 of the 30 winners are default_config's own settings (BENCHMARKS.md has the gains).
