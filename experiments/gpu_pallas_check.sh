@@ -22,7 +22,7 @@
 #   BENCH_METHODS  the methods timed besides torch (default: pallas xla)
 #   CHECK_S, TUNE_S, BENCH_S   each step's time limit in seconds (90, 110, 130)
 #   QUICK=1        CHECK_LAYERS=lesson TUNE=0 BENCH_METHODS="auto pallas xla"
-#                  BENCH_LAYERS="lesson resnet28 lenet2 stride2 conv1x1" CHECK_S=35 BENCH_S=55:
+#                  BENCH_LAYERS="lesson resnet28 lenet2 stride2 conv1x1" CHECK_S=35 BENCH_S=50:
 #                  the lesson's kernel gradient against the CPU's reference, and 'auto''s
 #                  CUDA rule beside 'pallas' and lax, in at most 90 s of steps
 #
@@ -38,7 +38,7 @@ if [ "${QUICK:-0}" = 1 ]; then
   BENCH_METHODS=${BENCH_METHODS:-auto pallas xla}
   BENCH_LAYERS=${BENCH_LAYERS:-lesson resnet28 lenet2 stride2 conv1x1}
   CHECK_S=${CHECK_S:-35}
-  BENCH_S=${BENCH_S:-55}
+  BENCH_S=${BENCH_S:-50}
 fi
 OUT="${OUT:-runs/gpu_pallas}"
 mkdir -p "$OUT"
