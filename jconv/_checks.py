@@ -80,8 +80,13 @@ class ConvSpec:
 
     @property
     def acc_dtype(self) -> Any:
-        """dtype jconv's lowerings accumulate in: at least float32."""
-        return jnp.promote_types(self.out_dtype, jnp.float32)
+        """dtype jconv's lowerings accumulate in: at least float32.
+
+        Chosen by width, not by JAX's promotion, which refuses float16 with float32
+        under jax_numpy_dtype_promotion='strict' although nothing is being mixed.
+        """
+        out = np.dtype(self.out_dtype)
+        return out if out.itemsize >= 4 else np.dtype(np.float32)
 
     def out_shape(self) -> Shape:
         """The batched output shape in this spec's layout."""
@@ -98,6 +103,28 @@ def is_int(v: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+def check_shape(name: str, shape: Any) -> Shape:
+    """A shape as a tuple of non-negative ints (NumPy integers accepted, bools refused)."""
+    shape = tuple(shape)
+    if not all(_is_int(d) for d in shape):
+        raise TypeError(f"{name} shape must hold ints, got {shape!r}")
+    shape = tuple(operator.index(d) for d in shape)
+    if min(shape, default=0) < 0:
+        raise ValueError(f"{name} shape must not be negative, got {shape}")
+    return shape
+
+
+def check_device_count(devices: Any, *, pair: bool) -> tuple[int, ...]:
+    """A mesh axis size (an int, at least 1), or with pair=True also a pair (Dh, Dw) of them."""
+    what = "an int or a pair (Dh, Dw) of ints" if pair else "an int"
+    counts = tuple(devices) if pair and isinstance(devices, (tuple, list)) else (devices,)
+    if len(counts) not in ((1, 2) if pair else (1,)) or not all(_is_int(d) for d in counts):
+        raise TypeError(f"devices must be {what}, at least 1; got {devices!r}")
+    if min(operator.index(d) for d in counts) < 1:
+        raise ValueError(f"devices must be at least 1, got {devices!r}")
+    return tuple(operator.index(d) for d in counts)
 
 
 def int_pair(name: str, value: IntPair, minimum: int) -> tuple[int, int]:
@@ -248,7 +275,7 @@ def check_conv_args(
     if not isinstance(layout, str) or layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     info = LAYOUT_INFO[layout]
-    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+    x_shape, kernel_shape = check_shape("x", x_shape), check_shape("kernel", kernel_shape)
     if len(x_shape) not in (3, 4):
         unbatched = "(C, H, W)" if layout == "NCHW" else "(H, W, C)"
         raise ValueError(
@@ -316,6 +343,15 @@ def check_conv_args(
                 f"preferred_element_type {preferred_element_type} must not be narrower than "
                 f"the inputs' dtype {dtype}"
             )
+    if bias_dtype is not None and dtype is not None:
+        out_dtype = preferred_element_type or dtype
+        try:  # the bias is added as `y + bias` adds it, so refused where that is
+            jnp.result_type(out_dtype, bias_dtype)
+        except jax.dtypes.TypePromotionError as e:
+            raise TypeError(
+                f"bias has dtype {np.dtype(bias_dtype)} but the convolution gives {out_dtype}, "
+                "and jax_numpy_dtype_promotion='strict' refuses to add them: cast the bias"
+            ) from e
     return ConvSpec(
         layout=layout,
         batched=batched,

@@ -95,7 +95,9 @@ def conv2d(
     Returns:
       (N, O, mh, mw) or (N, mh, mw, O) (without N if x had none), with
       ``mh = (H + top + bottom - (kh - 1) * dh - 1) // sh + 1`` (likewise mw), in
-      preferred_element_type if given, else the promoted dtype of x and kernel.
+      preferred_element_type if given, else the promoted dtype of x and kernel;
+      a bias is then added as ``y + bias`` would add it (a float32 bias with
+      float16 x and kernel gives float32, as it does after lax.conv).
 
     Raises:
       ValueError, TypeError: for a bad argument, before anything reaches XLA.
@@ -143,7 +145,7 @@ def _conv2d(x: Array, kernel: Array, bias: Array | None, *, spec: ConvSpec, meth
     y = _conv_auto(x, w, spec) if method == "auto" else LOWERINGS[method](x, w, spec)
     if bias is not None:
         channel_axis = LAYOUT_INFO[spec.layout].channel_axis
-        y = y + jnp.expand_dims(bias.astype(y.dtype), [a for a in range(4) if a != channel_axis])
+        y = y + jnp.expand_dims(bias, [a for a in range(4) if a != channel_axis])
     return y if spec.batched else y[0]
 
 

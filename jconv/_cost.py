@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jconv._checks import check_conv_args
+from jconv._checks import check_conv_args, check_device_count
 from jconv._typing import IntPair, PaddingLike, Shape
 
 
@@ -107,13 +107,14 @@ def sharded_conv2d_comm_bytes(
         padding_mode=padding_mode,
         layout=layout,
     )
+    counts = check_device_count(devices, pair=strategy == "spatial")
     item = np.dtype(dtype).itemsize
     mh, mw = spec.out_hw
     x_bytes = spec.n * spec.c * spec.h * spec.w * item
     y_bytes = spec.n * spec.o * mh * mw * item
     w_bytes = (spec.o * spec.cg * spec.kh * spec.kw + (spec.o if bias else 0)) * item
     if strategy == "spatial":
-        dh, dw = devices if isinstance(devices, tuple) else (devices, 1)
+        dh, dw = counts if len(counts) == 2 else (counts[0], 1)
         axes = Axes(height="h" if dh > 1 else None, width="w" if dw > 1 else None)
         plan = plan_sharded_conv(spec, axes, {"h": dh, "w": dw})
         sent = 0
@@ -124,9 +125,7 @@ def sharded_conv2d_comm_bytes(
         if plan.halo_w is not None:
             sent += plan.halo_w.rows_sent * spec.n * spec.c * rows_h * item
         return CommBytes(sent, sent + ring_all_reduce_bytes(w_bytes, dh * dw))
-    if isinstance(devices, tuple) or devices < 1:
-        raise ValueError(f"strategy {strategy!r} takes one device count, got {devices!r}")
-    d = devices
+    (d,) = counts
     if strategy == "batch":
         return CommBytes(0, ring_all_reduce_bytes(w_bytes, d))
     if strategy == "out_channels":

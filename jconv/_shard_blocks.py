@@ -310,7 +310,7 @@ def conv_on_block(
         else:
             y = jax.lax.psum(y, axes.in_channels)
         if bias is not None:
-            y = y + jnp.expand_dims(bias.astype(y.dtype), [a for a in range(4) if a != ch])
+            y = y + jnp.expand_dims(bias, [a for a in range(4) if a != ch])
     if plan.halo_h is not None:
         y = mask_tail(y, plan.halo_h, axis=hax, axis_name=axes.height)
     if plan.halo_w is not None:

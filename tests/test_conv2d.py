@@ -226,6 +226,35 @@ def test_mixed_dtypes_promote(method):
     assert_close(y, conv_lax(x.astype(jnp.bfloat16).astype(jnp.float32), w))
 
 
+@pytest.mark.parametrize(
+    "x_dtype,bias_dtype,pet",
+    [
+        (jnp.float16, jnp.float32, None),
+        (jnp.bfloat16, jnp.float32, None),
+        (jnp.float16, jnp.bfloat16, None),
+        (jnp.float32, jnp.float16, None),
+        (jnp.float16, jnp.float32, jnp.float32),
+    ],
+)
+def test_bias_promotes_like_lax_plus(x_dtype, bias_dtype, pet):
+    """The bias is added as ``lax.conv(x, kernel) + bias`` would add it: promoted, never cast down."""
+    x, w, b = make(CONFIGS[0], key=17)
+    x, w, b = x.astype(x_dtype), w.astype(x_dtype), b.astype(bias_dtype)
+    y = jconv.conv2d(x, w, b, preferred_element_type=pet)
+    expected = conv_lax(x, w, preferred_element_type=pet) + b[:, None, None]
+    assert y.dtype == expected.dtype
+    assert_close(y, expected, x_dtype)
+
+
+def test_bias_promotion_is_refused_under_strict_promotion():
+    x, w, b = make(CONFIGS[0], key=18)
+    with (
+        jax.numpy_dtype_promotion("strict"),
+        pytest.raises(TypeError, match="bias has dtype float32 but .* float16.*cast the bias"),
+    ):
+        jconv.conv2d(x.astype(jnp.float16), w.astype(jnp.float16), b)
+
+
 GRAD_CONFIGS = [CONFIGS[i] for i in (3, 7, 9, 11, 13, 16, 18, 19)]
 
 

@@ -33,3 +33,48 @@ def test_flops_count_two_per_multiply_add(x_shape, k_shape, kwargs, expected_mac
 def test_flops_checks_its_arguments():
     with pytest.raises(ValueError, match="channel mismatch"):
         jconv.conv2d_flops((1, 3, 8, 8), (4, 2, 3, 3))
+
+
+@pytest.mark.parametrize(
+    "bad,exc,match",
+    [
+        ("8", TypeError, r"shape must hold ints, got \('8', "),
+        (8.0, TypeError, r"shape must hold ints, got \(8\.0, "),
+        (True, TypeError, r"shape must hold ints, got \(True, "),
+        (-8, ValueError, r"shape must not be negative, got \(-8, "),
+    ],
+)
+@pytest.mark.parametrize("argument", ["x", "kernel"])
+def test_flops_refuse_bad_shapes(argument, bad, exc, match):
+    """A shape entry that is not an int (or is negative) is refused, naming the argument."""
+    x_shape, k_shape = [8, 3, 32, 32], [16, 3, 3, 3]
+    (x_shape if argument == "x" else k_shape)[0] = bad
+    with pytest.raises(exc, match=f"{argument} {match}"):
+        jconv.conv2d_flops(tuple(x_shape), tuple(k_shape))
+
+
+@pytest.mark.parametrize("strategy", ["batch", "out_channels", "in_channels", "spatial"])
+@pytest.mark.parametrize(
+    "devices,exc",
+    [(0, ValueError), (-1, ValueError), (True, TypeError), (2.5, TypeError), ("4", TypeError)],
+)
+def test_comm_bytes_refuse_bad_device_counts(strategy, devices, exc):
+    with pytest.raises(exc, match=r"devices must be .*got " + repr(devices).replace(".", r"\.")):
+        jconv.sharded_conv2d_comm_bytes(
+            (8, 64, 32, 32), (128, 64, 3, 3), strategy=strategy, devices=devices
+        )
+
+
+@pytest.mark.parametrize("devices", [(2, 0), (2, True), (2.0, 2), (1, 2, 3)])
+def test_comm_bytes_refuse_bad_spatial_pairs(devices):
+    with pytest.raises((TypeError, ValueError), match="devices must be"):
+        jconv.sharded_conv2d_comm_bytes(
+            (8, 64, 32, 32), (128, 64, 3, 3), strategy="spatial", devices=devices
+        )
+
+
+def test_comm_bytes_one_count_for_channel_strategies():
+    with pytest.raises(TypeError, match=r"devices must be an int, at least 1; got \(2, 2\)"):
+        jconv.sharded_conv2d_comm_bytes(
+            (8, 64, 32, 32), (128, 64, 3, 3), strategy="batch", devices=(2, 2)
+        )
