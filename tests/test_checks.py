@@ -95,6 +95,15 @@ def test_strict_promotion_refuses_mixed_dtypes():
         jconv.conv2d(X.astype(jnp.bfloat16), W)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("method", jconv.METHODS)
+def test_strict_promotion_accepts_one_half_precision_dtype(method, dtype):
+    """Nothing is mixed when x and the kernel share a dtype, so strict promotion allows it."""
+    with jax.numpy_dtype_promotion("strict"):
+        y = jconv.conv2d(X.astype(dtype), W.astype(dtype), padding=1, method=method)
+    assert y.dtype == dtype
+
+
 def test_accepts_numpy_integers_and_lists():
     y = jconv.conv2d(X, W, stride=[np.int64(2), 1], padding=[[1, 0], [0, 1]], groups=np.int32(1))
     assert y.shape == (2, 6, 4, 7)

@@ -237,7 +237,7 @@ def test_mixed_dtypes_promote(method):
     ],
 )
 def test_bias_promotes_like_lax_plus(x_dtype, bias_dtype, pet):
-    """The bias is added as ``lax.conv(x, kernel) + bias`` would add it: promoted, never cast down."""
+    """The bias is added as ``lax.conv(x, kernel) + bias`` adds it: promoted, never cast down."""
     x, w, b = make(CONFIGS[0], key=17)
     x, w, b = x.astype(x_dtype), w.astype(x_dtype), b.astype(bias_dtype)
     y = jconv.conv2d(x, w, b, preferred_element_type=pet)
