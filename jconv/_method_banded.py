@@ -17,16 +17,17 @@ such layers: few channels, small kernels (see jconv/_auto.py).
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jconv._checks import ConvSpec
-from jconv._finite_guard import finite_or_fallback
-from jconv._method_vmap import conv_vmap
+from jconv._conv_primitive import Lowering, guarded_conv
 from jconv._padding import pad_input, zero_pad_or_crop
+from jconv._transposes import transpose_w
 from jconv._typing import Array
 
 BLOCK_COLUMNS = 32  # aim for GEMMs at least this wide: block * O columns
@@ -89,42 +90,107 @@ def _block_input_width(spec: ConvSpec, out_width: int) -> int:
     return (out_width - 1) * spec.stride[1] + (spec.kw - 1) * spec.dilation[1] + 1
 
 
-def conv_banded(x: Array, w: Array, spec: ConvSpec) -> Array:
-    """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout.
-
-    The band's zeros would turn one Inf or NaN in x into NaNs along whole output
-    rows (0 * Inf is NaN), where lax gives them only to the outputs that read it.
-    So an x that is not all finite goes to 'vmap' instead (jconv/_finite_guard.py).
-    The fallback is 'vmap' (which multiplies every weight by every value it sees, as
-    lax does): with 'taps' there, the compiled program ran 2x slower on a CPU even
-    when the fallback was never taken (LeNet conv2, 5.5 ms against 2.7 ms).
-    """
-    fast = functools.partial(_conv_banded, spec=spec)
-    return finite_or_fallback(fast, functools.partial(conv_vmap, spec=spec), x, w)
+class _Geometry(NamedTuple):
+    block: int  # output columns per block
+    blocks: int  # blocks per output row
+    step: int  # input columns from one block to the next: block * sw
+    in_width: int  # input columns one block reads (Win)
+    shifts: int  # ceil(Win / step): a block's window spans this many steps
+    need: int  # input columns the blocks span, a whole number of steps
 
 
-def _conv_banded(x: Array, w: Array, spec: ConvSpec) -> Array:
-    """Blocks of `banded_block` output columns, all sharing one T: one GEMM."""
+def _geometry(spec: ConvSpec) -> _Geometry:
+    block = banded_block(spec)
+    blocks = -(-spec.out_hw[1] // block)
+    step, in_width = block * spec.stride[1], _block_input_width(spec, block)
+    shifts = -(-in_width // step)
+    return _Geometry(block, blocks, step, in_width, shifts, (blocks + shifts - 1) * step)
+
+
+def _input_rows(x: Array, spec: ConvSpec) -> tuple[Array, _Geometry]:
+    """x: batched, spec.layout -> zero-padded NHWC, (N, Hp, need, C), and the geometry."""
     x = pad_input(x, spec)
     if spec.layout == "NCHW":
         x = x.transpose(0, 2, 3, 1)
-    n, _, wp, c = x.shape
-    (mh, mw), sh, dh = spec.out_hw, spec.stride[0], spec.dilation[0]
-    block = banded_block(spec)
-    blocks = -(-mw // block)
-    step, in_width = block * spec.stride[1], _block_input_width(spec, block)
-    need = (blocks - 1) * step + in_width  # zero columns past Wp feed only cropped outputs
-    x = zero_pad_or_crop(x, [(0, 0), (0, 0), (0, need - wp), (0, 0)])
-    # Output row a reads input rows a*sh + i*dh, i < kh: kh strided row slices, side by side,
-    # and output block b reads input columns b*step ... b*step + in_width - 1.
-    row_slices = [x[:, i * dh : i * dh + (mh - 1) * sh + 1 : sh] for i in range(spec.kh)]
-    stacked = jnp.stack(
-        [
-            jnp.concatenate([r[:, :, b * step : b * step + in_width] for r in row_slices], axis=2)
-            for b in range(blocks)
-        ],
-        axis=2,
-    ).reshape(n, mh, blocks, spec.kh * in_width * c)
+    geo = _geometry(spec)
+    # zero columns past Wp feed only cropped outputs; columns past `need` are never read
+    return zero_pad_or_crop(x, [(0, 0), (0, 0), (0, geo.need - x.shape[2]), (0, 0)]), geo
+
+
+def _stacked_input(x: Array, spec: ConvSpec) -> Array:
+    """x: batched, spec.layout -> (N, mh, blocks, kh*Win*C): what each block's GEMM row reads.
+
+    Entry (n, a, b, (i, v, c)) is x_padded[n, a*sh + i*dh, b*step + v, c]. With the
+    columns cut into steps, (need/step, step*C), block b's window is `shifts`
+    consecutive steps from step b: one slice per (kernel row, shift), taken for all
+    blocks at once, so the program does not grow with the image's width.
+    """
+    x, geo = _input_rows(x, spec)
+    n, _, need, c = x.shape
+    (mh, _), sh, dh = spec.out_hw, spec.stride[0], spec.dilation[0]
+    parts = []
+    for i in range(spec.kh):
+        rows = x[:, i * dh : i * dh + (mh - 1) * sh + 1 : sh]  # (N, mh, need, C)
+        # One split, then one merge: JAX's explicit sharding mode refuses both at once.
+        steps = rows.reshape(n, mh, need // geo.step, geo.step, c)
+        steps = steps.reshape(n, mh, need // geo.step, geo.step * c)
+        window = jnp.concatenate(
+            [steps[:, :, s : s + geo.blocks] for s in range(geo.shifts)], axis=3
+        )  # (N, mh, blocks, shifts*step*C)
+        parts.append(window[..., : geo.in_width * c])
+    return jnp.concatenate(parts, axis=3)
+
+
+def _unstack_input(d_stacked: Array, spec: ConvSpec) -> Array:
+    """The transpose of `_stacked_input`: (N, mh, blocks, kh*Win*C) -> dx like x."""
+    geo = _geometry(spec)
+    n, mh, c = d_stacked.shape[0], spec.out_hw[0], spec.c
+    (sh, dh), (hp, wp) = (spec.stride[0], spec.dilation[0]), spec.padded_hw
+    width, span = geo.in_width * c, geo.step * c
+    zero = jnp.zeros((), d_stacked.dtype)
+    dx = None
+    for i in range(spec.kh):
+        window = d_stacked[..., i * width : (i + 1) * width]
+        window = zero_pad_or_crop(window, [(0, 0)] * 3 + [(0, geo.shifts * span - width)])
+        steps = None  # (N, mh, need/step, step*C): each shift's share moved back by s steps
+        for s in range(geo.shifts):
+            share = jax.lax.pad(
+                window[..., s * span : (s + 1) * span],
+                zero,
+                [(0, 0, 0), (0, 0, 0), (s, geo.shifts - 1 - s, 0), (0, 0, 0)],
+            )
+            steps = share if steps is None else steps + share
+        assert steps is not None
+        rows = steps.reshape(n, mh, geo.need // geo.step, geo.step, c)
+        rows = rows.reshape(n, mh, geo.need, c)
+        placed = jax.lax.pad(
+            rows,
+            zero,
+            [(0, 0, 0), (i * dh, hp - i * dh - (mh - 1) * sh - 1, sh - 1), (0, 0, 0), (0, 0, 0)],
+        )
+        dx = placed if dx is None else dx + placed
+    assert dx is not None
+    (top, bottom), (left, right) = spec.pads
+    dx = zero_pad_or_crop(dx, [(0, 0), (-top, -bottom), (-left, wp - geo.need - right), (0, 0)])
+    return dx.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else dx
+
+
+def _blocked_output(dy: Array, spec: ConvSpec) -> Array:
+    """A batched output (cotangent) in spec.layout -> (N, mh, blocks, block*O)."""
+    if spec.layout == "NCHW":
+        dy = dy.transpose(0, 2, 3, 1)
+    n, mh, mw, o = dy.shape
+    block, blocks = _geometry(spec)[:2]
+    dy = zero_pad_or_crop(dy, [(0, 0), (0, 0), (0, blocks * block - mw), (0, 0)])
+    # One split, then one merge: JAX's explicit sharding mode refuses both at once.
+    return dy.reshape(n, mh, blocks, block, o).reshape(n, mh, blocks, block * o)
+
+
+def _banded_y(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """Blocks of `banded_block` output columns, all sharing one T: one GEMM."""
+    block, blocks = _geometry(spec)[:2]
+    stacked = _stacked_input(x, spec)
+    n, mh = stacked.shape[:2]
     y = jnp.einsum(
         "nabk,kq->nabq",
         stacked,
@@ -133,7 +199,38 @@ def _conv_banded(x: Array, w: Array, spec: ConvSpec) -> Array:
         preferred_element_type=spec.acc_dtype,
     )
     # One split, then one merge: JAX's explicit sharding mode refuses both at once.
-    y = y.reshape(n, mh, blocks, block, spec.o).reshape(n, mh, blocks * block, spec.o)[:, :, :mw]
+    y = y.reshape(n, mh, blocks, block, spec.o).reshape(n, mh, blocks * block, spec.o)
+    y = y[:, :, : spec.out_hw[1]]
     if spec.layout == "NCHW":
         y = y.transpose(0, 3, 1, 2)
     return y.astype(spec.out_dtype)
+
+
+def _banded_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
+    """The transpose in x: one GEMM with T's transpose, then each window put back."""
+    acc = spec.acc_dtype
+    d_stacked = jnp.einsum(
+        "nabq,kq->nabk",
+        _blocked_output(dy, spec).astype(acc),
+        banded_weights(w.astype(acc), spec, banded_block(spec)),
+        precision=spec.precision,
+        preferred_element_type=acc,
+    )
+    return _unstack_input(d_stacked, spec).astype(spec.dtype)
+
+
+BANDED = Lowering("banded", _banded_y, _banded_dx, transpose_w)
+
+
+def conv_banded(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout.
+
+    The band's zeros would turn one Inf or NaN in x into NaNs along whole output
+    rows (0 * Inf is NaN), where lax gives them only to the outputs that read it;
+    the guard of jconv/_conv_primitive.py runs the exact computation instead.
+    """
+    if spec.padding_mode != "zeros":  # other fills are padded here, differentiated by JAX
+        x = pad_input(x, spec)
+        hp, wp = spec.padded_hw
+        spec = dataclasses.replace(spec, h=hp, w=wp, pads=((0, 0), (0, 0)), padding_mode="zeros")
+    return guarded_conv(x, w, spec, BANDED)

@@ -31,7 +31,6 @@ jconv/_finite_guard.py).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,10 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jconv._checks import ConvSpec
-from jconv._finite_guard import pick_finite
+from jconv._conv_primitive import Lowering, guarded_conv
 from jconv._method_taps import conv_taps
-from jconv._method_vmap import conv_vmap
 from jconv._padding import pad_input, zero_pad_or_crop
+from jconv._transposes import tap_sharding
 from jconv._typing import Array
 from jconv._winograd_matrices import winograd_matrices
 
@@ -197,49 +196,61 @@ def _interleave(grid: Grid) -> Array:
     return y
 
 
-def _kernel_gradient(x: Array, dy: Array, w: Array, spec: ConvSpec) -> Array:
+def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec, tap_sharding: Any) -> Array:
     """d loss / d w, (kh, kw, C, O), in the transformed domain.
 
     The forward pass is y = AT (V ⊙ U) A per tile, with U = G w GT; its transpose
     gives dU = V^T dM, dM = A dy AT per tile, and dw = GT dU G: the same
-    a_h * a_w GEMMs, now contracting the batch and the tiles.
+    a_h * a_w GEMMs, now contracting the batch and the tiles. tap_sharding: where
+    each (C, O) contraction over the (possibly sharded) batch lands.
     """
     (top, _), (left, _) = spec.pads
     tiles = _tile_counts(*dy.shape[1:3])
     fh, fw = winograd_matrices(TILE, spec.kh), winograd_matrices(TILE, spec.kw)
     v_grid = _input_transform(x, (spec.kh, spec.kw), (top, left), tiles)
     dm_grid = _transform_2d(fh.at.T, fw.at.T, _tile_grid(dy, (0, 0), tiles, (TILE, TILE)))
-    w_tap_sharding = jax.typeof(w[0, 0]).sharding  # the gradient lands as the weights are
-    du_grid = _matmul_grid(spec, "nhwc,nhwo->co", v_grid, dm_grid, w_tap_sharding)
+    du_grid = _matmul_grid(spec, "nhwc,nhwo->co", v_grid, dm_grid, tap_sharding)
     dw_grid = _transform_2d(fh.g.T, fw.g.T, du_grid)
     return jnp.stack([jnp.stack(row) for row in dw_grid])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _winograd_nhwc(x: Array, w: Array, spec: ConvSpec) -> Array:
-    """x: (N, H, W, C), zero-padded by spec.pads inside; w: (kh, kw, C, O) -> (N, mh, mw, O).
-
-    The result is in spec.out_dtype; x or w not all finite runs 'vmap' instead.
-    """
-    y = _correlate(x, w, spec, spec.pads, transposed=False).astype(spec.out_dtype)
-    nhwc = dataclasses.replace(spec, layout="NHWC", batched=True, n=x.shape[0])
-    return pick_finite(lambda x, w: conv_vmap(x, w.transpose(3, 2, 0, 1), nhwc), x, w, y)
+def _to_nhwc(a: Array, spec: ConvSpec) -> Array:
+    """A batched activation in spec.layout, as NHWC in the accumulation dtype."""
+    a = a.astype(spec.acc_dtype)
+    return a.transpose(0, 2, 3, 1) if spec.layout == "NCHW" else a
 
 
-def _winograd_nhwc_fwd(x: Array, w: Array, spec: ConvSpec) -> tuple[Array, tuple[Array, Array]]:
-    return _winograd_nhwc(x, w, spec), (x, w)
+def _from_nhwc(a: Array, spec: ConvSpec, dtype: Any) -> Array:
+    return (a.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else a).astype(dtype)
 
 
-def _winograd_nhwc_bwd(spec: ConvSpec, residuals: tuple[Array, Array], dy: Array):
+def _hwio(w: Array, spec: ConvSpec) -> Array:
+    return w.astype(spec.acc_dtype).transpose(2, 3, 1, 0)
+
+
+def _winograd_y(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """The forward pass: x (batched, spec.layout), w OIHW -> y, zero-padded by spec.pads."""
+    y = _correlate(_to_nhwc(x, spec), _hwio(w, spec), spec, spec.pads, transposed=False)
+    return _from_nhwc(y, spec, spec.out_dtype)
+
+
+def _winograd_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
     """dx: dy correlated with the flipped kernel, padded so that it comes out (N, H, W, C)."""
-    x, w = residuals
     (top, bottom), (left, right) = spec.pads
     dx_pads = ((spec.kh - 1 - top, spec.kh - 1 - bottom), (spec.kw - 1 - left, spec.kw - 1 - right))
-    dx = _correlate(dy, w, spec, dx_pads, transposed=True)
-    return dx.astype(x.dtype), _kernel_gradient(x, dy, w, spec).astype(w.dtype)
+    dx = _correlate(_to_nhwc(dy, spec), _hwio(w, spec), spec, dx_pads, transposed=True)
+    return _from_nhwc(dx, spec, spec.dtype)
 
 
-_winograd_nhwc.defvjp(_winograd_nhwc_fwd, _winograd_nhwc_bwd)
+def _winograd_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:
+    """dw, OIHW, from x and the output cotangent dy (both batched, spec.layout)."""
+    dw = _kernel_gradient(
+        _to_nhwc(x, spec), _to_nhwc(dy, spec), spec, tap_sharding(kernel_sharding, "io")
+    )
+    return dw.transpose(3, 2, 0, 1).astype(spec.dtype)
+
+
+WINOGRAD = Lowering("winograd", _winograd_y, _winograd_dx, _winograd_dw)
 
 
 def conv_winograd(x: Array, w: Array, spec: ConvSpec) -> Array:
@@ -249,8 +260,5 @@ def conv_winograd(x: Array, w: Array, spec: ConvSpec) -> Array:
     if spec.padding_mode != "zeros":  # other fills are padded here, differentiated by JAX
         x = pad_input(x, spec)
         hp, wp = spec.padded_hw
-        spec = dataclasses.replace(spec, h=hp, w=wp, pads=((0, 0), (0, 0)))
-    if spec.layout == "NCHW":
-        x = x.transpose(0, 2, 3, 1)
-    y = _winograd_nhwc(x, w.transpose(2, 3, 1, 0), spec)
-    return y.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else y
+        spec = dataclasses.replace(spec, h=hp, w=wp, pads=((0, 0), (0, 0)), padding_mode="zeros")
+    return guarded_conv(x, w, spec, WINOGRAD)

@@ -1,4 +1,4 @@
-"""method='winograd': its matrices, its custom VJP and the shapes it hands to 'taps'."""
+"""method='winograd': its matrices, its derivatives and the shapes it hands to 'taps'."""
 
 from __future__ import annotations
 
@@ -76,8 +76,8 @@ def test_gradients_against_lax(k, padding):
         assert_close(g, e)
 
 
-def test_check_grads_second_order_reverse():
-    """The custom VJP's backward is itself differentiable (grad of grad)."""
+def test_check_grads_second_order():
+    """Its derivatives, forward and reverse, are themselves differentiable, to second order."""
     with jax.enable_x64(True):
         kx, kw = jax.random.split(jax.random.key(1))
         x = jax.random.normal(kx, (1, 2, 5, 6), jnp.float64)
@@ -86,14 +86,5 @@ def test_check_grads_second_order_reverse():
             lambda x, w: jconv.conv2d(x, w, padding=1, method="winograd"),
             (x, w),
             order=2,
-            modes=["rev"],
+            modes=["fwd", "rev"],
         )
-
-
-def test_forward_mode_is_refused():
-    """A custom VJP has no JVP; the docstring sends forward-mode users to 'taps'."""
-    x = jax.random.normal(jax.random.key(2), (1, 2, 5, 5))
-    w = jax.random.normal(jax.random.key(3), (2, 2, 3, 3))
-    with pytest.raises(TypeError, match="forward-mode"):
-        jax.jvp(lambda x: jconv.conv2d(x, w, method="winograd"), (x,), (x,))
-    jax.jvp(lambda x: jconv.conv2d(x, w, method="taps"), (x,), (x,))
