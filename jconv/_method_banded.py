@@ -18,16 +18,17 @@ such layers: few channels, small kernels (see jconv/_auto.py).
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import Lowering, guarded_conv
 from jconv._padding import pad_input, zero_pad_or_crop
-from jconv._transposes import transpose_w
 from jconv._typing import Array
 
 BLOCK_COLUMNS = 32  # aim for GEMMs at least this wide: block * O columns
@@ -95,74 +96,61 @@ class _Geometry(NamedTuple):
     blocks: int  # blocks per output row
     step: int  # input columns from one block to the next: block * sw
     in_width: int  # input columns one block reads (Win)
-    shifts: int  # ceil(Win / step): a block's window spans this many steps
-    need: int  # input columns the blocks span, a whole number of steps
+    need: int  # input columns the blocks span
 
 
 def _geometry(spec: ConvSpec) -> _Geometry:
     block = banded_block(spec)
     blocks = -(-spec.out_hw[1] // block)
     step, in_width = block * spec.stride[1], _block_input_width(spec, block)
-    shifts = -(-in_width // step)
-    return _Geometry(block, blocks, step, in_width, shifts, (blocks + shifts - 1) * step)
-
-
-def _input_rows(x: Array, spec: ConvSpec) -> tuple[Array, _Geometry]:
-    """x: batched, spec.layout -> zero-padded NHWC, (N, Hp, need, C), and the geometry."""
-    x = pad_input(x, spec)
-    if spec.layout == "NCHW":
-        x = x.transpose(0, 2, 3, 1)
-    geo = _geometry(spec)
-    # zero columns past Wp feed only cropped outputs; columns past `need` are never read
-    return zero_pad_or_crop(x, [(0, 0), (0, 0), (0, geo.need - x.shape[2]), (0, 0)]), geo
+    return _Geometry(block, blocks, step, in_width, (blocks - 1) * step + in_width)
 
 
 def _stacked_input(x: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout -> (N, mh, blocks, kh*Win*C): what each block's GEMM row reads.
 
-    Entry (n, a, b, (i, v, c)) is x_padded[n, a*sh + i*dh, b*step + v, c]. With the
-    columns cut into steps, (need/step, step*C), block b's window is `shifts`
-    consecutive steps from step b: one slice per (kernel row, shift), taken for all
-    blocks at once, so the program does not grow with the image's width.
+    Entry (n, a, b, (i, v, c)) is x_padded[n, a*sh + i*dh, b*step + v, c]: kh strided
+    row slices, and from each the Win columns of every block, side by side. The
+    program holds kh * blocks slices ('auto' bounds that number; jconv/_auto.py).
     """
-    x, geo = _input_rows(x, spec)
-    n, _, need, c = x.shape
+    x = pad_input(x, spec)
+    if spec.layout == "NCHW":
+        x = x.transpose(0, 2, 3, 1)
+    n, _, wp, c = x.shape
     (mh, _), sh, dh = spec.out_hw, spec.stride[0], spec.dilation[0]
-    parts = []
-    for i in range(spec.kh):
-        rows = x[:, i * dh : i * dh + (mh - 1) * sh + 1 : sh]  # (N, mh, need, C)
-        # One split, then one merge: JAX's explicit sharding mode refuses both at once.
-        steps = rows.reshape(n, mh, need // geo.step, geo.step, c)
-        steps = steps.reshape(n, mh, need // geo.step, geo.step * c)
-        window = jnp.concatenate(
-            [steps[:, :, s : s + geo.blocks] for s in range(geo.shifts)], axis=3
-        )  # (N, mh, blocks, shifts*step*C)
-        parts.append(window[..., : geo.in_width * c])
-    return jnp.concatenate(parts, axis=3)
+    geo = _geometry(spec)
+    # zero columns past Wp feed only cropped outputs; columns past `need` are never read
+    x = zero_pad_or_crop(x, [(0, 0), (0, 0), (0, geo.need - wp), (0, 0)])
+    rows = [x[:, i * dh : i * dh + (mh - 1) * sh + 1 : sh] for i in range(spec.kh)]
+    windows = [
+        jnp.concatenate([r[:, :, b * geo.step : b * geo.step + geo.in_width] for r in rows], axis=2)
+        for b in range(geo.blocks)
+    ]  # each (N, mh, kh*Win, C)
+    return jnp.stack(windows, axis=2).reshape(n, mh, geo.blocks, spec.kh * geo.in_width * c)
 
 
 def _unstack_input(d_stacked: Array, spec: ConvSpec) -> Array:
-    """The transpose of `_stacked_input`: (N, mh, blocks, kh*Win*C) -> dx like x."""
+    """The transpose of `_stacked_input`: (N, mh, blocks, kh*Win*C) -> dx like x.
+
+    Each block's window is added back where it was read (columns first, for each
+    kernel row, then the rows), and the padding cropped away.
+    """
     geo = _geometry(spec)
     n, mh, c = d_stacked.shape[0], spec.out_hw[0], spec.c
     (sh, dh), (hp, wp) = (spec.stride[0], spec.dilation[0]), spec.padded_hw
-    width, span = geo.in_width * c, geo.step * c
+    d_stacked = d_stacked.reshape(n, mh, geo.blocks, spec.kh * geo.in_width, c)
     zero = jnp.zeros((), d_stacked.dtype)
     dx = None
     for i in range(spec.kh):
-        window = d_stacked[..., i * width : (i + 1) * width]
-        window = zero_pad_or_crop(window, [(0, 0)] * 3 + [(0, geo.shifts * span - width)])
-        steps = None  # (N, mh, need/step, step*C): each shift's share moved back by s steps
-        for s in range(geo.shifts):
-            share = jax.lax.pad(
-                window[..., s * span : (s + 1) * span],
-                zero,
-                [(0, 0, 0), (0, 0, 0), (s, geo.shifts - 1 - s, 0), (0, 0, 0)],
+        rows = None  # (N, mh, need, C)
+        for b in range(geo.blocks):
+            window = d_stacked[:, :, b, i * geo.in_width : (i + 1) * geo.in_width]
+            lo = b * geo.step
+            placed = jax.lax.pad(
+                window, zero, [(0, 0, 0), (0, 0, 0), (lo, geo.need - lo - geo.in_width, 0), (0, 0, 0)]
             )
-            steps = share if steps is None else steps + share
-        assert steps is not None
-        rows = steps.reshape(n, mh, geo.need // geo.step, geo.step, c)
-        rows = rows.reshape(n, mh, geo.need, c)
+            rows = placed if rows is None else rows + placed
+        assert rows is not None
         placed = jax.lax.pad(
             rows,
             zero,
@@ -219,7 +207,33 @@ def _banded_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
     return _unstack_input(d_stacked, spec).astype(spec.dtype)
 
 
-BANDED = Lowering("banded", _banded_y, _banded_dx, transpose_w)
+def _banded_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:
+    """The transpose in w: T's gradient in one GEMM (contracting the batch, rows and
+    blocks), then each tap's entries gathered from the band and its group's block."""
+    acc = spec.acc_dtype
+    geo = _geometry(spec)
+    g, og, cg = spec.groups, spec.og, spec.cg
+    mesh = getattr(kernel_sharding, "mesh", None)
+    stacked = _stacked_input(x.astype(acc), spec)
+    dy_blocks = _blocked_output(dy.astype(acc), spec)
+    # As one 2-D product, (N*mh*blocks, K)^T (N*mh*blocks, Q): with the three contracted
+    # axes left separate, XLA copied the stacked input to a transposed layout first
+    # (3x slower on a CPU, LeNet's second layer).
+    d_t = jax.lax.dot_general(
+        stacked.reshape(-1, stacked.shape[-1]),
+        dy_blocks.reshape(-1, dy_blocks.shape[-1]),
+        (((0,), (0,)), ((), ())),
+        precision=spec.precision,
+        preferred_element_type=acc,
+        out_sharding=None if mesh is None else NamedSharding(mesh, P()),
+    ).reshape(spec.kh, geo.in_width, spec.c, geo.block, spec.o)
+    s = jnp.asarray(_band_selector(spec, geo.in_width, geo.block), acc)
+    dw_full = jnp.einsum("jvb,ivcbo->ijco", s, d_t).reshape(spec.kh, spec.kw, g, cg, g, og)
+    dw = jnp.einsum("ijhcgo,gh->gocij", dw_full, jnp.eye(g, dtype=acc))
+    return dw.reshape(spec.o, cg, spec.kh, spec.kw).astype(spec.dtype)
+
+
+BANDED = Lowering("banded", _banded_y, _banded_dx, _banded_dw)
 
 
 def conv_banded(x: Array, w: Array, spec: ConvSpec) -> Array:

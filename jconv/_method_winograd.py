@@ -209,7 +209,10 @@ def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec, tap_sharding: Any) -> 
     fh, fw = winograd_matrices(TILE, spec.kh), winograd_matrices(TILE, spec.kw)
     v_grid = _input_transform(x, (spec.kh, spec.kw), (top, left), tiles)
     dm_grid = _transform_2d(fh.at.T, fw.at.T, _tile_grid(dy, (0, 0), tiles, (TILE, TILE)))
-    du_grid = _matmul_grid(spec, "nhwc,nhwo->co", v_grid, dm_grid, tap_sharding)
+    # Each position's product as one 2-D GEMM, (N*th*tw, C)^T (N*th*tw, O): with the
+    # three contracted axes left separate, XLA copied V to a transposed layout first.
+    flat = lambda grid: [[a.reshape(-1, a.shape[-1]) for a in row] for row in grid]
+    du_grid = _matmul_grid(spec, "mc,mo->co", flat(v_grid), flat(dm_grid), tap_sharding)
     dw_grid = _transform_2d(fh.g.T, fw.g.T, du_grid)
     return jnp.stack([jnp.stack(row) for row in dw_grid])
 
