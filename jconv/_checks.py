@@ -88,6 +88,17 @@ class ConvSpec:
         out = np.dtype(self.out_dtype)
         return out if out.itemsize >= 4 else np.dtype(np.float32)
 
+    @property
+    def gemm_dtype(self) -> Any:
+        """dtype of the operands of jconv's matrix products: the inputs' own where it has
+        float32's range (bfloat16, float32, float64), else acc_dtype.
+
+        A float16 partial result (one tap's share, one transformed value) can
+        overflow where the whole convolution does not; in float32 it cannot.
+        """
+        dtype = np.dtype(self.dtype)
+        return dtype if jnp.finfo(dtype).maxexp >= 128 else self.acc_dtype
+
     def out_shape(self) -> Shape:
         """The batched output shape in this spec's layout."""
         mh, mw = self.out_hw

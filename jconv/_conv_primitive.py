@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
@@ -148,10 +149,12 @@ def _batch(args, dims, *, op: ConvOp):
     """
     (a, b), (da, db) = args, dims  # an unbatched operand's dimension is None
     if op.role in ("y", "dx") and db is None:
-        a = jax.numpy.moveaxis(a, da, 0)
+        a = jnp.moveaxis(a, da, 0)
         size = a.shape[0]
         spec = dataclasses.replace(op.spec, n=op.spec.n * size)
-        out = bind(a.reshape(size * a.shape[1], *a.shape[2:]), b, dataclasses.replace(op, spec=spec))
+        out = bind(
+            a.reshape(size * a.shape[1], *a.shape[2:]), b, dataclasses.replace(op, spec=spec)
+        )
         return out.reshape(size, -1, *out.shape[1:]), 0
     return jax.vmap(functools.partial(_call, PLAIN, op), in_axes=(da, db))(a, b), 0
 
@@ -163,5 +166,11 @@ def guarded_conv(x: Array, w: Array, spec: ConvSpec, lowering: Lowering) -> Arra
     """y = conv(x, w) by `lowering`'s fast functions, exact where they would not be.
 
     x: batched, spec.layout; w: (O, C/groups, kh, kw); spec with zero padding.
+
+    Inside shard_map, x and w are first given the same varying manual axes, as
+    JAX does for its own binary operations (subtracting a zero of the other's type
+    inserts the cast): the transposes then return cotangents of x's and w's own
+    types, summed across devices where JAX's transpose of that cast sums them.
     """
+    x, w = x - jnp.zeros_like(w, shape=()), w - jnp.zeros_like(x, shape=())
     return bind(x, w, ConvOp(spec, lowering, "y"))

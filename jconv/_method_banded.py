@@ -147,7 +147,9 @@ def _unstack_input(d_stacked: Array, spec: ConvSpec) -> Array:
             window = d_stacked[:, :, b, i * geo.in_width : (i + 1) * geo.in_width]
             lo = b * geo.step
             placed = jax.lax.pad(
-                window, zero, [(0, 0, 0), (0, 0, 0), (lo, geo.need - lo - geo.in_width, 0), (0, 0, 0)]
+                window,
+                zero,
+                [(0, 0, 0), (0, 0, 0), (lo, geo.need - lo - geo.in_width, 0), (0, 0, 0)],
             )
             rows = placed if rows is None else rows + placed
         assert rows is not None

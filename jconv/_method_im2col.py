@@ -18,7 +18,8 @@ from jconv._windows import tap_window
 
 def conv_im2col(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout."""
-    x = pad_input(x, spec)
+    # in float16, the gradient's overlapping patches could overflow where their sum does not
+    x, w = pad_input(x, spec).astype(spec.gemm_dtype), w.astype(spec.gemm_dtype)
     n, g, cg, og = x.shape[0], spec.groups, spec.cg, spec.og
     mh, mw = spec.out_hw
     taps = [tap_window(x, spec, i, j) for i in range(spec.kh) for j in range(spec.kw)]

@@ -50,7 +50,8 @@ def _contract_tap(window: Array, w_tap: Array, spec: ConvSpec) -> Array:
 
 def conv_taps(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout."""
-    x = pad_input(x, spec)
+    # in float16, one tap's share of the gradient could overflow where the sum does not
+    x, w = pad_input(x, spec).astype(spec.gemm_dtype), w.astype(spec.gemm_dtype)
     y = None
     for i in range(spec.kh):
         for j in range(spec.kw):

@@ -138,12 +138,13 @@ def _matmul_grid(
     out_sharding: where a contraction over a sharded axis (the batch, for the
     kernel gradient) should leave its result, as JAX's explicit sharding mode asks.
     """
+    gemm = spec.gemm_dtype  # transformed values are sums: float16 would overflow first
     return [
         [
             jnp.einsum(
                 subscripts,
-                a_pq,
-                b_pq,
+                a_pq.astype(gemm),
+                b_pq.astype(gemm),
                 precision=spec.precision,
                 preferred_element_type=spec.acc_dtype,
                 out_sharding=out_sharding,

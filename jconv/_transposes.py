@@ -86,8 +86,10 @@ def transpose_x(dy: Array, w: Array, spec: ConvSpec) -> Array:
                 precision=spec.precision,
                 preferred_element_type=acc,
             )
-            part = part.reshape(part.shape[0], mh, mw, spec.c) if spec.layout == "NHWC" else (
-                part.reshape(part.shape[0], spec.c, mh, mw)
+            part = (
+                part.reshape(part.shape[0], mh, mw, spec.c)
+                if spec.layout == "NHWC"
+                else (part.reshape(part.shape[0], spec.c, mh, mw))
             )
             # the tap read x_padded[a * sh + i * dh, b * sw + j * dw]: put its share back there
             config = [(0, 0, 0)] * 4
