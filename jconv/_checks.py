@@ -119,7 +119,7 @@ def is_int(v: Any) -> bool:
 def check_shape(name: str, shape: Any) -> Shape:
     """A shape as a tuple of non-negative ints (NumPy integers accepted, bools refused)."""
     shape = tuple(shape)
-    if not all(_is_int(d) for d in shape):
+    if not all(is_int(d) for d in shape):
         raise TypeError(f"{name} shape must hold ints, got {shape!r}")
     shape = tuple(operator.index(d) for d in shape)
     if min(shape, default=0) < 0:
@@ -131,7 +131,7 @@ def check_device_count(devices: Any, *, pair: bool) -> tuple[int, ...]:
     """A mesh axis size (an int, at least 1), or with pair=True also a pair (Dh, Dw) of them."""
     what = "an int or a pair (Dh, Dw) of ints" if pair else "an int"
     counts = tuple(devices) if pair and isinstance(devices, (tuple, list)) else (devices,)
-    if len(counts) not in ((1, 2) if pair else (1,)) or not all(_is_int(d) for d in counts):
+    if len(counts) not in ((1, 2) if pair else (1,)) or not all(is_int(d) for d in counts):
         raise TypeError(f"devices must be {what}, at least 1; got {devices!r}")
     if min(operator.index(d) for d in counts) < 1:
         raise ValueError(f"devices must be at least 1, got {devices!r}")

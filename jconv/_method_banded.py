@@ -52,6 +52,11 @@ def banded_overhead(spec: ConvSpec) -> float:
     return blocks * block * _block_input_width(spec, block) * spec.groups / (mw * spec.kw)
 
 
+def banded_unrolled(spec: ConvSpec) -> int:
+    """Window slices in banded's program, kh * blocks: it grows with the output's width."""
+    return spec.kh * -(-spec.out_hw[1] // banded_block(spec))
+
+
 def banded_weight_bytes(spec: ConvSpec) -> int:
     """Bytes of the stacked banded matrix T (kh*Win*C x block*O)."""
     block = banded_block(spec)
@@ -132,27 +137,35 @@ def _stacked_input(x: Array, spec: ConvSpec) -> Array:
 def _unstack_input(d_stacked: Array, spec: ConvSpec) -> Array:
     """The transpose of `_stacked_input`: (N, mh, blocks, kh*Win*C) -> dx like x.
 
-    Each block's window is added back where it was read (columns first, for each
-    kernel row, then the rows), and the padding cropped away.
+    Block b's window starts `step` columns after block b-1's. Cut the columns into
+    steps, (need/step, step*C): the window's first `step` columns of every block
+    then land, all at once, on steps b, the next `step` columns on steps b + 1, and
+    so on. One pad per (kernel row, shift), ceil(Win/step) shifts: the work does
+    not grow with the number of blocks, as adding each block's window back
+    separately would (a full-width pad per block).
     """
     geo = _geometry(spec)
     n, mh, c = d_stacked.shape[0], spec.out_hw[0], spec.c
     (sh, dh), (hp, wp) = (spec.stride[0], spec.dilation[0]), spec.padded_hw
-    d_stacked = d_stacked.reshape(n, mh, geo.blocks, spec.kh * geo.in_width, c)
+    shifts = -(-geo.in_width // geo.step)
+    steps_total = geo.blocks + shifts - 1
+    width, span = geo.in_width * c, geo.step * c
     zero = jnp.zeros((), d_stacked.dtype)
     dx = None
     for i in range(spec.kh):
-        rows = None  # (N, mh, need, C)
-        for b in range(geo.blocks):
-            window = d_stacked[:, :, b, i * geo.in_width : (i + 1) * geo.in_width]
-            lo = b * geo.step
-            placed = jax.lax.pad(
-                window,
+        window = d_stacked[..., i * width : (i + 1) * width]  # (N, mh, blocks, Win*C)
+        window = zero_pad_or_crop(window, [(0, 0)] * 3 + [(0, shifts * span - width)])
+        steps = None  # (N, mh, blocks + shifts - 1, step*C)
+        for s in range(shifts):
+            share = jax.lax.pad(
+                window[..., s * span : (s + 1) * span],
                 zero,
-                [(0, 0, 0), (0, 0, 0), (lo, geo.need - lo - geo.in_width, 0), (0, 0, 0)],
+                [(0, 0, 0), (0, 0, 0), (s, shifts - 1 - s, 0), (0, 0, 0)],
             )
-            rows = placed if rows is None else rows + placed
-        assert rows is not None
+            steps = share if steps is None else steps + share
+        assert steps is not None
+        # One split, then one merge: JAX's explicit sharding mode refuses both at once.
+        rows = steps.reshape(n, mh, steps_total, geo.step, c).reshape(n, mh, -1, c)
         placed = jax.lax.pad(
             rows,
             zero,
@@ -161,7 +174,8 @@ def _unstack_input(d_stacked: Array, spec: ConvSpec) -> Array:
         dx = placed if dx is None else dx + placed
     assert dx is not None
     (top, bottom), (left, right) = spec.pads
-    dx = zero_pad_or_crop(dx, [(0, 0), (-top, -bottom), (-left, wp - geo.need - right), (0, 0)])
+    columns = steps_total * geo.step
+    dx = zero_pad_or_crop(dx, [(0, 0), (-top, -bottom), (-left, wp - columns - right), (0, 0)])
     return dx.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else dx
 
 
