@@ -17,7 +17,6 @@ such layers: few channels, small kernels (see jconv/_auto.py).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -27,7 +26,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jconv._checks import ConvSpec
-from jconv._conv_primitive import Lowering, guarded_conv
+from jconv._conv_primitive import lowered_conv
+from jconv._lowering import Lowering
+from jconv._method_taps import TAPS
 from jconv._padding import pad_input, zero_pad_or_crop
 from jconv._typing import Array
 
@@ -249,18 +250,15 @@ def _banded_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Arr
     return dw.reshape(spec.o, cg, spec.kh, spec.kw).astype(spec.dtype)
 
 
-BANDED = Lowering("banded", _banded_y, _banded_dx, _banded_dw)
+BANDED = Lowering("banded", _banded_y, _banded_dx, _banded_dw, grouped=TAPS)
 
 
 def conv_banded(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout.
 
     The band's zeros would turn one Inf or NaN in x into NaNs along whole output
-    rows (0 * Inf is NaN), where lax gives them only to the outputs that read it;
-    the guard of jconv/_conv_primitive.py runs the exact computation instead.
+    rows (0 * Inf is NaN), where lax gives them only to the outputs that read it:
+    jconv/_conv_primitive.py checks every result and recomputes it with lax's if
+    it is not all finite.
     """
-    if spec.padding_mode != "zeros":  # other fills are padded here, differentiated by JAX
-        x = pad_input(x, spec)
-        hp, wp = spec.padded_hw
-        spec = dataclasses.replace(spec, h=hp, w=wp, pads=((0, 0), (0, 0)), padding_mode="zeros")
-    return guarded_conv(x, w, spec, BANDED)
+    return lowered_conv(x, w, spec, BANDED)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jconv._checks import ConvSpec
+from jconv._lowering import Lowering
 from jconv._padding import pad_input
 from jconv._typing import Array
 from jconv._windows import tap_window
@@ -59,3 +60,8 @@ def conv_taps(x: Array, w: Array, spec: ConvSpec) -> Array:
             y = term if y is None else y + term
     assert y is not None
     return y.astype(spec.out_dtype)
+
+
+# As a lowering (jconv/_lowering.py): its gradients are JAX's transposes of the per-tap
+# GEMMs, which form exactly the products the gradients' definitions form.
+TAPS = Lowering("taps", conv_taps)

@@ -30,19 +30,20 @@ jconv/_finite_guard.py).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jconv._checks import ConvSpec
-from jconv._conv_primitive import Lowering, guarded_conv
-from jconv._method_taps import conv_taps
-from jconv._padding import pad_input, zero_pad_or_crop
-from jconv._transposes import tap_sharding
+from jconv._conv_primitive import lowered_conv
+from jconv._lowering import Lowering
+from jconv._method_taps import TAPS, conv_taps
+from jconv._padding import zero_pad_or_crop
 from jconv._typing import Array
 from jconv._winograd_matrices import winograd_matrices
 
@@ -218,6 +219,14 @@ def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec, tap_sharding: Any) -> 
     return jnp.stack([jnp.stack(row) for row in dw_grid])
 
 
+def _tap_sharding(kernel_sharding: Any) -> Any:
+    """Where one (C, O) tap of an OIHW kernel laid out as kernel_sharding lies (None: anywhere)."""
+    if not isinstance(kernel_sharding, NamedSharding):
+        return None
+    o_axis, i_axis = (*tuple(kernel_sharding.spec), None, None)[:2]
+    return NamedSharding(kernel_sharding.mesh, P(i_axis, o_axis))
+
+
 def _to_nhwc(a: Array, spec: ConvSpec) -> Array:
     """A batched activation in spec.layout, as NHWC in the accumulation dtype."""
     a = a.astype(spec.acc_dtype)
@@ -249,20 +258,16 @@ def _winograd_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
 def _winograd_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:
     """dw, OIHW, from x and the output cotangent dy (both batched, spec.layout)."""
     dw = _kernel_gradient(
-        _to_nhwc(x, spec), _to_nhwc(dy, spec), spec, tap_sharding(kernel_sharding, "io")
+        _to_nhwc(x, spec), _to_nhwc(dy, spec), spec, _tap_sharding(kernel_sharding)
     )
     return dw.transpose(3, 2, 0, 1).astype(spec.dtype)
 
 
-WINOGRAD = Lowering("winograd", _winograd_y, _winograd_dx, _winograd_dw)
+WINOGRAD = Lowering("winograd", _winograd_y, _winograd_dx, _winograd_dw, grouped=TAPS)
 
 
 def conv_winograd(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout; w: (O, C, kh, kw) -> batched output, spec.layout."""
     if not winograd_supported(spec):
         return conv_taps(x, w, spec)
-    if spec.padding_mode != "zeros":  # other fills are padded here, differentiated by JAX
-        x = pad_input(x, spec)
-        hp, wp = spec.padded_hw
-        spec = dataclasses.replace(spec, h=hp, w=wp, pads=((0, 0), (0, 0)), padding_mode="zeros")
-    return guarded_conv(x, w, spec, WINOGRAD)
+    return lowered_conv(x, w, spec, WINOGRAD)

@@ -22,12 +22,21 @@ def conv_numpy(
     x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
     x = np.pad(x, ((0, 0), (0, 0), *pads), mode=NP_PAD_MODE[padding_mode])
     n, _, hp, wp = x.shape
-    o, cg, kh, kw = w.shape
-    og = o // groups
+    o, _, kh, kw = w.shape
     (sh, sw), (dh, dw) = stride, dilation
     mh = (hp - (kh - 1) * dh - 1) // sh + 1
     mw = (wp - (kw - 1) * dw - 1) // sw + 1
     y = np.zeros((n, o, mh, mw))
+    with np.errstate(invalid="ignore", over="ignore"):  # Inf - Inf is NaN, as intended
+        _accumulate(x, w, y, stride, dilation, groups)
+    return y
+
+
+def _accumulate(x, w, y, stride, dilation, groups):
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    (sh, sw), (dh, dw) = stride, dilation
+    mh, mw = y.shape[2:]
     for g in range(groups):
         xg = x[:, g * cg : (g + 1) * cg]
         wg = w[g * og : (g + 1) * og]
@@ -40,7 +49,6 @@ def conv_numpy(
                     b * sw : b * sw + (kw - 1) * dw + 1 : dw,
                 ]
                 y[:, g * og : (g + 1) * og, a, b] = np.einsum("nchw,ochw->no", patch, wg)
-    return y
 
 
 def conv_lax(
@@ -126,3 +134,35 @@ def assert_close(actual, expected, dtype=jnp.float32, scale=None):
     if scale is None:
         scale = float(np.max(np.abs(expected), initial=0.0)) + 1.0
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale)
+
+
+def conv_numpy_vjp(x, w, dy, *, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), groups=1):
+    """The gradients (dx, dw) of <conv_numpy(x, w), dy>, zero padding, float64.
+
+    Written from the definition, output position by output position: each dy
+    value times the kernel is added to the input window it read, and times that
+    window to the kernel. So dx and dw hold exactly the products dy * w and
+    x * dy (an Inf or a NaN lands only where such a product has one).
+    """
+    x, w, dy = (np.asarray(a, np.float64) for a in (x, w, dy))
+    xp = np.pad(x, ((0, 0), (0, 0), *pads))
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    with np.errstate(invalid="ignore", over="ignore"):  # Inf - Inf is NaN, as intended
+        _accumulate_vjp(xp, w, dy, dxp, dw, stride, dilation, groups)
+    (t, bt), (lf, rt) = pads
+    return dxp[:, :, t : dxp.shape[2] - bt, lf : dxp.shape[3] - rt], dw
+
+
+def _accumulate_vjp(xp, w, dy, dxp, dw, stride, dilation, groups):
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    (sh, sw), (dh, dw_) = stride, dilation
+    for g in range(groups):
+        ci, oi = slice(g * cg, (g + 1) * cg), slice(g * og, (g + 1) * og)
+        for a in range(dy.shape[2]):
+            for b in range(dy.shape[3]):
+                rows = slice(a * sh, a * sh + (kh - 1) * dh + 1, dh)
+                cols = slice(b * sw, b * sw + (kw - 1) * dw_ + 1, dw_)
+                d = dy[:, oi, a, b]  # (n, og)
+                dw[oi] += np.einsum("no,nchw->ochw", d, xp[:, ci, rows, cols])
+                dxp[:, ci, rows, cols] += np.einsum("no,ochw->nchw", d, w[oi])
