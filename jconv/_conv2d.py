@@ -86,11 +86,12 @@ def conv2d(
         'xla', 'pallas' or 'auto' (per the platform the computation is lowered for: on
         a CPU one of jconv's own lowerings from measured rules, never 'xla' or
         'pallas'; on GPUs and TPUs 'xla', but 'pallas' on NVIDIA GPUs for the
-        bfloat16 shape classes measured faster, see jconv/_auto.py). 'winograd' (which
-        'auto' picks on a CPU for stride-1 kernels up to 5x5) has a custom VJP:
-        reverse-mode derivatives only; use 'taps' for jax.jvp or jacfwd. 'pallas' is
-        a fused GPU kernel (Triton, through Pallas); off a CUDA GPU it runs the same
-        kernel in Pallas's interpret mode, correct but slow.
+        bfloat16 shape classes measured faster, see jconv/_auto.py). 'pallas' is a
+        fused GPU kernel (Triton, through Pallas); off a CUDA GPU it runs the same
+        kernel in Pallas's interpret mode, correct but slow. jconv's own lowerings
+        support every transformation lax's convolution does (jit, grad, jvp, vmap,
+        linear_transpose, remat, shard_map, ...), and put NaN and Inf where the
+        products that form each value have them.
 
     Returns:
       (N, O, mh, mw) or (N, mh, mw, O) (without N if x had none), with

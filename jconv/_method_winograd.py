@@ -10,22 +10,23 @@ each of the a_h * a_w transformed positions into one matrix product,
 (N * tiles) x C times C x O: 16 GEMMs for a 3x3 kernel doing 4/9 of the
 multiply-adds of the 9 GEMMs of 'taps' (for 5x5: 36/100).
 
-The gradient is a custom VJP built from the same pieces: the gradient with
-respect to x is the correlation of the output gradient, padded so that it
-comes out (N, H, W, C), with the flipped kernel (Winograd again, contracting
-output channels), and the one with respect to the kernel is taken in the
-transformed domain, one GEMM per position contracting the batch and the
-tiles (`_kernel_gradient`). JAX's own transpose of the tiling scatters into
-overlapping tiles and ran 2-4x slower on a CPU. Being a custom VJP, this
-method supports reverse-mode differentiation (grad, vjp, grad of grad) but
-not forward mode (jvp, jacfwd): use 'taps' there.
+The gradients are built from the same pieces: the one with respect to x is
+the correlation of the output gradient, padded so that it comes out
+(N, H, W, C), with the flipped kernel (Winograd again, contracting output
+channels), and the one with respect to the kernel is taken in the transformed
+domain, one GEMM per position contracting the batch and the tiles
+(`_kernel_gradient`). The three are the members y, dx and dw of one JAX
+primitive (jconv/_conv_primitive.py), so every transformation works, forward
+mode included, and each is checked: the transforms add and subtract values
+within a tile, so an Inf in an operand would turn into NaN where lax gives
+Inf, and a sum of large values can overflow where the convolution's does not.
+A result that is not all finite is computed again exactly. The transforms run
+in float32 for float16 and bfloat16 inputs; the GEMMs take bfloat16 (float32's
+range) but not float16 (see ConvSpec.gemm_dtype).
 
 Supported: stride 1, dilation 1, groups 1, kernels up to 5x5 (larger ones need
 interpolation points whose rounding error grows). Everything else, and
-1x1 kernels, which have nothing to save, runs 'taps'. The transforms add and
-subtract values within a tile, so an Inf in x or the kernel would turn into NaN
-where lax gives Inf: inputs that are not all finite run 'vmap' instead (see
-jconv/_finite_guard.py).
+1x1 kernels, which have nothing to save, runs 'taps'.
 """
 
 from __future__ import annotations
