@@ -7,10 +7,10 @@ number; and a transform's sum of large finite values can overflow where the
 convolution's own sum does not. Either way the fast result then holds a
 non-finite value, since no sum or product turns one back into a finite
 number. So the guard looks at the result alone: if it is all finite it is
-right, and otherwise the exact computation (which forms only the products lax
-forms, in at least float32) runs instead, chosen at run time by a lax.cond on
-one reduction. Finite inputs whose fast result overflows cost a second
-computation, never accuracy.
+right, and otherwise an exact computation (one that forms only the products
+the definition forms, in at least float32) runs instead, chosen at run time by
+a lax.cond on one reduction. Finite inputs whose fast result overflows cost a
+second computation, never accuracy.
 """
 
 from __future__ import annotations
