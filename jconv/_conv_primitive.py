@@ -67,12 +67,30 @@ def _call(lowering: Lowering, op: ConvOp, a: Array, b: Array) -> Array:
     return member(lowering, op.role, a, b, op.spec, op.kernel_sharding)
 
 
+def _exact_by_sample(op: ConvOp, a: Array, b: Array) -> Array:
+    """EXACT's member, one sample at a time (a lax.map over the batch).
+
+    XLA reserves memory for a branch that may run, whether or not it does: the
+    whole batch at once made the guarded forward-plus-backward program need
+    1.7x the memory (LeNet's second layer); one sample at a time it needs 1/N of it.
+    """
+    if jax.typeof(a).sharding.spec[:1] not in ((), (None,)):
+        return _call(EXACT, op, a, b)  # a scan cannot run over a batch laid out on devices
+    one = dataclasses.replace(op, spec=dataclasses.replace(op.spec, n=1))
+    if op.role in ("y", "dx"):  # a: x or dy, batched; b: the kernel
+        return jax.lax.map(lambda a_n: _call(EXACT, one, a_n[None], b)[0], a)
+    # dw(x, dy): the sum over the batch of each sample's kernel gradient
+    terms = lambda acc, xd: (acc + _call(EXACT, one, xd[0][None], xd[1][None]), None)
+    first = _call(EXACT, one, a[:1], b[:1])
+    return jax.lax.scan(terms, first, (a[1:], b[1:]))[0]
+
+
 def _evaluate(a: Array, b: Array, *, op: ConvOp) -> Array:
     """The lowering's member, or EXACT's where its result is not all finite."""
     result = _call(op.lowering, op, a, b)
     if op.lowering is EXACT:
         return result
-    return finite_or_exact(result, functools.partial(_call, EXACT, op), a, b)
+    return finite_or_exact(result, functools.partial(_exact_by_sample, op), a, b)
 
 
 conv_p = Primitive("jconv_conv")
