@@ -140,7 +140,8 @@ def _conv2d(x: Array, kernel: Array, bias: Array | None, *, spec: ConvSpec, meth
     if not spec.batched:
         x = x[None]
     w = kernel.astype(spec.dtype).transpose(LAYOUT_INFO[spec.layout].kernel_to_oihw)
-    if bias is not None and method in BIAS_LOWERINGS:
+    fuse = bias is not None and jnp.result_type(spec.out_dtype, bias.dtype) == spec.out_dtype
+    if fuse and method in BIAS_LOWERINGS:  # a wider bias is added below, promoting y
         y = BIAS_LOWERINGS[method](x, w, spec, bias.astype(spec.out_dtype))
         return y if spec.batched else y[0]
     y = _conv_auto(x, w, spec) if method == "auto" else LOWERINGS[method](x, w, spec)
@@ -159,8 +160,8 @@ def _conv_auto(x: Array, w: Array, spec: ConvSpec) -> Array:
     holds each, and the choice is made when it is compiled. Either way nothing is
     decided at run time. Transformations see a lax.switch (jit, grad, jvp, vmap,
     linear_transpose, remat and shard_map all pass through one) and apply to every
-    branch: 'auto' supports a transformation where each platform's lowering does
-    (no jvp where the CPU's is 'winograd', on a GPU too).
+    branch: 'auto' supports a transformation where each platform's lowering does,
+    and every lowering supports every transformation.
     """
     rules = auto_methods(spec)  # e.g. {'cpu': 'banded', 'cuda': 'xla', ..., 'default': 'xla'}
     branches = {m: functools.partial(_lower, method=m, spec=spec) for m in set(rules.values())}

@@ -244,9 +244,13 @@ def _banded_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Arr
         preferred_element_type=acc,
         out_sharding=None if mesh is None else NamedSharding(mesh, P()),
     ).reshape(spec.kh, geo.in_width, spec.c, geo.block, spec.o)
+    # Both products below only gather entries (each sums one value times 1 and zeros):
+    # exact at HIGHEST, where a GPU's default precision would round them to TF32.
+    exact = jax.lax.Precision.HIGHEST
     s = jnp.asarray(_band_selector(spec, geo.in_width, geo.block), acc)
-    dw_full = jnp.einsum("jvb,ivcbo->ijco", s, d_t).reshape(spec.kh, spec.kw, g, cg, g, og)
-    dw = jnp.einsum("ijhcgo,gh->gocij", dw_full, jnp.eye(g, dtype=acc))
+    dw_full = jnp.einsum("jvb,ivcbo->ijco", s, d_t, precision=exact)
+    dw_full = dw_full.reshape(spec.kh, spec.kw, g, cg, g, og)
+    dw = jnp.einsum("ijhcgo,gh->gocij", dw_full, jnp.eye(g, dtype=acc), precision=exact)
     return dw.reshape(spec.o, cg, spec.kh, spec.kw).astype(spec.dtype)
 
 

@@ -170,11 +170,11 @@ def test_auto_runs_the_default_backends_rule():
 
 
 # (x shape, kernel shape, conv2d kwargs, CPU choice, its transformations beyond grad,
-# vmap and remat). 'auto' supports what every platform's lowering supports:
-# 'banded''s NaN guard is not linear in x (no linear_transpose), and 'winograd''s
-# custom VJP has no forward mode (no jvp, on any platform: jvp traces every branch).
+# vmap and remat). 'auto' supports what every platform's lowering supports: all of them
+# support every transformation (tests/test_transformations.py).
 TRANSFORM_CASES = [
-    ((2, 6, 10, 10), (16, 6, 5, 5), {}, "banded", ("jvp",)),
+    ((2, 6, 10, 10), (16, 6, 5, 5), {}, "banded", ("jvp", "transpose")),
+    ((2, 32, 6, 6), (8, 32, 3, 3), {"padding": 1}, "winograd", ("jvp", "transpose")),
     ((2, 72, 6, 6), (8, 72, 1, 1), {}, "taps", ("jvp", "transpose")),
 ]
 

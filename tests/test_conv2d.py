@@ -246,6 +246,16 @@ def test_bias_promotes_like_lax_plus(x_dtype, bias_dtype, pet):
     assert_close(y, expected, x_dtype)
 
 
+def test_bias_promotes_in_a_fused_epilogue_too():
+    """'pallas' adds a bias in its kernel; a wider one is added after it, promoting y."""
+    x, w, b = make(CONFIGS[0], key=19)
+    x16, w16 = x.astype(jnp.float16), w.astype(jnp.float16)
+    y = jconv.conv2d(x16, w16, b, method="pallas")
+    expected = conv_lax(x16, w16) + b[:, None, None]
+    assert y.dtype == expected.dtype == jnp.float32
+    assert_close(y, expected, jnp.float16)
+
+
 def test_bias_promotion_is_refused_under_strict_promotion():
     x, w, b = make(CONFIGS[0], key=18)
     with (

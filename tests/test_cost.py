@@ -60,7 +60,7 @@ def test_flops_refuse_bad_shapes(argument, bad, exc, match):
 )
 def test_comm_bytes_refuse_bad_device_counts(strategy, devices, exc):
     with pytest.raises(exc, match=r"devices must be .*got " + repr(devices).replace(".", r"\.")):
-        jconv.sharded_conv2d_comm_bytes(
+        jconv.sharding.sharded_conv2d_comm_bytes(
             (8, 64, 32, 32), (128, 64, 3, 3), strategy=strategy, devices=devices
         )
 
@@ -68,13 +68,13 @@ def test_comm_bytes_refuse_bad_device_counts(strategy, devices, exc):
 @pytest.mark.parametrize("devices", [(2, 0), (2, True), (2.0, 2), (1, 2, 3)])
 def test_comm_bytes_refuse_bad_spatial_pairs(devices):
     with pytest.raises((TypeError, ValueError), match="devices must be"):
-        jconv.sharded_conv2d_comm_bytes(
+        jconv.sharding.sharded_conv2d_comm_bytes(
             (8, 64, 32, 32), (128, 64, 3, 3), strategy="spatial", devices=devices
         )
 
 
 def test_comm_bytes_one_count_for_channel_strategies():
     with pytest.raises(TypeError, match=r"devices must be an int, at least 1; got \(2, 2\)"):
-        jconv.sharded_conv2d_comm_bytes(
+        jconv.sharding.sharded_conv2d_comm_bytes(
             (8, 64, 32, 32), (128, 64, 3, 3), strategy="batch", devices=(2, 2)
         )
