@@ -1,0 +1,67 @@
+"""jconv/_conv_primitive.py: the members it binds under vmap and transposition.
+
+Values under every transformation are compared with lax in
+tests/test_transformations.py; here, which member and lowering run.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jconv
+from jconv._conv_primitive import conv_p
+from tests.reference import assert_close, conv_lax
+
+RNG = np.random.default_rng(7)
+SAMPLES = RNG.standard_normal((3, 7, 7, 6)).astype(np.float32)  # 3 unbatched NHWC samples
+W_HWIO = RNG.standard_normal((3, 3, 6, 4)).astype(np.float32)
+X = RNG.standard_normal((2, 6, 7, 7)).astype(np.float32)  # NCHW
+WS = RNG.standard_normal((5, 4, 6, 3, 3)).astype(np.float32)  # 5 OIHW kernels
+
+
+def bound_ops(fn, *args):
+    """(role, lowering name, spec) of every conv_p in fn's jaxpr, nested ones included."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive is conv_p:
+                op = eqn.params["op"]
+                found.append((op.role, op.lowering.name, op.spec))
+            for p in eqn.params.values():
+                for sub in p if isinstance(p, (list, tuple)) else [p]:
+                    if hasattr(sub, "jaxpr"):
+                        walk(getattr(sub.jaxpr, "jaxpr", sub.jaxpr))
+                    elif hasattr(sub, "eqns"):
+                        walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("method", ["banded", "winograd"])
+def test_vmapped_samples_fold_into_the_batch(method):
+    """vmap over unbatched samples, and its gradients, keep the method's own lowering on
+    a 3 times larger batch: no per-sample loop, no select between fast and exact."""
+
+    def loss(w):
+        conv = lambda xi: jconv.conv2d(xi, w, layout="NHWC", method=method, padding=1)
+        return jnp.sum(jax.vmap(conv)(SAMPLES) ** 2)
+
+    ops = bound_ops(jax.grad(loss), W_HWIO)
+    assert {role for role, _, _ in ops} == {"y", "dw"}
+    assert all(name == method and spec.n == 3 for _, name, spec in ops)
+
+
+@pytest.mark.parametrize("method", ["banded", "winograd"])
+def test_vmapped_kernels_fold_into_groups(method):
+    """Five kernels at once are five groups of one convolution, run by 'taps'."""
+    ops = bound_ops(jax.vmap(lambda w: jconv.conv2d(X, w, method=method)), WS)
+    assert [(role, name) for role, name, _ in ops] == [("y", "taps")]
+    assert ops[0][2].groups == 5 and ops[0][2].o == 20
+    got = jax.vmap(lambda w: jconv.conv2d(X, w, method=method, precision="highest"))(WS)
+    for k in range(5):
+        assert_close(got[k], conv_lax(X, WS[k]))
