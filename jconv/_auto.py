@@ -16,9 +16,11 @@ never 'xla'.
   GEMM whose extra multiply-adds (the band's zeros, `banded_overhead`) cost
   less than the many shallow GEMMs of the other lowerings. On LeNet's first
   layer 'taps' is 5x faster forward but 5x slower forward-plus-backward;
-  'banded' is faster than lax both ways. Its program holds a window slice per
-  kernel row and block of output columns, so it is bounded by that count too
-  (`BANDED_MAX_UNROLLED`): on wide images it would compile for seconds;
+  'banded' is faster than lax both ways. Its weight matrix is bounded; its
+  program, which held a window slice per kernel row and block of output columns
+  and so compiled for seconds on wide images, now stops growing past
+  MAX_BLOCK_SLICES of them (jconv/_method_banded.py), and on wide few-channel
+  images it stays faster than 'winograd' both ways (BENCHMARKS.md);
 - stride-1 kernels up to 5x5 (ResNet's 3x3 layers, the lesson's 5x5 layer):
   'winograd', which does 4/9 (3x3) or 9/25 (5x5) of the multiply-adds;
 - everything else (1x1 kernels, strides, dilations, groups): 'taps', kh*kw
@@ -54,17 +56,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jconv._checks import ConvSpec
-from jconv._method_banded import banded_overhead, banded_unrolled, banded_weight_bytes
+from jconv._method_banded import banded_overhead, banded_weight_bytes
 from jconv._method_winograd import winograd_supported
 from jconv._pallas_tuning import MIN_DOT
 
 BANDED_MAX_CONTRACTION = 256  # C/groups * kh * kw: the direct GEMMs' depth is this small
 BANDED_MAX_OVERHEAD = 3.0  # at most this many times the convolution's multiply-adds
 BANDED_MAX_WEIGHT_BYTES = 32 * 2**20  # and a banded weight matrix of at most this size
-# and at most this many window slices (kh * blocks, 25 for LeNet's layers): the program
-# holds one per kernel row and block of output columns, so its compile time grows with
-# the image's width (measured in BENCHMARKS.md: about linear, seconds beyond a few hundred).
-BANDED_MAX_UNROLLED = 128
 
 
 def choose_method(spec: ConvSpec) -> str:
@@ -76,7 +74,6 @@ def choose_method(spec: ConvSpec) -> str:
         and spec.cg * spec.kh * spec.kw <= BANDED_MAX_CONTRACTION
         and banded_overhead(spec) <= BANDED_MAX_OVERHEAD
         and banded_weight_bytes(spec) <= BANDED_MAX_WEIGHT_BYTES
-        and banded_unrolled(spec) <= BANDED_MAX_UNROLLED
     ):
         return "banded"
     if winograd_supported(spec):

@@ -33,6 +33,9 @@ from jconv._padding import pad_input, zero_pad_or_crop
 from jconv._typing import Array
 
 BLOCK_COLUMNS = 32  # aim for GEMMs at least this wide: block * O columns
+# Block windows sliced one by one up to this many (kh * blocks); beyond, by shift. Compile
+# time grew about linearly with the count (BENCHMARKS.md): a few seconds at 128.
+MAX_BLOCK_SLICES = 128
 
 
 def banded_block(spec: ConvSpec) -> int:
@@ -54,7 +57,7 @@ def banded_overhead(spec: ConvSpec) -> float:
 
 
 def banded_unrolled(spec: ConvSpec) -> int:
-    """Window slices in banded's program, kh * blocks: it grows with the output's width."""
+    """Block windows, kh * blocks: slices in the program up to MAX_BLOCK_SLICES."""
     return spec.kh * -(-spec.out_hw[1] // banded_block(spec))
 
 
@@ -115,9 +118,13 @@ def _geometry(spec: ConvSpec) -> _Geometry:
 def _stacked_input(x: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout -> (N, mh, blocks, kh*Win*C): what each block's GEMM row reads.
 
-    Entry (n, a, b, (i, v, c)) is x_padded[n, a*sh + i*dh, b*step + v, c]: kh strided
-    row slices, and from each the Win columns of every block, side by side. The
-    program holds kh * blocks slices ('auto' bounds that number; jconv/_auto.py).
+    Entry (n, a, b, (i, v, c)) is x_padded[n, a*sh + i*dh, b*step + v, c]. Up to
+    MAX_BLOCK_SLICES block windows (kh * blocks), each block's Win columns are
+    sliced from each of the kh strided row slices and set side by side: the
+    fastest on a CPU for LeNet's layers. Beyond, the program would grow with the
+    image's width, so the columns are cut into steps, (need/step, step*C), and
+    block b's window is `shifts` consecutive steps from step b: one slice per
+    (kernel row, shift), for all blocks at once.
     """
     x = pad_input(x, spec)
     if spec.layout == "NCHW":
@@ -125,14 +132,27 @@ def _stacked_input(x: Array, spec: ConvSpec) -> Array:
     n, _, wp, c = x.shape
     (mh, _), sh, dh = spec.out_hw, spec.stride[0], spec.dilation[0]
     geo = _geometry(spec)
-    # zero columns past Wp feed only cropped outputs; columns past `need` are never read
-    x = zero_pad_or_crop(x, [(0, 0), (0, 0), (0, geo.need - wp), (0, 0)])
+    shifts = -(-geo.in_width // geo.step)
+    by_block = banded_unrolled(spec) <= MAX_BLOCK_SLICES
+    columns = geo.need if by_block else (geo.blocks + shifts - 1) * geo.step
+    # zero columns past Wp feed only cropped outputs; columns past these are never read
+    x = zero_pad_or_crop(x, [(0, 0), (0, 0), (0, columns - wp), (0, 0)])
     rows = [x[:, i * dh : i * dh + (mh - 1) * sh + 1 : sh] for i in range(spec.kh)]
-    windows = [
-        jnp.concatenate([r[:, :, b * geo.step : b * geo.step + geo.in_width] for r in rows], axis=2)
-        for b in range(geo.blocks)
-    ]  # each (N, mh, kh*Win, C)
-    return jnp.stack(windows, axis=2).reshape(n, mh, geo.blocks, spec.kh * geo.in_width * c)
+    if by_block:
+        windows = [
+            jnp.concatenate([r[:, :, b * geo.step : b * geo.step + geo.in_width] for r in rows], 2)
+            for b in range(geo.blocks)
+        ]  # each (N, mh, kh*Win, C)
+        return jnp.stack(windows, axis=2).reshape(n, mh, geo.blocks, spec.kh * geo.in_width * c)
+    parts = []
+    for r in rows:
+        # One split, then one merge: JAX's explicit sharding mode refuses both at once.
+        steps = r.reshape(n, mh, columns // geo.step, geo.step, c)
+        steps = steps.reshape(n, mh, columns // geo.step, geo.step * c)
+        for s in range(shifts):
+            width = min(geo.step, geo.in_width - s * geo.step) * c
+            parts.append(steps[:, :, s : s + geo.blocks, :width])
+    return jnp.concatenate(parts, axis=3)
 
 
 def _unstack_input(d_stacked: Array, spec: ConvSpec) -> Array:
