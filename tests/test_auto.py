@@ -23,6 +23,12 @@ CPU_CHOICES = [
     ((2, 64, 56, 56), (64, 64, 7, 7), {}, "taps"),  # beyond F(2, 5)
     ((2, 256, 56, 56), (64, 256, 1, 1), {}, "taps"),  # 1x1
     ((4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "vmap"),  # depthwise
+    # outside the bench suite: wide images (banded's program no longer grows with them)
+    ((2, 16, 64, 256), (64, 16, 3, 3), {"padding": "SAME"}, "banded"),
+    ((2, 16, 64, 512), (64, 16, 3, 3), {"padding": "SAME"}, "banded"),
+    ((8, 6, 14, 224), (16, 6, 5, 5), {}, "banded"),  # LeNet's conv2, 16 times as wide
+    ((2, 1, 512, 512), (6, 1, 5, 5), {"padding": 2}, "banded"),  # LeNet's conv1, wide
+    ((2, 64, 64, 256), (64, 64, 3, 3), {"padding": "SAME"}, "winograd"),  # more channels
 ]
 
 
@@ -223,3 +229,20 @@ def test_dispatch_costs_no_memory():
 
     for grad in (False, True):
         assert peak("auto", grad) == peak("banded", grad)
+
+
+@pytest.mark.parametrize("method", ["auto", "banded"])
+@pytest.mark.parametrize("c,o,k", [(1, 6, 5), (6, 16, 5), (16, 64, 3)])
+def test_program_does_not_grow_with_width(c, o, k, method):
+    """Past some width, the program (forward and gradients, as lowered for a CPU) stops
+    growing: banded's windows are cut by shift beyond MAX_BLOCK_SLICES block windows."""
+
+    def size(width: int) -> int:
+        x = jax.ShapeDtypeStruct((2, c, 16, width), jnp.float32)
+        w = jax.ShapeDtypeStruct((o, c, k, k), jnp.float32)
+        loss = lambda x, w: jnp.sum(jconv.conv2d(x, w, padding="SAME", method=method) ** 2)
+        traced = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(x, w)
+        return len(traced.lower(lowering_platforms=("cpu",)).as_text().splitlines())
+
+    assert choose_method(spec_of((2, c, 16, 4096), (o, c, k, k), {"padding": "SAME"})) == "banded"
+    assert size(4096) == size(1024)
