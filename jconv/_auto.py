@@ -142,8 +142,24 @@ def choose_accelerator_method(spec: ConvSpec, platform: str) -> str:
     return "xla"
 
 
+PHASES = "phases"  # each sub-pixel phase (jconv/_subpixel.py) by the CPU's rule for it
+
+
+def auto_methods_transposed(spec: ConvSpec) -> dict[str, str]:
+    """'auto' for input dilation (transposed convolutions) or crops, per platform.
+
+    On a CPU, PHASES: the sub-pixel phases, each a plain convolution that
+    `choose_method` picks a lowering for. Elsewhere 'xla', lax's own lhs_dilation
+    (cuDNN's transposed convolution on NVIDIA GPUs), as for plain convolutions.
+    """
+    del spec
+    return {"cpu": PHASES, **{p: "xla" for p in ACCELERATOR_PLATFORMS}, "default": "xla"}
+
+
 def auto_methods(spec: ConvSpec) -> dict[str, str]:
     """Platform -> the lowering 'auto' runs for spec there; 'default' for any other platform."""
+    if not spec.is_plain:
+        return auto_methods_transposed(spec)
     return {
         "cpu": choose_method(spec),
         **{p: choose_accelerator_method(spec, p) for p in ACCELERATOR_PLATFORMS},
