@@ -423,7 +423,7 @@ class TransposeSpec:
 
 
 def conv_transpose_pads(
-    size: int, window: int, stride: int, padding: tuple[int, int] | str, output_padding: int
+    window: int, stride: int, padding: tuple[int, int] | str, output_padding: int
 ) -> tuple[int, int]:
     """conv2d's (low, high) padding of the dilated input for one axis of a transposed conv.
 
@@ -432,7 +432,6 @@ def conv_transpose_pads(
     lax.conv_transpose with use_consistent_padding); 'SAME' and 'VALID' are
     lax.conv_transpose's. output_padding is added at the high end.
     """
-    del size
     if padding == "SAME":
         total = window + stride - 2
         low = window - 1 if stride > window - 1 else -(-total // 2)
@@ -509,8 +508,8 @@ def check_transpose_args(
     else:
         forward = resolve_padding(padding, hw, window, stride)  # type: ignore[arg-type]
     pads = tuple(
-        conv_transpose_pads(n, k, s, p, op)
-        for n, k, s, p, op in zip(hw, window, stride, forward, output_padding)
+        conv_transpose_pads(k, s, p, op)
+        for k, s, p, op in zip(window, stride, forward, output_padding)
     )
     out_hw = tuple(
         (n - 1) * s + 1 + lo + hi - k + 1 for n, s, (lo, hi), k in zip(hw, stride, pads, window)
