@@ -19,7 +19,7 @@ from jconv._method_taps import conv_taps
 from jconv._method_vmap import conv_vmap
 from jconv._method_winograd import conv_winograd
 from jconv._method_xla import conv_xla
-from jconv._subpixel import conv_subpixel
+from jconv._subpixel import conv_subpixel, crop_undilated
 from jconv._typing import Array, ArrayLike, DTypeLike, IntPair, PaddingLike
 
 Lowering = Callable[[Array, Array, ConvSpec], Array]  # (batched x, OIHW kernel, spec) -> y
@@ -157,12 +157,7 @@ def _conv2d(x: Array, kernel: Array, bias: Array | None, *, spec: ConvSpec, meth
     if bias is not None and method in BIAS_LOWERINGS and spec.is_plain:
         y = BIAS_LOWERINGS[method](x, w, spec, bias.astype(spec.out_dtype))
         return y if spec.batched else y[0]
-    if method == "auto":
-        y = _conv_auto(x, w, spec)
-    elif spec.is_plain or method == "xla":  # lax takes lhs_dilation and crops itself
-        y = LOWERINGS[method](x, w, spec)
-    else:
-        y = conv_subpixel(x, w, spec, LOWERINGS[method])
+    y = _conv_auto(x, w, spec) if method == "auto" else _lower(x, w, method=method, spec=spec)
     if bias is not None:
         channel_axis = LAYOUT_INFO[spec.layout].channel_axis
         y = y + jnp.expand_dims(bias.astype(y.dtype), [a for a in range(4) if a != channel_axis])
@@ -191,9 +186,16 @@ def _conv_auto(x: Array, w: Array, spec: ConvSpec) -> Array:
 
 
 def _lower(x: Array, w: Array, *, method: str, spec: ConvSpec) -> Array:
-    if method == PHASES:  # input dilation or crops on a CPU: each phase by the CPU's rule
-        return conv_subpixel(x, w, spec, _cpu_rule)
-    return LOWERINGS[method](x, w, spec)
+    """One method on batched x and OIHW w. A spec with input dilation or crops goes to
+    lax as it is ('xla'), or through the sub-pixel phases, each by the method (PHASES:
+    each by the CPU's rule); the lowerings themselves see plain specs only."""
+    if spec.is_plain:
+        return LOWERINGS[method](x, w, spec)
+    if method == "xla":
+        x, spec = crop_undilated(x, spec)
+        return conv_xla(x, w, spec)
+    lower = _cpu_rule if method == PHASES else LOWERINGS[method]
+    return conv_subpixel(x, w, spec, lower)
 
 
 def _cpu_rule(x: Array, w: Array, spec: ConvSpec) -> Array:

@@ -155,6 +155,30 @@ def multiply_adds(spec: ConvSpec) -> int:
     return spec.n * spec.o * spec.cg * per_channel
 
 
+def crop_undilated(x: Array, spec: ConvSpec) -> tuple[Array, ConvSpec]:
+    """x cropped where the spec's padding is negative on an axis without input dilation.
+
+    For lax itself ('xla'): XLA's CPU convolution (jax 0.10.2) returns wrong
+    values, uninitialized memory included, for an axis padded negatively at one
+    end and positively at the other without lhs_dilation. Axes with input
+    dilation keep their crops, which it computes correctly.
+    """
+    crop = [(0, 0)] * 4
+    pads = list(spec.pads)
+    sizes = [spec.h, spec.w]
+    for i, (axis, (lo, hi), d) in enumerate(
+        zip(LAYOUT_INFO[spec.layout].spatial_axes, spec.pads, spec.input_dilation)
+    ):
+        if d == 1 and min(lo, hi) < 0:
+            crop[axis] = (min(lo, 0), min(hi, 0))
+            pads[i] = (max(lo, 0), max(hi, 0))
+            sizes[i] += min(lo, 0) + min(hi, 0)
+    if crop == [(0, 0)] * 4:
+        return x, spec
+    cropped = dataclasses.replace(spec, h=sizes[0], w=sizes[1], pads=tuple(pads))
+    return zero_pad_or_crop(x, crop), cropped
+
+
 def conv_subpixel(x: Array, w: Array, spec: ConvSpec, lower: Lowering) -> Array:
     """conv2d of a spec with input dilation or crops, each phase run by `lower`.
 
