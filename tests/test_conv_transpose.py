@@ -159,7 +159,7 @@ def test_inverts_conv2d_shapes():
         x = jax.ShapeDtypeStruct((1, 5, h, h), np.float32)
         y = jax.eval_shape(lambda x, w: jconv.conv2d(x, w, stride=2, padding=1), x, w)
         back = jax.eval_shape(
-            lambda y, w: jconv.conv_transpose2d(
+            lambda y, w, h=h: jconv.conv_transpose2d(
                 y, w, stride=2, padding=1, output_padding=1 - h % 2
             ),
             y,
