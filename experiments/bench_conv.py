@@ -268,7 +268,8 @@ def bench_case(
     flops = jconv.conv2d_flops(x.shape, k_shape, layout=config.layout, **kwargs)
     flops *= 1 if direction == "fwd" else 3  # backward: one conv for dx, one for dw
     rules = auto_rules(layer, x, w, config.layout)
-    methods = config.methods or default_methods(rules, platform)
+    phase_methods = chosen(rules, "cpu", layer, x, w, config.layout).split("/")
+    methods = config.methods or default_methods(rules, platform, phase_methods)
     methods = list(dict.fromkeys([*methods, BASELINE]))
     fns, peaks = {}, {}
     for m in methods:
@@ -347,12 +348,20 @@ def chosen(rules: dict[str, str], platform: str, layer: Layer, x, w, layout: str
     return "/".join(sorted(picks))
 
 
-def default_methods(rules: dict[str, str], platform: str) -> list[str]:
+def default_methods(
+    rules: dict[str, str], platform: str, phase_methods: Sequence[str] = ()
+) -> list[str]:
     """The methods timed when none are named: CPU_METHODS on a CPU; elsewhere 'auto',
-    every lowering that a platform's rule names for the layer, and lax."""
+    every lowering that a platform's rule names for the layer (for a transposed layer's
+    sub-pixel phases, `phase_methods`: those its phases run), and lax."""
     if platform == "cpu":
         return list(CPU_METHODS)
-    named = [m for p, m in rules.items() if p != "default"]
+    from jconv._auto import PHASES
+
+    named = []
+    for p, m in rules.items():
+        if p != "default":
+            named += list(phase_methods) if m == PHASES else [m]
     return list(dict.fromkeys(["auto", *named, BASELINE]))
 
 

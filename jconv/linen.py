@@ -136,7 +136,7 @@ class Conv(nn.Module):
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
         inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
-        args = dict(
+        args: dict[str, Any] = dict(
             padding=padding,
             strides=self.strides,
             input_dilation=self.input_dilation,

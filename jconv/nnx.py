@@ -170,7 +170,7 @@ class Conv(nnx.Module):
         kernel = apply_mask(self.kernel[...], self.mask)
         bias = self.bias[...] if self.bias is not None else None
         inputs, kernel, bias = self.promote_dtype((inputs, kernel, bias), dtype=self.dtype)
-        args = dict(
+        args: dict[str, Any] = dict(
             padding=padding,
             strides=self.strides,
             input_dilation=self.input_dilation,
