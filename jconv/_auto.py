@@ -142,29 +142,20 @@ def choose_accelerator_method(spec: ConvSpec, platform: str) -> str:
     return "xla"
 
 
-PHASES = "phases"  # each sub-pixel phase (jconv/_subpixel.py) by `choose_phase_method`
-
-
-def choose_phase_method(spec: ConvSpec) -> str:
-    """The lowering that 'auto' runs on a CPU for one sub-pixel phase (a plain spec).
-
-    `choose_method`'s, except 'taps' where it says 'winograd': on DCGAN's 4x4
-    stride-2 layer (bench_conv's 'dcgan', 2x2 phase kernels, 256 channels) 'taps'
-    beat 'winograd' in float32 and bfloat16, forward and forward-plus-backward
-    (BENCHMARKS.md); larger phase kernels are not measured.
-    """
-    method = choose_method(spec)
-    return "taps" if method == "winograd" else method
+PHASES = "phases"  # each sub-pixel phase (jconv/_subpixel.py) by `choose_method`
 
 
 def auto_methods_transposed(spec: ConvSpec) -> dict[str, str]:
     """'auto' for input dilation (transposed convolutions) or crops, per platform.
 
-    On a CPU, PHASES: the sub-pixel phases, each a plain convolution run by
-    `choose_phase_method`'s lowering. Measured on bench_conv's two transposed
-    layers (U-Net's 2x2 and DCGAN's 4x4 upsampling, BENCHMARKS.md): forward from
-    below to above lax's speed, forward-plus-backward an order of magnitude
-    faster than lax, whose CPU gradient of an input-dilated convolution is slow.
+    On a CPU, PHASES: the sub-pixel phases, each a plain convolution run by the
+    lowering `choose_method` picks for it. Measured on bench_conv's two
+    transposed layers (BENCHMARKS.md): forward-plus-backward 9x to 40x faster
+    than lax, whose CPU gradient of an input-dilated convolution is slow;
+    forward from 0.7x (DCGAN's 4x4, float32) to 2.8x lax's speed. On DCGAN's 2x2
+    phase kernels 'winograd' (the plain rule's pick) and 'taps' were within the
+    noise of each other in float32; in bfloat16 'taps' was faster forward and
+    'winograd' about 2x faster forward-plus-backward, so the plain rule stands.
     Elsewhere 'xla', lax's own lhs_dilation (cuDNN's transposed convolution on
     NVIDIA GPUs), as for plain convolutions: not measured against the phases there.
     """

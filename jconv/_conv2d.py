@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jconv._auto import PHASES, auto_methods, choose_phase_method
+from jconv._auto import PHASES, auto_methods, choose_method
 from jconv._checks import ConvSpec, check_conv_args
 from jconv._layouts import LAYOUT_INFO
 from jconv._method_banded import conv_banded
@@ -199,4 +199,4 @@ def _lower(x: Array, w: Array, *, method: str, spec: ConvSpec) -> Array:
 
 
 def _cpu_rule(x: Array, w: Array, spec: ConvSpec) -> Array:
-    return LOWERINGS[choose_phase_method(spec)](x, w, spec)
+    return LOWERINGS[choose_method(spec)](x, w, spec)

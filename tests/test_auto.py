@@ -226,9 +226,9 @@ def test_dispatch_costs_no_memory():
 
 
 def test_transposed_rules():
-    """Input dilation: on a CPU the sub-pixel phases, each by choose_phase_method ('taps'
-    where the plain rule says 'winograd': DCGAN's 2x2 phase kernels); lax elsewhere."""
-    from jconv._auto import PHASES, choose_phase_method
+    """Input dilation: on a CPU the sub-pixel phases, each by the plain rule ('winograd' for
+    DCGAN's 2x2 phase kernels); lax elsewhere."""
+    from jconv._auto import PHASES
     from jconv._subpixel import phase_spec, plan
 
     x, w = problem(6, (1, 72, 4, 4), (4, 72, 4, 4))  # DCGAN's 4x4, stride 2, padding 1
@@ -242,8 +242,7 @@ def test_transposed_rules():
     phases = [phase_spec(spec, a, b) for a in ph.phases for b in pw.phases]
     assert len(phases) == 4 and {(s.kh, s.kw) for s in phases} == {(2, 2)}
     assert {choose_method(s) for s in phases} == {"winograd"}
-    assert {choose_phase_method(s) for s in phases} == {"taps"}
     with jax.default_device(jax.devices("cpu")[0]):
         np.testing.assert_array_equal(
-            jconv.conv2d(x, w, **kw), jconv.conv2d(x, w, method="taps", **kw)
+            jconv.conv2d(x, w, **kw), jconv.conv2d(x, w, method="winograd", **kw)
         )
