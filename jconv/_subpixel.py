@@ -49,6 +49,7 @@ import itertools
 import math
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 
 from jconv._checks import ConvSpec
@@ -118,14 +119,19 @@ def plan_axis(
 
 def plan(spec: ConvSpec) -> tuple[AxisPlan, AxisPlan]:
     """The (height, width) phase plans of a spec."""
-    return (
-        plan_axis(spec.h, spec.input_dilation[0], spec.pads[0], spec.kh, *_kd_s(spec, 0)),
-        plan_axis(spec.w, spec.input_dilation[1], spec.pads[1], spec.kw, *_kd_s(spec, 1)),
+    h, w = (
+        plan_axis(size, d, pads, k, kd, s)
+        for size, d, pads, k, kd, s in zip(
+            (spec.h, spec.w),
+            spec.input_dilation,
+            spec.pads,
+            (spec.kh, spec.kw),
+            spec.dilation,
+            spec.stride,
+            strict=True,
+        )
     )
-
-
-def _kd_s(spec: ConvSpec, axis: int) -> tuple[int, int]:
-    return spec.dilation[axis], spec.stride[axis]
+    return h, w
 
 
 def phase_spec(spec: ConvSpec, ph: AxisPhase, pw: AxisPhase) -> ConvSpec:
@@ -184,19 +190,21 @@ def conv_subpixel(x: Array, w: Array, spec: ConvSpec, lower: Lowering) -> Array:
 
     x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output in
     spec.layout and spec.out_dtype. `lower` gets plain specs only.
+
+    Output (r_h + P_h t_h, r_w + P_w t_w) is phase (r_h, r_w)'s (t_h, t_w): each
+    phase's block is spread out by interior zero padding and the blocks summed
+    (one fused loop), where a phase that reads no pixel of x adds nothing. A stack
+    and a reshape would do the same, but JAX's explicit sharding mode refuses
+    that reshape when the batch is sharded.
     """
-    info = LAYOUT_INFO[spec.layout]
-    ah, aw = info.spatial_axes
+    ah, aw = LAYOUT_INFO[spec.layout].spatial_axes
     ph_plan, pw_plan = plan(spec)
-    blocks: dict[tuple[int, int], Array] = {}
+    (mh, mw), (p_h, p_w) = (ph_plan.out_size, pw_plan.out_size), (ph_plan.period, pw_plan.period)
+    zero = jnp.zeros((), spec.out_dtype)
+    y = None
     for ph, pw in itertools.product(ph_plan.phases, pw_plan.phases):
-        shape = [spec.n, spec.o, ph.count, pw.count]
-        if spec.layout == "NHWC":
-            shape = [spec.n, ph.count, pw.count, spec.o]
         if not (ph.reads_x and pw.reads_x):
-            blocks[ph.offset, pw.offset] = jnp.zeros(shape, spec.out_dtype)
             continue
-        sub = phase_spec(spec, ph, pw)
         crop = [(0, 0)] * 4
         crop[ah] = (min(ph.pads[0], 0), min(ph.pads[1], 0))
         crop[aw] = (min(pw.pads[0], 0), min(pw.pads[1], 0))
@@ -207,41 +215,24 @@ def conv_subpixel(x: Array, w: Array, spec: ConvSpec, lower: Lowering) -> Array:
             ph.first_tap : ph.first_tap + (ph.taps - 1) * ph.tap_step + 1 : ph.tap_step,
             pw.first_tap : pw.first_tap + (pw.taps - 1) * pw.tap_step + 1 : pw.tap_step,
         ]
-        y = lower(xs, ws, sub)
-        assert y.shape == tuple(shape), (y.shape, shape, sub)
-        blocks[ph.offset, pw.offset] = y
-    return _interleave(blocks, ph_plan, pw_plan, spec)
+        block = lower(xs, ws, phase_spec(spec, ph, pw))
+        widths = [(0, 0, 0)] * 4
+        widths[ah] = (ph.offset, mh - ph.offset - (ph.count - 1) * p_h - 1, p_h - 1)
+        widths[aw] = (pw.offset, mw - pw.offset - (pw.count - 1) * p_w - 1, p_w - 1)
+        if widths != [(0, 0, 0)] * 4:
+            block = jax.lax.pad(block, zero, widths)
+        y = block if y is None else y + block
+    if y is None:  # every phase reads only inserted zeros and padding
+        mh_mw = [mh, mw]
+        shape = [spec.n, spec.o, *mh_mw] if spec.layout == "NCHW" else [spec.n, *mh_mw, spec.o]
+        y = _batch_zeros(x, shape, spec.out_dtype)
+    return y
 
 
-def _interleave(
-    blocks: dict[tuple[int, int], Array], ph_plan: AxisPlan, pw_plan: AxisPlan, spec: ConvSpec
-) -> Array:
-    """Output (r_h + P_h t_h, r_w + P_w t_w) from block (r_h, r_w)'s (t_h, t_w): each block
-    zero-extended to the longest phase's length, stacked after its axis, then reshaped."""
-    if len(blocks) == 1:
-        return next(iter(blocks.values()))
-    ah, aw = LAYOUT_INFO[spec.layout].spatial_axes
-    (mh, mw), (p_h, p_w) = (ph_plan.out_size, pw_plan.out_size), (ph_plan.period, pw_plan.period)
-    th, tw = -(-mh // p_h), -(-mw // p_w)
-    template = next(iter(blocks.values()))
-    rows = []
-    for rh in range(p_h):
-        cols = []
-        for rw in range(p_w):
-            block = blocks.get((rh, rw))
-            full = [*template.shape]
-            full[ah], full[aw] = th, tw
-            if block is None:  # no output at this offset (the output is shorter than a period)
-                cols.append(jnp.zeros(full, template.dtype))
-                continue
-            widths = [(0, 0)] * 4
-            widths[ah], widths[aw] = (0, th - block.shape[ah]), (0, tw - block.shape[aw])
-            cols.append(zero_pad_or_crop(block, widths) if widths != [(0, 0)] * 4 else block)
-        rows.append(jnp.stack(cols, axis=aw + 1))  # (..., th, ..., tw, P_w, ...)
-    y = jnp.stack(rows, axis=ah + 1)  # (..., th, P_h, ..., tw, P_w, ...)
-    shape = [*template.shape]
-    shape[ah], shape[aw] = th * p_h, tw * p_w
-    y = y.reshape(shape)
-    limit = list(y.shape)
-    limit[ah], limit[aw] = mh, mw
-    return y if limit == list(y.shape) else y[tuple(slice(0, s) for s in limit)]
+def _batch_zeros(like: Array, shape: list[int], dtype: object) -> Array:
+    """Zeros of shape (N, ...) placed as `like` along its batch axis (axis 0).
+
+    Under shard_map they vary over the same mesh axes as `like`, and in explicit
+    sharding mode they are sharded as it is; jnp.zeros would be neither.
+    """
+    return jnp.broadcast_to(jnp.zeros_like(like[:, :1, :1, :1], dtype=dtype), shape)

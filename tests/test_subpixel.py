@@ -186,6 +186,44 @@ def test_nan_and_inf_in_x_reach_the_outputs_lax_reaches():
         assert np.isnan(y).any() and np.isfinite(y).any()
 
 
+def test_every_phase_reading_only_zeros_gives_zeros():
+    """Pixels 0 and 3 of a 2-pixel x dilated by 3, both cropped off: a 1x1 kernel reads only
+    inserted zeros, so the output is zeros (NaN in x or not, as in lax), in its dtype."""
+    x = np.full((2, 2, 2, 2), np.nan, np.float32)
+    w = np.ones((3, 2, 1, 1), np.float16)
+    y = jconv.conv2d(x, w, input_dilation=3, padding=-1, method="taps")
+    assert y.shape == (2, 3, 2, 2) and y.dtype == np.float32
+    np.testing.assert_array_equal(y, np.zeros(y.shape))
+
+
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
+def test_explicit_sharding_mode():
+    """A batch-sharded x in JAX's explicit sharding mode: the phases (a zero phase included)
+    keep the batch sharded, forward and kernel gradient. (lax's own kernel gradient of an
+    input-dilated convolution asks for an out_sharding there, in jax 0.10.2: so do 'xla'
+    and 'auto', whose every platform branch is differentiated.)"""
+    from jax.sharding import AxisType, PartitionSpec
+
+    from tests._cpu import cpu_mesh
+
+    mesh = cpu_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))
+    case = ((8, 2, 3, 3), 3, (1, 1), dict(input_dilation=3, padding=((0, 1), (2, 0))))
+    x, w, _ = make(case, seed=10)
+    kw = case[3]
+    conv = lambda x, w: jconv.conv2d(x, w, method="taps", precision="highest", **kw)
+    with jax.set_mesh(mesh):
+        xs = jax.device_put(x, PartitionSpec("d"))
+        y = conv(xs, w)
+        grad_w = jax.grad(lambda w: jnp.sum(conv(xs, w) ** 2))(w)
+        y_auto = jconv.conv2d(xs, w, precision="highest", **kw)
+    assert y.sharding.spec == y_auto.sharding.spec == PartitionSpec("d", None, None, None)
+    expected = numpy_reference(x, w, kw)
+    assert_close(y, expected)
+    assert_close(y_auto, expected)
+    assert_close(grad_w, jax.grad(lambda w: jnp.sum(lax_conv(x, w, **kw) ** 2))(w))
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_low_precision_and_empty_phases_keep_the_dtype(dtype):
     x, w, b = make(CASES[5], seed=7)
