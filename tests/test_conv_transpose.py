@@ -25,10 +25,10 @@ CASES = [
     ((3, 4, 4), (3, 2, 2, 2), dict(stride=2)),  # unbatched; U-Net's 2x2, stride 2
 ]
 IDS = ["s2-p1-op1", "dcgan-groups", "mixed", "crop", "1x1-s3", "unbatched-2x2"]
-# (method, case index, layout): 'taps' and 'auto' everywhere, every other method once.
+# (method, case index, layout): 'taps' everywhere, 'auto' on three, every other method once.
 RUNS = [
     *[("taps", i, "NCHW") for i in range(len(CASES))],
-    *[("auto", i, "NHWC") for i in range(len(CASES))],
+    *[("auto", i, "NHWC") for i in (1, 2, 3)],
     ("vmap", 1, "NCHW"),
     ("im2col", 2, "NHWC"),
     ("banded", 0, "NHWC"),
@@ -125,8 +125,7 @@ def test_matches_lax_conv_transpose(padding, transpose_kernel):
     assert_close(y, expected)
 
 
-@pytest.mark.parametrize("method", ["taps", "auto"])
-def test_gradients_jit_and_vmap_match_lax(method):
+def test_gradients_jit_and_vmap_match_lax():
     """Gradients of x, the kernel and the bias, under jit and vmap, against the same
     transposed convolution written with lax (the torch kernel turned by hand)."""
     case = CASES[1]
@@ -141,12 +140,11 @@ def test_gradients_jit_and_vmap_match_lax(method):
         )  # fmt: skip
         return y + b[:, None, None]
 
-    mine = lambda x, w, b: jconv.conv_transpose2d(x, w, b, method=method, precision="highest", **kw)
+    mine = lambda x, w, b: jconv.conv_transpose2d(x, w, b, method="taps", precision="highest", **kw)
     ct = np.random.default_rng(3).standard_normal(ref(x, w, b).shape).astype(np.float32)
-    for f in (jax.jit, lambda f: f):
-        got = f(jax.grad(lambda *a: jnp.vdot(mine(*a), ct), (0, 1, 2)))(x, w, b)
-        expected = jax.grad(lambda *a: jnp.vdot(ref(*a), ct), (0, 1, 2))(x, w, b)
-        jax.tree.map(assert_close, got, expected)
+    got = jax.jit(jax.grad(lambda *a: jnp.vdot(mine(*a), ct), (0, 1, 2)))(x, w, b)
+    expected = jax.grad(lambda *a: jnp.vdot(ref(*a), ct), (0, 1, 2))(x, w, b)
+    jax.tree.map(assert_close, got, expected)
     per_sample = jax.jit(jax.vmap(lambda x: mine(x, w, b)))(x[:, None])
     assert_close(per_sample[:, 0], ref(x, w, b))
 
