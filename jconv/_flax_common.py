@@ -1,18 +1,21 @@
-"""What jconv.nnx and jconv.linen share: Flax's Conv semantics as pure functions.
+"""What jconv.nnx and jconv.linen share: Flax's Conv and ConvTranspose as pure functions.
 
 Flax's Conv takes channels-last inputs with any number of leading batch axes,
 a kernel (*kernel_size, in_features // groups, out_features) and a padding in
-one of Flax's forms; it calls lax.conv_general_dilated. These functions turn
-the same arguments into one call of jconv.conv2d(..., layout='NHWC'), so that
-the modules stay thin parameter holders, written once for nnx and once for
-linen:
+one of Flax's forms; it calls lax.conv_general_dilated (ConvTranspose:
+lax.conv_transpose). These functions turn the same arguments into one call of
+jconv.conv2d(..., layout='NHWC'), so that the modules stay thin parameter
+holders, written once for nnx and once for linen:
 
 - at construction: `canonical_kernel_size`, `check_supported` (what jconv can
-  run: 1-D and 2-D convolutions, no input dilation, no custom lax function),
-  `kernel_shape` (the kernel Param's shape, groups checked);
+  run: 1-D and 2-D convolutions), `kernel_shape` (the kernel Param's shape,
+  groups checked);
 - at call: `canonical_padding` (Flax's padding forms and errors, before any
   parameter is read), `check_mask` and `apply_mask`, then `flax_conv`, the
-  convolution itself for a kernel already masked and promoted;
+  convolution itself for a kernel already masked and promoted (input dilation
+  included), or `flax_conv_transpose`; `lax_partial_keywords` tells a
+  conv_general_dilated override that still runs jconv from a custom one, which
+  `custom_flax_conv` calls as Flax does;
 - for any layer on channels-last inputs: `flatten_batch` and `flax_padding`
   (Flax's own borders filled, negative pads cropped).
 
