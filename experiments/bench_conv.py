@@ -62,11 +62,20 @@ class Layer(NamedTuple):
     batch_cpu: int  # batch size on a CPU
     batch_gpu: int  # batch size on an accelerator
     what: str
+    transposed: bool = False  # a transposed convolution (conv_transpose2d, torch's arguments)
 
     @property
     def conv_kwargs(self) -> dict:
-        """conv2d's keyword arguments for this layer (besides layout and method)."""
+        """conv2d's (or conv_transpose2d's) keyword arguments (besides layout and method)."""
         return {"stride": self.stride, "padding": self.padding, "groups": self.groups}
+
+    def kernel_shape(self, layout: str) -> tuple[int, int, int, int]:
+        """conv2d's kernel (O, C/g, k, k) / (k, k, C/g, O); transposed, torch's forward
+        kernel (C, O/g, k, k) / (k, k, O/g, C)."""
+        a, b = (
+            (self.c, self.o // self.groups) if self.transposed else (self.o, self.c // self.groups)
+        )
+        return (a, b, self.k, self.k) if layout == "NCHW" else (self.k, self.k, b, a)
 
 
 SUITE = (
@@ -80,6 +89,8 @@ SUITE = (
     Layer("lenet2", 6, 16, 5, 14, 1, "VALID", 1, 256, 1024, "LeNet conv2: 10x10 output"),
     Layer("depthwise", 128, 128, 3, 56, 1, "SAME", 128, 4, 64, "depthwise 3x3, 56x56"),
     Layer("stride2", 64, 128, 3, 56, 2, "SAME", 1, 4, 64, "3x3 stride 2, 56 -> 28"),
+    Layer("unet_up", 128, 64, 2, 32, 2, 0, 1, 4, 64, "U-Net 2x2 up, 32 -> 64", True),
+    Layer("dcgan", 256, 128, 4, 16, 2, 1, 1, 8, 128, "DCGAN 4x4 s2 up, 16 -> 32", True),
 )
 LAYERS = {layer.name: layer for layer in SUITE}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -123,25 +134,10 @@ def layer_arrays(layer: Layer, batch: int, dtype: Any, layout: str, key: jax.Arr
     """Fresh random x, kernel and output cotangent for a layer, in `layout`'s orders."""
     kx, kw, kc = jax.random.split(key, 3)
     if layout == "NCHW":
-        x_shape, k_shape = (
-            (batch, layer.c, layer.hw, layer.hw),
-            (
-                layer.o,
-                layer.c // layer.groups,
-                layer.k,
-                layer.k,
-            ),
-        )
+        x_shape = (batch, layer.c, layer.hw, layer.hw)
     else:
-        x_shape, k_shape = (
-            (batch, layer.hw, layer.hw, layer.c),
-            (
-                layer.k,
-                layer.k,
-                layer.c // layer.groups,
-                layer.o,
-            ),
-        )
+        x_shape = (batch, layer.hw, layer.hw, layer.c)
+    k_shape = layer.kernel_shape(layout)
     x = jax.random.normal(kx, x_shape, dtype)
     w = (jax.random.normal(kw, k_shape, jnp.float32) / (layer.k * (layer.c**0.5))).astype(dtype)
     y_shape = jax.eval_shape(lambda x, w: conv(layer, layout, BASELINE, x, w), x, w).shape
@@ -150,7 +146,27 @@ def layer_arrays(layer: Layer, batch: int, dtype: Any, layout: str, key: jax.Arr
 
 
 def conv(layer: Layer, layout: str, method: str, x: jax.Array, w: jax.Array) -> jax.Array:
-    return jconv.conv2d(x, w, layout=layout, method=method, **layer.conv_kwargs)
+    fn = jconv.conv_transpose2d if layer.transposed else jconv.conv2d
+    return fn(x, w, layout=layout, method=method, **layer.conv_kwargs)
+
+
+def conv2d_arguments(layer: Layer, x_shape, w_shape, layout: str) -> tuple[tuple, dict]:
+    """The conv2d that runs the layer: (kernel shape, keyword arguments); for a transposed
+    layer, the one conv_transpose2d hands its work to (input dilation, crops)."""
+    if not layer.transposed:
+        return tuple(w_shape), dict(layer.conv_kwargs)
+    from jconv._checks import check_transpose_args
+    from jconv._conv_transpose import transposed_kernel
+
+    t = check_transpose_args(
+        x_shape, w_shape, output_padding=0, dilation=1, layout=layout, transpose_kernel=True,
+        **layer.conv_kwargs,
+    )  # fmt: skip
+    kernel = jax.eval_shape(
+        lambda w: transposed_kernel(w, layer.groups, layout),
+        jax.ShapeDtypeStruct(w_shape, jnp.float32),
+    ).shape
+    return kernel, dict(padding=t.pads, groups=layer.groups, input_dilation=t.input_dilation)
 
 
 def make_step(layer: Layer, layout: str, method: str, direction: str) -> Callable:
@@ -187,11 +203,12 @@ def _torch_step(layer: Layer, layout: str, direction: str, x, w, ct):
     pad = layer.padding if isinstance(layer.padding, int) else layer.padding.lower()
     if pad == "same" and layer.stride > 1:  # torch refuses 'same' at stride > 1
         return None
+    torch_conv = (
+        torch.nn.functional.conv_transpose2d if layer.transposed else torch.nn.functional.conv2d
+    )
 
     def fwd():
-        return torch.nn.functional.conv2d(
-            tx, tw, stride=layer.stride, padding=pad, groups=layer.groups
-        )
+        return torch_conv(tx, tw, stride=layer.stride, padding=pad, groups=layer.groups)
 
     if direction == "fwd":
 
@@ -247,10 +264,12 @@ def bench_case(
     platform = lowering_platform()
     batch = config.batch or (layer.batch_cpu if platform == "cpu" else layer.batch_gpu)
     x, w, ct = layer_arrays(layer, batch, DTYPES[dtype_name], config.layout, key)
-    flops = jconv.conv2d_flops(x.shape, w.shape, layout=config.layout, **layer.conv_kwargs)
+    k_shape, kwargs = conv2d_arguments(layer, x.shape, w.shape, config.layout)
+    flops = jconv.conv2d_flops(x.shape, k_shape, layout=config.layout, **kwargs)
     flops *= 1 if direction == "fwd" else 3  # backward: one conv for dx, one for dw
     rules = auto_rules(layer, x, w, config.layout)
-    methods = config.methods or default_methods(rules, platform)
+    phase_methods = chosen(rules, "cpu", layer, x, w, config.layout).split("/")
+    methods = config.methods or default_methods(rules, platform, phase_methods)
     methods = list(dict.fromkeys([*methods, BASELINE]))
     fns, peaks = {}, {}
     for m in methods:
@@ -279,7 +298,7 @@ def bench_case(
                 "dtype": dtype_name,
                 "direction": direction,
                 "method": m,
-                "chosen": rules.get(platform, rules["default"]) if m == "auto" else m,
+                "chosen": chosen(rules, platform, layer, x, w, config.layout) if m == "auto" else m,
                 "batch": batch,
                 "ms": 1e3 * t,
                 "tflops": flops / t / 1e12,
@@ -292,23 +311,57 @@ def bench_case(
     return rows
 
 
+def layer_spec(layer: Layer, x: jax.Array, w: jax.Array, layout: str):
+    """The ConvSpec of the conv2d that runs the layer."""
+    from jconv._checks import check_conv_args
+
+    k_shape, kwargs = conv2d_arguments(layer, x.shape, w.shape, layout)
+    return check_conv_args(
+        x.shape, k_shape, x_dtype=x.dtype, kernel_dtype=w.dtype, layout=layout,
+        transposed_ok=True, **kwargs,
+    )  # fmt: skip
+
+
 def auto_rules(layer: Layer, x: jax.Array, w: jax.Array, layout: str) -> dict[str, str]:
     """Platform -> the lowering that 'auto' runs for this layer there ('default': others)."""
     from jconv._auto import auto_methods
-    from jconv._checks import check_conv_args
 
-    spec = check_conv_args(
-        x.shape, w.shape, x_dtype=x.dtype, kernel_dtype=w.dtype, layout=layout, **layer.conv_kwargs
-    )
-    return auto_methods(spec)
+    return auto_methods(layer_spec(layer, x, w, layout))
 
 
-def default_methods(rules: dict[str, str], platform: str) -> list[str]:
+def chosen(rules: dict[str, str], platform: str, layer: Layer, x, w, layout: str) -> str:
+    """What 'auto' ran on this platform; for the sub-pixel phases, each phase's lowering."""
+    from jconv._auto import PHASES, choose_method
+    from jconv._subpixel import phase_spec, plan
+
+    method = rules.get(platform, rules["default"])
+    if method != PHASES:
+        return method
+    spec = layer_spec(layer, x, w, layout)
+    ph_plan, pw_plan = plan(spec)
+    picks = {
+        choose_method(phase_spec(spec, ph, pw))
+        for ph in ph_plan.phases
+        for pw in pw_plan.phases
+        if ph.reads_x and pw.reads_x
+    }
+    return "/".join(sorted(picks))
+
+
+def default_methods(
+    rules: dict[str, str], platform: str, phase_methods: Sequence[str] = ()
+) -> list[str]:
     """The methods timed when none are named: CPU_METHODS on a CPU; elsewhere 'auto',
-    every lowering that a platform's rule names for the layer, and lax."""
+    every lowering that a platform's rule names for the layer (for a transposed layer's
+    sub-pixel phases, `phase_methods`: those its phases run), and lax."""
     if platform == "cpu":
         return list(CPU_METHODS)
-    named = [m for p, m in rules.items() if p != "default"]
+    from jconv._auto import PHASES
+
+    named = []
+    for p, m in rules.items():
+        if p != "default":
+            named += list(phase_methods) if m == PHASES else [m]
     return list(dict.fromkeys(["auto", *named, BASELINE]))
 
 

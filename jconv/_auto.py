@@ -146,8 +146,31 @@ def choose_accelerator_method(spec: ConvSpec, platform: str) -> str:
     return "xla"
 
 
+PHASES = "phases"  # each sub-pixel phase (jconv/_subpixel.py) by `choose_method`
+
+
+def auto_methods_transposed(spec: ConvSpec) -> dict[str, str]:
+    """'auto' for input dilation (transposed convolutions) or crops, per platform.
+
+    On a CPU, PHASES: the sub-pixel phases, each a plain convolution run by the
+    lowering `choose_method` picks for it. Measured on bench_conv's two
+    transposed layers (BENCHMARKS.md): forward-plus-backward 9x to 40x faster
+    than lax, whose CPU gradient of an input-dilated convolution is slow;
+    forward from 0.7x (DCGAN's 4x4, float32) to 2.8x lax's speed. On DCGAN's 2x2
+    phase kernels 'winograd' (the plain rule's pick) and 'taps' were within the
+    noise of each other in float32; in bfloat16 'taps' was faster forward and
+    'winograd' about 2x faster forward-plus-backward, so the plain rule stands.
+    Elsewhere 'xla', lax's own lhs_dilation (cuDNN's transposed convolution on
+    NVIDIA GPUs), as for plain convolutions: not measured against the phases there.
+    """
+    del spec
+    return {"cpu": PHASES, **{p: "xla" for p in ACCELERATOR_PLATFORMS}, "default": "xla"}
+
+
 def auto_methods(spec: ConvSpec) -> dict[str, str]:
     """Platform -> the lowering 'auto' runs for spec there; 'default' for any other platform."""
+    if not spec.is_plain:
+        return auto_methods_transposed(spec)
     return {
         "cpu": choose_method(spec),
         **{p: choose_accelerator_method(spec, p) for p in ACCELERATOR_PLATFORMS},

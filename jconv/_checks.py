@@ -46,11 +46,27 @@ class ConvSpec:
     groups: int
     stride: tuple[int, int]
     dilation: tuple[int, int]
-    pads: Pads  # ((top, bottom), (left, right)), all >= 0
+    pads: Pads  # ((top, bottom), (left, right)); a negative amount crops (conv2d's only)
     padding_mode: str
     precision: Any
     preferred_element_type: Any  # numpy dtype or None
     dtype: Any  # numpy dtype the inputs are computed in (after promotion)
+    # lax's lhs_dilation: input_dilation - 1 zeros between neighbouring pixels of x.
+    input_dilation: tuple[int, int] = (1, 1)
+
+    @property
+    def is_plain(self) -> bool:
+        """What a lowering runs: no input dilation, and no padding amount below zero.
+
+        conv2d hands other specs to jconv/_subpixel.py, which splits them into plain ones.
+        """
+        return self.input_dilation == (1, 1) and min(min(p) for p in self.pads) >= 0
+
+    @property
+    def dilated_hw(self) -> tuple[int, int]:
+        """x's spatial size once dilated: (h - 1) * dh_in + 1 (likewise w)."""
+        (ih, iw) = self.input_dilation
+        return (self.h - 1) * ih + 1, (self.w - 1) * iw + 1
 
     @property
     def cg(self) -> int:
@@ -65,7 +81,8 @@ class ConvSpec:
     @property
     def padded_hw(self) -> tuple[int, int]:
         (t, b), (left, r) = self.pads
-        return self.h + t + b, self.w + left + r
+        dh, dw = self.dilated_hw
+        return dh + t + b, dw + left + r
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -172,10 +189,13 @@ def resolve_padding(
     in_hw: tuple[int, int],
     window_hw: tuple[int, int],
     stride: tuple[int, int],
+    *,
+    crop: bool = False,
 ) -> Pads:
     """Explicit ((top, bottom), (left, right)) amounts for any accepted padding form.
 
-    window_hw is the dilated kernel size, (k - 1) * d + 1 on each axis.
+    window_hw is the dilated kernel size, (k - 1) * d + 1 on each axis. With
+    crop, an amount may be negative (lax's crop); otherwise that is refused.
     """
     if isinstance(padding, str):
         kind = padding.upper()
@@ -210,7 +230,7 @@ def resolve_padding(
             raise bad
     else:
         raise bad
-    if min(min(p) for p in pads) < 0:
+    if not crop and min(min(p) for p in pads) < 0:
         raise ValueError(f"padding must not be negative, got {padding!r}")
     return pads  # type: ignore[return-value]
 
@@ -276,12 +296,19 @@ def check_conv_args(
     layout: str = "NCHW",
     precision: Any = None,
     preferred_element_type: Any = None,
+    input_dilation: IntPair = 1,
+    transposed_ok: bool = False,
 ) -> ConvSpec:
     """Check conv2d's arguments and resolve them into a ConvSpec.
 
     dtypes may be None when only shapes matter (conv2d_flops). Mixed input
     dtypes follow JAX's type promotion (jnp.result_type), so under
     jax_numpy_dtype_promotion='strict' they are refused.
+
+    transposed_ok: whether the caller runs what the lowerings alone do not:
+    input (lhs) dilation and negative padding amounts (crops), lax's two
+    ingredients of a transposed convolution. conv2d does (jconv/_subpixel.py);
+    the sharded functions, which plan on plain specs, do not, and refuse them here.
     """
     if not isinstance(layout, str) or layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -325,15 +352,31 @@ def check_conv_args(
         )
     stride = int_pair("stride", stride, 1)
     dilation = int_pair("dilation", dilation, 1)
+    input_dilation = int_pair("input_dilation", input_dilation, 1)
     window = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
-    pads = resolve_padding(padding, (h, w), window, stride)
+    if input_dilation != (1, 1):
+        _check_input_dilation(input_dilation, padding, padding_mode, transposed_ok)
+    crop = transposed_ok and padding_mode == "zeros"
+    if not crop and transposed_ok and _has_negative(padding):
+        raise ValueError(
+            f"negative padding (a crop) needs padding_mode='zeros', got padding={padding!r} "
+            f"with padding_mode={padding_mode!r}"
+        )
+    pads = resolve_padding(padding, (h, w), window, stride, crop=crop)
     check_padding_mode(padding_mode, pads, (h, w))
-    hp, wp = h + sum(pads[0]), w + sum(pads[1])
+    dilated = ((h - 1) * input_dilation[0] + 1, (w - 1) * input_dilation[1] + 1)
+    for axis, (lo, hi), size in zip(("height", "width"), pads, dilated):
+        if max(-lo, 0) + max(-hi, 0) >= size:
+            raise ValueError(
+                f"padding {(lo, hi)} on the {axis} axis crops all of the input's {size} "
+                f"pixels there (input {(h, w)}, input_dilation {input_dilation})"
+            )
+    hp, wp = dilated[0] + sum(pads[0]), dilated[1] + sum(pads[1])
     if hp < window[0] or wp < window[1]:
         raise ValueError(
             f"the kernel window {window} (kernel {(kh, kw)}, dilation {dilation}) is larger "
-            f"than the padded input {(hp, wp)} (input {(h, w)}, padding {pads}): the output "
-            "would be empty"
+            f"than the padded input {(hp, wp)} (input {(h, w)}, input_dilation "
+            f"{input_dilation}, padding {pads}): the output would be empty"
         )
     if bias_shape is not None and tuple(bias_shape) != (o,):
         raise ValueError(
@@ -381,4 +424,147 @@ def check_conv_args(
         precision=check_precision(precision),
         preferred_element_type=preferred_element_type,
         dtype=dtype,
+        input_dilation=input_dilation,
     )
+
+
+def _has_negative(padding: PaddingLike) -> bool:
+    """Whether an explicit padding form holds a negative amount (before it is checked)."""
+    if isinstance(padding, str):
+        return False
+    values = padding if isinstance(padding, Sequence) else [padding]
+    flat = [u for v in values for u in (v if isinstance(v, Sequence) else [v])]
+    return any(is_int(u) and operator.index(u) < 0 for u in flat)
+
+
+def _check_input_dilation(
+    input_dilation: tuple[int, int], padding: PaddingLike, padding_mode: str, transposed_ok: bool
+) -> None:
+    """What input dilation asks of the other arguments (lax's rules, and the callers')."""
+    if not transposed_ok:
+        raise ValueError(
+            f"input_dilation={input_dilation} is not supported here: this function splits "
+            "plain convolutions only; use jconv.conv2d for input (lhs) dilation"
+        )
+    if isinstance(padding, str):
+        raise ValueError(  # lax refuses string padding with lhs_dilation too
+            f"padding={padding!r}: with input_dilation={input_dilation} give explicit amounts "
+            "(an int, a pair or ((top, bottom), (left, right))), as lax.conv_general_dilated "
+            "asks; jconv.conv_transpose2d takes 'SAME' and 'VALID' in lax.conv_transpose's sense"
+        )
+    if padding_mode != "zeros":
+        raise ValueError(
+            f"padding_mode={padding_mode!r}: input_dilation={input_dilation} pads with zeros "
+            "only (the dilated input's gaps are zeros; so are torch's ConvTranspose2d borders)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TransposeSpec:
+    """conv_transpose2d's arguments resolved into the conv2d that computes it."""
+
+    input_dilation: tuple[int, int]  # the stride of the transposed convolution
+    dilation: tuple[int, int]
+    pads: Pads  # conv2d's padding of the dilated input; negative amounts crop
+    out_hw: tuple[int, int]
+
+
+def conv_transpose_pads(
+    window: int, stride: int, padding: tuple[int, int] | str, output_padding: int
+) -> tuple[int, int]:
+    """conv2d's (low, high) padding of the dilated input for one axis of a transposed conv.
+
+    padding is the forward convolution's: explicit (low, high) amounts leave
+    ``window - 1 - amount`` on each side (torch's ConvTranspose2d, and
+    lax.conv_transpose with use_consistent_padding); 'SAME' and 'VALID' are
+    lax.conv_transpose's. output_padding is added at the high end.
+    """
+    if padding == "SAME":
+        total = window + stride - 2
+        low = window - 1 if stride > window - 1 else -(-total // 2)
+    elif padding == "VALID":
+        total = window + stride - 2 + max(window - stride, 0)
+        low = window - 1
+    else:
+        low, total = window - 1 - padding[0], 2 * (window - 1) - padding[0] - padding[1]
+    return low, total - low + output_padding
+
+
+def check_transpose_args(
+    x_shape: Shape,
+    kernel_shape: Shape,
+    *,
+    stride: IntPair,
+    padding: PaddingLike,
+    output_padding: IntPair,
+    dilation: IntPair,
+    groups: int,
+    layout: str,
+    transpose_kernel: bool,
+) -> TransposeSpec:
+    """Check what conv_transpose2d adds to conv2d's arguments; conv2d checks the rest.
+
+    With transpose_kernel, the kernel is the forward convolution's ('NCHW'
+    (C, O/groups, kh, kw), 'NHWC' (kh, kw, O/groups, C)): its C must be x's,
+    and divisible by groups. Otherwise it is conv2d's, which conv2d checks.
+    """
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if not isinstance(transpose_kernel, (bool, np.bool_)):
+        raise TypeError(f"transpose_kernel must be a bool, got {transpose_kernel!r}")
+    info = LAYOUT_INFO[layout]
+    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+    if len(x_shape) not in (3, 4) or len(kernel_shape) != 4:
+        raise ValueError(
+            f"x must have 3 or 4 dimensions and the kernel 4 for layout {layout!r}; got "
+            f"shapes {x_shape} and {kernel_shape}"
+        )
+    xb = x_shape if len(x_shape) == 4 else (1, *x_shape)
+    if transpose_kernel:
+        if not is_int(groups) or isinstance(groups, bool) or groups < 1:
+            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        c = xb[info.channel_axis]
+        kc = kernel_shape[0 if layout == "NCHW" else 3]
+        if kc != c or c % groups:
+            order = "(C, O/groups, kh, kw)" if layout == "NCHW" else "(kh, kw, O/groups, C)"
+            raise ValueError(
+                f"the kernel of a transposed convolution (transpose_kernel=True) is {order} "
+                f"for layout {layout!r}, its C that of x ({c}, shape {x_shape}) and divisible "
+                f"by groups={groups}; got kernel shape {kernel_shape}"
+            )
+    hw = tuple(xb[a] for a in info.spatial_axes)
+    khw = tuple(kernel_shape[a] for a in info.kernel_to_oihw[2:])
+    stride = int_pair("stride", stride, 1)
+    dilation = int_pair("dilation", dilation, 1)
+    output_padding = int_pair("output_padding", output_padding, 0)
+    for axis, op, s, d in zip(("height", "width"), output_padding, stride, dilation):
+        if op >= max(s, d):  # torch's rule: the extra rows would hold no input pixel's term
+            raise ValueError(
+                f"output_padding {output_padding} on the {axis} axis must be smaller than "
+                f"the stride {s} or the dilation {d} there"
+            )
+    window = tuple((k - 1) * d + 1 for k, d in zip(khw, dilation))
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            raise ValueError(
+                "padding of a transposed convolution must be 'SAME', 'VALID' (as in "
+                "lax.conv_transpose), an int, a pair (ph, pw) or ((top, bottom), (left, "
+                f"right)) (the forward convolution's, as in torch); got {padding!r}"
+            )
+        forward: tuple[Any, Any] = (padding.upper(),) * 2
+    else:
+        forward = resolve_padding(padding, hw, window, stride)  # type: ignore[arg-type]
+    pads = tuple(
+        conv_transpose_pads(k, s, p, op)
+        for k, s, p, op in zip(window, stride, forward, output_padding)
+    )
+    out_hw = tuple(
+        (n - 1) * s + 1 + lo + hi - k + 1 for n, s, (lo, hi), k in zip(hw, stride, pads, window)
+    )
+    if min(out_hw) < 1:
+        raise ValueError(
+            f"the output of this transposed convolution would be empty: {out_hw} pixels "
+            f"(input {hw}, stride {stride}, kernel window {window}, padding {padding!r}, "
+            f"output_padding {output_padding})"
+        )
+    return TransposeSpec(stride, dilation, pads, out_hw)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jconv._auto import auto_methods
+from jconv._auto import PHASES, auto_methods, choose_method
 from jconv._checks import ConvSpec, check_conv_args
 from jconv._layouts import LAYOUT_INFO
 from jconv._method_banded import conv_banded
@@ -19,6 +19,7 @@ from jconv._method_taps import conv_taps
 from jconv._method_vmap import conv_vmap
 from jconv._method_winograd import conv_winograd
 from jconv._method_xla import conv_xla
+from jconv._subpixel import conv_subpixel, crop_undilated
 from jconv._typing import Array, ArrayLike, DTypeLike, IntPair, PaddingLike
 
 Lowering = Callable[[Array, Array, ConvSpec], Array]  # (batched x, OIHW kernel, spec) -> y
@@ -58,11 +59,13 @@ def conv2d(
     precision: Any = None,
     preferred_element_type: DTypeLike | None = None,
     method: str = "auto",
+    input_dilation: IntPair = 1,
 ) -> Array:
     """2-D convolution (cross-correlation) with many input and output channels.
 
     For each output channel o, ``y[o] = sum_i x[i] ⋆ kernel[o, i] + bias[o]``,
-    the lesson's construction, with stride, padding, kernel dilation and groups.
+    the lesson's construction, with stride, padding, kernel dilation, groups
+    and input dilation (the transposed convolution's ingredient).
 
     Args:
       x: layout 'NCHW': (N, C, H, W) or unbatched (C, H, W);
@@ -74,6 +77,8 @@ def conv2d(
       padding: 'VALID', 'SAME', 'SAME_LOWER', an int, a pair (ph, pw) or
         ((top, bottom), (left, right)); amounts as in lax.conv_general_dilated
         ('SAME' gives ceil(H / sh) rows and puts an odd pixel at the bottom/right).
+        With padding_mode 'zeros' an amount may be negative: that side is
+        cropped, as in lax.
       dilation: kernel dilation, an int or a pair, at least 1.
       groups: split channels into this many groups (lax's feature_group_count);
         groups == C with O == C is a depthwise convolution.
@@ -92,13 +97,23 @@ def conv2d(
         support every transformation lax's convolution does (jit, grad, jvp, vmap,
         linear_transpose, remat, shard_map, ...), and put NaN and Inf where the
         products that form each value have them.
+      input_dilation: lax's lhs_dilation, an int or a pair (ih, iw), at least 1:
+        x as if ih - 1 rows (iw - 1 columns) of zeros sat between its pixels,
+        then padded. Padding must then be explicit amounts (as in lax) and
+        padding_mode 'zeros'. Every method runs it without multiplying by those
+        zeros: the output splits into phases, each an ordinary convolution of x
+        with the taps that land on its pixels (jconv/_subpixel.py), run by the
+        method asked for ('auto': each phase by the CPU's rule on a CPU; lax's
+        own lhs_dilation elsewhere); 'xla' passes lhs_dilation to lax.
+        jconv.conv_transpose2d is the transposed convolution built on it.
 
     Returns:
       (N, O, mh, mw) or (N, mh, mw, O) (without N if x had none), with
-      ``mh = (H + top + bottom - (kh - 1) * dh - 1) // sh + 1`` (likewise mw), in
-      preferred_element_type if given, else the promoted dtype of x and kernel;
-      a bias is then added as ``y + bias`` would add it (a float32 bias with
-      float16 x and kernel gives float32, as it does after lax.conv).
+      ``mh = ((H - 1) * ih + 1 + top + bottom - (kh - 1) * dh - 1) // sh + 1``
+      (likewise mw), in preferred_element_type if given, else the promoted
+      dtype of x and kernel; a bias is then added as ``y + bias`` would add it
+      (a float32 bias with float16 x and kernel gives float32, as it does after
+      lax.conv).
 
     Raises:
       ValueError, TypeError: for a bad argument, before anything reaches XLA.
@@ -130,6 +145,8 @@ def conv2d(
         layout=layout,
         precision=precision,
         preferred_element_type=preferred_element_type,
+        input_dilation=input_dilation,
+        transposed_ok=True,
     )
     return _conv2d(x, kernel, bias, spec=spec, method=method)
 
@@ -141,10 +158,10 @@ def _conv2d(x: Array, kernel: Array, bias: Array | None, *, spec: ConvSpec, meth
         x = x[None]
     w = kernel.astype(spec.dtype).transpose(LAYOUT_INFO[spec.layout].kernel_to_oihw)
     fuse = bias is not None and jnp.result_type(spec.out_dtype, bias.dtype) == spec.out_dtype
-    if fuse and method in BIAS_LOWERINGS:  # a wider bias is added below, promoting y
+    if fuse and method in BIAS_LOWERINGS and spec.is_plain:  # a wider bias is added below
         y = BIAS_LOWERINGS[method](x, w, spec, bias.astype(spec.out_dtype))
         return y if spec.batched else y[0]
-    y = _conv_auto(x, w, spec) if method == "auto" else LOWERINGS[method](x, w, spec)
+    y = _conv_auto(x, w, spec) if method == "auto" else _lower(x, w, method=method, spec=spec)
     if bias is not None:
         channel_axis = LAYOUT_INFO[spec.layout].channel_axis
         y = y + jnp.expand_dims(bias, [a for a in range(4) if a != channel_axis])
@@ -173,4 +190,17 @@ def _conv_auto(x: Array, w: Array, spec: ConvSpec) -> Array:
 
 
 def _lower(x: Array, w: Array, *, method: str, spec: ConvSpec) -> Array:
-    return LOWERINGS[method](x, w, spec)
+    """One method on batched x and OIHW w. A spec with input dilation or crops goes to
+    lax as it is ('xla'), or through the sub-pixel phases, each by the method (PHASES:
+    each by the CPU's rule); the lowerings themselves see plain specs only."""
+    if spec.is_plain:
+        return LOWERINGS[method](x, w, spec)
+    if method == "xla":
+        x, spec = crop_undilated(x, spec)
+        return conv_xla(x, w, spec)
+    lower = _cpu_rule if method == PHASES else LOWERINGS[method]
+    return conv_subpixel(x, w, spec, lower)
+
+
+def _cpu_rule(x: Array, w: Array, spec: ConvSpec) -> Array:
+    return LOWERINGS[choose_method(spec)](x, w, spec)

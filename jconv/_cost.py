@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jconv._checks import check_conv_args, check_device_count
+from jconv._subpixel import multiply_adds
 from jconv._typing import IntPair, PaddingLike, Shape
 
 
@@ -19,12 +20,16 @@ def conv2d_flops(
     dilation: IntPair = 1,
     groups: int = 1,
     layout: str = "NCHW",
+    input_dilation: IntPair = 1,
 ) -> int:
     """Floating-point operations of conv2d on these shapes, a multiply-add counted as two.
 
     Every output element (N * O * mh * mw of them) is a sum of
     (C / groups) * kh * kw products. Shapes and arguments mean what they mean
     in conv2d (an unbatched x counts as one sample); the bias is not counted.
+    With input dilation (or a crop) the products are those conv2d does: per
+    output, only the taps that land on a pixel of x or on the padding, never
+    on an inserted zero (jconv/_subpixel.py).
 
     The lesson's layer: 100 -> 100 channels, 5x5 kernel, 64x64 output, about
     1 G multiply-adds per sample:
@@ -41,7 +46,11 @@ def conv2d_flops(
         dilation=dilation,
         groups=groups,
         layout=layout,
+        input_dilation=input_dilation,
+        transposed_ok=True,
     )
+    if not spec.is_plain:
+        return 2 * multiply_adds(spec)
     mh, mw = spec.out_hw
     return 2 * spec.n * spec.o * mh * mw * spec.cg * spec.kh * spec.kw
 

@@ -1,18 +1,21 @@
-"""What jconv.nnx and jconv.linen share: Flax's Conv semantics as pure functions.
+"""What jconv.nnx and jconv.linen share: Flax's Conv and ConvTranspose as pure functions.
 
 Flax's Conv takes channels-last inputs with any number of leading batch axes,
 a kernel (*kernel_size, in_features // groups, out_features) and a padding in
-one of Flax's forms; it calls lax.conv_general_dilated. These functions turn
-the same arguments into one call of jconv.conv2d(..., layout='NHWC'), so that
-the modules stay thin parameter holders, written once for nnx and once for
-linen:
+one of Flax's forms; it calls lax.conv_general_dilated (ConvTranspose:
+lax.conv_transpose). These functions turn the same arguments into one call of
+jconv.conv2d(..., layout='NHWC'), so that the modules stay thin parameter
+holders, written once for nnx and once for linen:
 
 - at construction: `canonical_kernel_size`, `check_supported` (what jconv can
-  run: 1-D and 2-D convolutions, no input dilation, no custom lax function),
-  `kernel_shape` (the kernel Param's shape, groups checked);
+  run: 1-D and 2-D convolutions), `kernel_shape` (the kernel Param's shape,
+  groups checked);
 - at call: `canonical_padding` (Flax's padding forms and errors, before any
   parameter is read), `check_mask` and `apply_mask`, then `flax_conv`, the
-  convolution itself for a kernel already masked and promoted;
+  convolution itself for a kernel already masked and promoted (input dilation
+  included), or `flax_conv_transpose`; `lax_partial_keywords` tells a
+  conv_general_dilated override that still runs jconv from a custom one, which
+  `custom_flax_conv` calls as Flax does;
 - for any layer on channels-last inputs: `flatten_batch` and `flax_padding`
   (Flax's own borders filled, negative pads cropped).
 
@@ -26,6 +29,7 @@ True as 1).
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Sequence
@@ -35,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jconv._checks import PADDING_STRINGS, is_int
+from jconv._checks import PADDING_STRINGS, conv_transpose_pads, is_int
 from jconv._conv2d import check_method, conv2d
 from jconv._padding import zero_pad_or_crop
 from jconv._typing import Array, DTypeLike, Shape
@@ -77,9 +81,29 @@ def broadcast_ints(name: str, value: IntsLike, rank: int) -> tuple[int, ...]:
     return tuple(operator.index(v) for v in value)
 
 
-def is_custom_conv(fn: Any) -> bool:
-    """Whether a conv_general_dilated (or linen's _cls) override asks for another function."""
-    return fn is not None and fn is not jax.lax.conv_general_dilated
+# The keywords of a functools.partial of lax.conv_general_dilated that become conv2d's own.
+JCONV_KEYWORDS = ("precision", "preferred_element_type")
+
+
+def lax_partial_keywords(fn: Any) -> dict[str, Any] | None:
+    """The keywords a conv_general_dilated override adds to jconv's call, or None if custom.
+
+    None and lax.conv_general_dilated itself add nothing ({}); so does a
+    ``functools.partial(jax.lax.conv_general_dilated, ...)`` whose keywords are
+    among JCONV_KEYWORDS (how Flax's own tests pass preferred_element_type to
+    linen.Conv), which gives them. Anything else (another function, a partial
+    with positional arguments or other keywords) is a custom convolution: None.
+    """
+    if fn is None or fn is jax.lax.conv_general_dilated:
+        return {}
+    if (
+        isinstance(fn, functools.partial)
+        and fn.func is jax.lax.conv_general_dilated
+        and not fn.args
+        and set(fn.keywords) <= set(JCONV_KEYWORDS)
+    ):
+        return dict(fn.keywords)
+    return None
 
 
 def check_supported(
@@ -87,15 +111,8 @@ def check_supported(
     method: str,
     *,
     input_dilation: IntsLike = 1,
-    conv_overrides: Sequence[Any] = (),
 ) -> None:
-    """Refuse, at construction, the Flax arguments that jconv.conv2d cannot run.
-
-    conv_overrides: the module's conv_general_dilated (and linen's
-    conv_general_dilated_cls); anything but None or lax's own function is a
-    custom convolution, which jconv cannot honour: calling jconv.conv2d is the
-    whole point of these modules.
-    """
+    """Refuse, at construction, the Flax arguments that jconv cannot run: 3-D convolutions."""
     check_method(method)
     if len(kernel_size) not in SUPPORTED_RANKS:
         raise NotImplementedError(
@@ -109,16 +126,6 @@ def check_supported(
     if any(isinstance(d, (bool, np.bool_)) for d in dilations):
         raise TypeError(
             f"input_dilation must be an int or a sequence of ints, got {input_dilation!r}"
-        )
-    if any(d != 1 for d in dilations):
-        raise NotImplementedError(
-            f"input_dilation={input_dilation!r}: jconv.conv2d has no input (lhs) dilation, "
-            "only kernel dilation. Use Flax's own Conv or ConvTranspose for it."
-        )
-    if any(is_custom_conv(fn) for fn in conv_overrides):
-        raise NotImplementedError(
-            "jconv's Conv always calls jconv.conv2d, so it cannot take a conv_general_dilated "
-            "override; use Flax's own Conv for a custom convolution function."
         )
 
 
@@ -198,6 +205,13 @@ def canonical_padding(padding: FlaxPadding, kernel_size: tuple[int, ...]) -> Can
     )
 
 
+def canonical_transpose_padding(
+    padding: FlaxPadding, kernel_size: tuple[int, ...]
+) -> CanonicalPadding:
+    """ConvTranspose's padding: strings as given (`transpose_pads` reads them), else as Conv's."""
+    return padding if isinstance(padding, str) else canonical_padding(padding, kernel_size)
+
+
 def flatten_batch(inputs: Array, rank: int) -> tuple[Array, Shape]:
     """(*batch, *spatial, C) -> (N, *spatial, C), N the product of the batch axes (1 if none).
 
@@ -248,6 +262,7 @@ def flax_conv(
     *,
     padding: CanonicalPadding,
     strides: IntsLike = 1,
+    input_dilation: IntsLike = 1,
     kernel_dilation: IntsLike = 1,
     feature_group_count: int = 1,
     precision: Any = None,
@@ -263,8 +278,10 @@ def flax_conv(
       kernel: (k, C // groups, O) or (kh, kw, C // groups, O), already masked and
         in the dtype to compute in (Flax's promote_dtype is the module's job).
       bias: (O,) or None.
-      padding: from `canonical_padding`.
-      strides, kernel_dilation: None, an int, or one int per spatial axis.
+      padding: from `canonical_padding`. With input dilation, explicit amounts
+        only (lax refuses strings there, and so Flax's Conv does).
+      strides, input_dilation, kernel_dilation: None, an int, or one int per
+        spatial axis.
       out_sharding: nnx.Conv's explicit-sharding argument: the sharding (a
         PartitionSpec under jax.set_mesh, or a NamedSharding) of the result with
         its batch axes flattened into one, (N, *spatial, O); jconv reshards the
@@ -278,13 +295,28 @@ def flax_conv(
     x, batch_shape = flatten_batch(inputs, rank)
     strides = broadcast_ints("strides", strides, rank)
     dilation = broadcast_ints("kernel_dilation", kernel_dilation, rank)
-    if min(dilation) < 1:  # conv2d's rule, with lax's exception type, which Flax users see
-        raise TypeError(f"All dilations must be positive, got kernel_dilation={dilation}")
+    lhs_dilation = broadcast_ints("input_dilation", input_dilation, rank)
+    if min(dilation) < 1 or min(lhs_dilation) < 1:  # conv2d's rule, lax's exception type
+        raise TypeError(
+            f"All dilations must be positive, got input_dilation={lhs_dilation}, "
+            f"kernel_dilation={dilation}"
+        )
     window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:rank], dilation, strict=True))
-    x, pads = flax_padding(x, padding, window)
+    dilated = any(d != 1 for d in lhs_dilation)
+    if dilated and isinstance(padding, str):
+        raise ValueError(  # lax's refusal, which Flax's Conv passes on (after its own padding)
+            f"padding={padding!r} with input_dilation={lhs_dilation}: string padding is not "
+            "implemented for input-dilated (transposed) convolutions, as in lax; give explicit "
+            "(low, high) amounts, or use ConvTranspose"
+        )
+    if dilated:  # negative amounts crop the dilated input: conv2d does it, not flax_padding
+        pads: str | list[tuple[int, int]] = list(padding)
+    else:
+        x, pads = flax_padding(x, padding, window)
     if rank == 1:  # a 1-D convolution is a 2-D one over a unit height
         x, kernel = x[:, None], kernel[None]
         strides, dilation, window = (1, *strides), (1, *dilation), (1, *window)
+        lhs_dilation = (1, *lhs_dilation)
         if not isinstance(pads, str):
             pads = [(0, 0), *pads]
     # An axis where the window is wider than the padded input has no output in lax, and conv2d
@@ -292,7 +324,10 @@ def flax_conv(
     # or column that is then dropped, so that conv2d still checks every argument.
     empty_axes = []
     if not isinstance(pads, str):
-        for axis, ((lo, hi), size, w) in enumerate(zip(pads, x.shape[1:-1], window, strict=True)):
+        for axis, ((lo, hi), size, w, d) in enumerate(
+            zip(pads, x.shape[1:-1], window, lhs_dilation, strict=True)
+        ):
+            size = (size - 1) * d + 1
             if lo + size + hi < w:
                 empty_axes.append(axis)
                 pads[axis] = (lo, w - lo - size)
@@ -311,6 +346,7 @@ def flax_conv(
         precision=precision,
         preferred_element_type=preferred_element_type,
         method=method,
+        input_dilation=lhs_dilation,
     )
     for axis in empty_axes:
         y = jax.lax.slice_in_dim(y, 0, 0, axis=1 + axis)
@@ -319,5 +355,179 @@ def flax_conv(
     if out_sharding is not None:  # what lax's out_sharding asks of the (N, *spatial, O) result
         y = jax.sharding.reshard(y, out_sharding)
     if not fuse_bias:
+        y = y + bias
+    return y.reshape((*batch_shape, *y.shape[1:]))
+
+
+def lax_padding(
+    x: Array, padding: CanonicalPadding, window: tuple[int, ...]
+) -> tuple[Array, str | list[tuple[int, int]]]:
+    """Flax's Conv padding as it hands it to lax: its own borders filled, the rest as given.
+
+    x: (N, *spatial, C). CIRCULAR and REFLECT pad x (as `flax_padding` does) and
+    CAUSAL pads the start, leaving 'VALID'; other strings and explicit amounts
+    (negative ones included) are passed on unchanged.
+    """
+    if isinstance(padding, str) and (padding in BORDER_MODES or padding == "CAUSAL"):
+        x, pads = flax_padding(x, padding, window)
+        if padding == "CAUSAL":
+            x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+        return x, "VALID"
+    return x, padding
+
+
+def custom_flax_conv(
+    conv_general_dilated: Any,
+    inputs: Array,
+    kernel: Array,
+    bias: Array | None,
+    *,
+    padding: CanonicalPadding,
+    strides: IntsLike = 1,
+    input_dilation: IntsLike = 1,
+    kernel_dilation: IntsLike = 1,
+    feature_group_count: int = 1,
+    precision: Any = None,
+    conv_kwargs: dict[str, Any] | None = None,
+) -> Array:
+    """Flax's Conv with a custom conv_general_dilated, called as Flax calls it.
+
+    jconv's lowerings are bypassed: the function gets Flax's arguments
+    (channels-last dimension numbers, padding, strides, dilations, groups,
+    precision, and conv_kwargs: nnx's preferred_element_type and out_sharding)
+    and its result gets the bias. Same shapes as `flax_conv`.
+    """
+    rank = kernel.ndim - 2
+    x, batch_shape = flatten_batch(inputs, rank)
+    strides = broadcast_ints("strides", strides, rank)
+    dilation = broadcast_ints("kernel_dilation", kernel_dilation, rank)
+    window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:rank], dilation, strict=True))
+    x, pads = lax_padding(x, padding, window)
+    spatial = tuple(range(1, rank + 1))
+    numbers = jax.lax.ConvDimensionNumbers(  # channels last: (N, *spatial, C), (*k, I, O)
+        (0, rank + 1, *spatial), (rank + 1, rank, *range(rank)), (0, rank + 1, *spatial)
+    )
+    y = conv_general_dilated(
+        x,
+        kernel,
+        strides,
+        pads,
+        lhs_dilation=broadcast_ints("input_dilation", input_dilation, rank),
+        rhs_dilation=dilation,
+        dimension_numbers=numbers,
+        feature_group_count=feature_group_count,
+        precision=precision,
+        **(conv_kwargs or {}),
+    )
+    if bias is not None:
+        y = y + bias
+    return y.reshape((*batch_shape, *y.shape[1:]))
+
+
+def transpose_pads(
+    padding: CanonicalPadding, window: tuple[int, ...], strides: tuple[int, ...]
+) -> str | list[tuple[int, int]]:
+    """Flax's ConvTranspose padding -> conv2d's padding of the dilated input.
+
+    'SAME' and 'VALID' (exactly so written) and 'CIRCULAR' (computed 'VALID',
+    then wrapped) as lax.conv_transpose reads them, per axis from the dilated
+    window and the stride (`jconv._checks.conv_transpose_pads`); explicit
+    amounts pad the dilated input as they are. Any other string is passed on,
+    as lax.conv_transpose passes it to lax (which refuses it with strides).
+    """
+    if isinstance(padding, str):
+        mode = "VALID" if padding == "CIRCULAR" else padding
+        if mode not in ("SAME", "VALID"):
+            if any(s != 1 for s in strides):
+                raise ValueError(
+                    f"padding={padding!r}: a transposed convolution takes 'SAME', 'VALID', "
+                    "'CIRCULAR' or explicit (low, high) amounts (lax refuses other strings "
+                    "with input dilation)"
+                )
+            return mode
+        return [conv_transpose_pads(w, s, mode, 0) for w, s in zip(window, strides)]
+    return list(padding)
+
+
+def wrap_circular(
+    y: Array, in_spatial: tuple[int, ...], strides: tuple[int, ...], transpose_kernel: bool
+) -> Array:
+    """Fold a transposed convolution's output onto the period in_size * stride, per axis.
+
+    y: (N, *spatial, O). Output pixel m goes to (m + low) mod period, summed: the
+    circular transposed convolution of Flax's ConvTranspose(padding='CIRCULAR'),
+    which centres the output within an odd number of periods, the odd pixel on
+    the left (transpose_kernel: on the right).
+    """
+    for axis, (size, s) in enumerate(zip(in_spatial, strides, strict=True), start=1):
+        period = size * s
+        extra = (period - y.shape[axis]) % (2 * period)  # to an odd number of periods
+        low = extra // 2 if transpose_kernel else extra - extra // 2
+        high = -(y.shape[axis] + low) % period
+        widths = [(0, 0)] * y.ndim
+        widths[axis] = (low, high)
+        y = jnp.pad(y, widths)
+        y = y.reshape((*y.shape[:axis], -1, period, *y.shape[axis + 1 :])).sum(axis=axis)
+    return y
+
+
+def flax_conv_transpose(
+    inputs: Array,
+    kernel: Array,
+    bias: Array | None,
+    *,
+    padding: CanonicalPadding,
+    strides: IntsLike = 1,
+    kernel_dilation: IntsLike = 1,
+    transpose_kernel: bool = False,
+    precision: Any = None,
+    preferred_element_type: DTypeLike | None = None,
+    method: str = "auto",
+) -> Array:
+    """Flax's ConvTranspose applied with jconv.conv2d (input_dilation = strides), 1-D or 2-D.
+
+    Args:
+      inputs: (*batch, L, C) or (*batch, H, W, C).
+      kernel: (*kernel_size, C, O), or with transpose_kernel (*kernel_size, O, C)
+        (then flipped and its channel axes swapped, as lax.conv_transpose does),
+        already masked and promoted.
+      bias: (O,) or None, added last, as Flax does.
+      padding: from `canonical_padding`; see `transpose_pads`.
+
+    Returns:
+      (*batch, *spatial_out, O): lax.conv_transpose's result (wrapped for 'CIRCULAR').
+    """
+    rank = kernel.ndim - 2
+    x, batch_shape = flatten_batch(inputs, rank)
+    strides = broadcast_ints("strides", strides, rank)
+    dilation = broadcast_ints("kernel_dilation", kernel_dilation, rank)
+    if min(dilation) < 1 or min(strides) < 1:
+        raise TypeError(f"strides {strides} and kernel_dilation {dilation} must be positive")
+    if transpose_kernel:
+        kernel = jnp.flip(kernel, tuple(range(rank))).swapaxes(-1, -2)
+    window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:rank], dilation, strict=True))
+    pads = transpose_pads(padding, window, strides)
+    in_spatial = x.shape[1:-1]
+    if rank == 1:
+        x, kernel = x[:, None], kernel[None]
+        strides, dilation = (1, *strides), (1, *dilation)
+        if not isinstance(pads, str):
+            pads = [(0, 0), *pads]
+    y = conv2d(
+        x,
+        kernel,
+        padding=pads if isinstance(pads, str) else tuple(pads),
+        dilation=dilation,
+        layout="NHWC",
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        method=method,
+        input_dilation=strides,
+    )
+    if rank == 1:
+        y = y[:, 0]
+    if padding == "CIRCULAR":
+        y = wrap_circular(y, in_spatial, strides[-rank:], transpose_kernel)
+    if bias is not None:
         y = y + bias
     return y.reshape((*batch_shape, *y.shape[1:]))

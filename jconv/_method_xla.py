@@ -19,6 +19,7 @@ def conv_xla(x: Array, w: Array, spec: ConvSpec) -> Array:
         w,
         window_strides=spec.stride,
         padding=pads,
+        lhs_dilation=spec.input_dilation,
         rhs_dilation=spec.dilation,
         dimension_numbers=(spec.layout, "OIHW", spec.layout),
         feature_group_count=spec.groups,

@@ -1,4 +1,4 @@
-"""jconv.linen.Conv: a drop-in replacement for flax.linen.Conv that runs jconv.conv2d.
+"""jconv.linen.Conv and ConvTranspose: drop-in replacements for Flax's that run jconv.conv2d.
 
 Swap the class and nothing else changes: the same attributes and defaults
 (plus ``method``), the same ``params`` collection ({'kernel', 'bias'}, same
@@ -32,16 +32,20 @@ from jconv._flax_common import (
     apply_mask,
     canonical_kernel_size,
     canonical_padding,
+    canonical_transpose_padding,
     check_mask,
     check_supported,
+    custom_flax_conv,
     default_bias_init,
     default_kernel_init,
     flax_conv,
+    flax_conv_transpose,
     kernel_shape,
+    lax_partial_keywords,
 )
 from jconv._typing import Array
 
-__all__ = ["Conv"]
+__all__ = ["Conv", "ConvTranspose"]
 
 
 class Conv(nn.Module):
@@ -62,9 +66,15 @@ class Conv(nn.Module):
     the output is (*batch, mh, mw, O) or (*batch, mL, O). Padding is Flax's (see
     jconv.nnx.Conv).
 
-    Raises NotImplementedError at construction for what jconv.conv2d cannot run:
-    a kernel_size of length other than 1 or 2, input_dilation other than 1, a
-    conv_general_dilated or conv_general_dilated_cls override. Other errors are
+    input_dilation runs as conv2d's (explicit padding, as in Flax). A
+    conv_general_dilated (or conv_general_dilated_cls's instance) that is lax's
+    or ``functools.partial(jax.lax.conv_general_dilated, preferred_element_type=...)``
+    runs jconv.conv2d with that preferred_element_type (the partial's precision
+    is overridden by the module's, as in Flax's call); any other callable is
+    called as Flax calls it, bypassing jconv's lowerings.
+
+    Raises NotImplementedError at construction for a kernel_size of length
+    other than 1 or 2 (3-D convolutions). Other errors are
     Flax's, of the same type and at the same moment, except that inputs whose
     channels feature_group_count does not divide raise ValueError (Flax asserts)
     and that bools where ints are asked for are refused (Flax takes True as 1).
@@ -92,16 +102,13 @@ class Conv(nn.Module):
     kernel_init: Initializer = default_kernel_init
     bias_init: Initializer = default_bias_init
     promote_dtype: PromoteDtypeFn = promote_dtype
-    conv_general_dilated: Any = None  # Flax's deprecated override: refused
-    conv_general_dilated_cls: Any = None  # likewise
+    conv_general_dilated: Any = None  # Flax's override: see the class docstring
+    conv_general_dilated_cls: Any = None  # likewise, a class whose instance is called
     method: str = "auto"
 
     def __post_init__(self) -> None:
         check_supported(
-            canonical_kernel_size(self.kernel_size),
-            self.method,
-            input_dilation=self.input_dilation,
-            conv_overrides=(self.conv_general_dilated, self.conv_general_dilated_cls),
+            canonical_kernel_size(self.kernel_size), self.method, input_dilation=self.input_dilation
         )
         super().__post_init__()
 
@@ -129,15 +136,94 @@ class Conv(nn.Module):
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
         inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        args: dict[str, Any] = dict(
+            padding=padding,
+            strides=self.strides,
+            input_dilation=self.input_dilation,
+            kernel_dilation=self.kernel_dilation,
+            feature_group_count=self.feature_group_count,
+            precision=self.precision,
+        )
+        fn = self.conv_general_dilated
+        if self.conv_general_dilated_cls is not None:
+            fn = self.conv_general_dilated_cls()
+        keywords = lax_partial_keywords(fn)
+        if keywords is None:  # a custom function, called as Flax calls it
+            return custom_flax_conv(fn, inputs, kernel, bias, **args)
         return flax_conv(
+            inputs,
+            kernel,
+            bias,
+            preferred_element_type=keywords.get("preferred_element_type"),
+            method=self.method,
+            **args,
+        )
+
+
+class ConvTranspose(nn.Module):
+    """A transposed convolution with Flax Linen parameters, calling jconv.conv2d.
+
+    Same attributes, order and defaults as ``flax.linen.ConvTranspose``
+    (lax.conv_transpose's semantics), plus ``method`` (see jconv.nnx.ConvTranspose).
+
+    Parameters ('params' collection):
+      kernel: (*kernel_size, C, features), or with transpose_kernel
+        (*kernel_size, features, C); C is the inputs' last axis.
+      bias: (features,), when use_bias.
+
+    >>> import jax, jconv
+    >>> up = jconv.linen.ConvTranspose(features=8, kernel_size=(4, 4), strides=(2, 2))
+    >>> x = jax.random.normal(jax.random.key(1), (4, 8, 8, 16))
+    >>> y, variables = up.init_with_output(jax.random.key(0), x)
+    >>> y.shape, variables["params"]["kernel"].shape
+    ((4, 16, 16, 8), (4, 4, 16, 8))
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: Sequence[int] | None = None
+    padding: PaddingLike = "SAME"
+    kernel_dilation: Sequence[int] | None = None
+    use_bias: bool = True
+    mask: Array | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+    kernel_init: Initializer = default_kernel_init
+    bias_init: Initializer = default_bias_init
+    transpose_kernel: bool = False
+    promote_dtype: PromoteDtypeFn = promote_dtype
+    preferred_element_type: Dtype | None = None
+    method: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_supported(canonical_kernel_size(self.kernel_size), self.method)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, inputs: Array) -> Array:
+        """(*batch, H, W, C) -> (*batch, Ho, Wo, features) (1-D: L, Lo)."""
+        kernel_size = canonical_kernel_size(self.kernel_size)
+        c = inputs.shape[-1]
+        channels = (self.features, c) if self.transpose_kernel else (c, self.features)
+        shape = (*kernel_size, *channels)
+        check_mask(self.mask, shape)
+        kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
+        kernel = apply_mask(kernel, self.mask)
+        padding = canonical_transpose_padding(self.padding, kernel_size)
+        bias = None
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        return flax_conv_transpose(
             inputs,
             kernel,
             bias,
             padding=padding,
             strides=self.strides,
             kernel_dilation=self.kernel_dilation,
-            feature_group_count=self.feature_group_count,
+            transpose_kernel=self.transpose_kernel,
             precision=self.precision,
-            preferred_element_type=None,
+            preferred_element_type=self.preferred_element_type,
             method=self.method,
         )

@@ -166,3 +166,56 @@ def _accumulate_vjp(xp, w, dy, dxp, dw, stride, dilation, groups):
                 d = dy[:, oi, a, b]  # (n, og)
                 dw[oi] += np.einsum("no,nchw->ochw", d, xp[:, ci, rows, cols])
                 dxp[:, ci, rows, cols] += np.einsum("no,ochw->nchw", d, w[oi])
+
+
+def conv_transpose_numpy(
+    x, w, *, stride=(1, 1), pads=((0, 0), (0, 0)), output_padding=(0, 0), dilation=(1, 1), groups=1
+):
+    """torch's conv_transpose2d from its definition, as a scatter, in float64.
+
+    x: (N, C, H, W); w: (C, O/groups, kh, kw), the forward convolution's kernel;
+    pads: the forward convolution's ((top, bottom), (left, right)). Every input
+    pixel (h, w) adds x[n, c, h, w] * w[c, o, i, j] to the output pixel
+    (h * sh + i * dh - top, w * sw + j * dw - left), dropped when outside the
+    output. The gather form jconv computes shares nothing with this.
+    """
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    n, c, h, wd = x.shape
+    _, og, kh, kw = w.shape
+    cg = c // groups
+    (sh, sw), (dh, dw) = stride, dilation
+    (top, bottom), (left, right) = pads
+    ho = (h - 1) * sh - top - bottom + dh * (kh - 1) + output_padding[0] + 1
+    wo = (wd - 1) * sw - left - right + dw * (kw - 1) + output_padding[1] + 1
+    y = np.zeros((n, og * groups, ho, wo))
+    for ci in range(c):
+        g = ci // cg
+        for a in range(h):
+            for b in range(wd):
+                for i in range(kh):
+                    for j in range(kw):
+                        p, q = a * sh + i * dh - top, b * sw + j * dw - left
+                        if 0 <= p < ho and 0 <= q < wo:
+                            y[:, g * og : (g + 1) * og, p, q] += np.outer(
+                                x[:, ci, a, b], w[ci, :, i, j]
+                            )
+    return y
+
+
+def conv_input_dilated_numpy(
+    x, w, *, input_dilation, stride=(1, 1), pads=((0, 0), (0, 0)), **kwargs
+):
+    """conv_numpy of x with input_dilation - 1 zeros put between its pixels (lax's lhs_dilation);
+    negative pads crop the dilated input."""
+    x = np.asarray(x, np.float64)
+    n, c, h, wd = x.shape
+    ih, iw = input_dilation
+    z = np.zeros((n, c, (h - 1) * ih + 1, (wd - 1) * iw + 1))
+    z[:, :, ::ih, ::iw] = x
+    crop = tuple(
+        slice(max(-lo, 0), z.shape[2 + a] - max(-hi, 0)) for a, (lo, hi) in enumerate(pads)
+    )
+    z = z[:, :, crop[0], crop[1]]
+    return conv_numpy(
+        z, w, stride=stride, pads=tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads), **kwargs
+    )

@@ -21,6 +21,7 @@ TOP_LEVEL = {
     "corr2d_multi_in_out_1x1": "jconv._lesson",
     "conv2d": "jconv._conv2d",
     "METHODS": "jconv._conv2d",
+    "conv_transpose2d": "jconv._conv_transpose",
     "conv2d_flops": "jconv._cost",
 }
 SUBMODULES = ("nnx", "linen", "sharding")
@@ -66,8 +67,8 @@ def test_exactly_the_public_names(module, expected):
 @pytest.mark.parametrize("name", ["nnx", "linen"])
 def test_flax_modules_export_conv(name):
     module = getattr(jconv, name)
-    assert isinstance(module, types.ModuleType) and module.__all__ == ["Conv"]
-    assert module.Conv.__module__ == f"jconv.{name}"
+    assert isinstance(module, types.ModuleType) and module.__all__ == ["Conv", "ConvTranspose"]
+    assert module.Conv.__module__ == module.ConvTranspose.__module__ == f"jconv.{name}"
 
 
 def test_methods_and_strategies():
@@ -107,6 +108,25 @@ def test_conv2d_signature():
         "groups": 1,
         "padding_mode": "zeros",
         "layout": "NCHW",
+        "precision": None,
+        "preferred_element_type": None,
+        "method": "auto",
+        "input_dilation": 1,
+    }
+
+
+def test_conv_transpose2d_signature():
+    params = inspect.signature(jconv.conv_transpose2d).parameters
+    assert list(params)[:3] == ["x", "kernel", "bias"]
+    defaults = {k: p.default for k, p in params.items() if p.kind == p.KEYWORD_ONLY}
+    assert defaults == {
+        "stride": 1,
+        "padding": 0,
+        "output_padding": 0,
+        "dilation": 1,
+        "groups": 1,
+        "layout": "NCHW",
+        "transpose_kernel": True,
         "precision": None,
         "preferred_element_type": None,
         "method": "auto",

@@ -246,3 +246,26 @@ def test_program_does_not_grow_with_width(c, o, k, method):
 
     assert choose_method(spec_of((2, c, 16, 4096), (o, c, k, k), {"padding": "SAME"})) == "banded"
     assert size(4096) == size(1024)
+
+
+def test_transposed_rules():
+    """Input dilation: on a CPU the sub-pixel phases, each by the plain rule ('winograd' for
+    DCGAN's 2x2 phase kernels); lax elsewhere."""
+    from jconv._auto import PHASES
+    from jconv._subpixel import phase_spec, plan
+
+    x, w = problem(6, (1, 72, 4, 4), (4, 72, 4, 4))  # DCGAN's 4x4, stride 2, padding 1
+    kw = dict(input_dilation=2, padding=2)
+    spec = check_conv_args(
+        x.shape, w.shape, x_dtype="float32", kernel_dtype="float32", transposed_ok=True, **kw
+    )
+    rules = auto_methods(spec)
+    assert rules == {"cpu": PHASES, **dict.fromkeys(ACCELERATOR_PLATFORMS, "xla"), "default": "xla"}
+    ph, pw = plan(spec)
+    phases = [phase_spec(spec, a, b) for a in ph.phases for b in pw.phases]
+    assert len(phases) == 4 and {(s.kh, s.kw) for s in phases} == {(2, 2)}
+    assert {choose_method(s) for s in phases} == {"winograd"}
+    with jax.default_device(jax.devices("cpu")[0]):
+        np.testing.assert_array_equal(
+            jconv.conv2d(x, w, **kw), jconv.conv2d(x, w, method="winograd", **kw)
+        )

@@ -88,3 +88,18 @@ def test_interrupted_run_keeps_what_it_measured(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert [(r["direction"], r["method"]) for r in saved["rows"]] == [("fwd", "xla")]
     assert "lesson" not in saved  # what gpu_suite_check.sh reads as "cut short"
+
+
+def test_transposed_layers_default_methods():
+    """On an accelerator a transposed layer times 'auto', its phases' CPU lowerings and lax;
+    its FLOPs are conv_transpose2d's (each input pixel times each tap, crops excluded)."""
+    layer = bench_conv.LAYERS["unet_up"]
+    x, w, _ = bench_conv.layer_arrays(layer, 1, jax.numpy.float32, "NHWC", jax.random.key(0))
+    assert x.shape == (1, 32, 32, 128) and w.shape == (2, 2, 64, 128)
+    rules = bench_conv.auto_rules(layer, x, w, "NHWC")
+    phases = bench_conv.chosen(rules, "cpu", layer, x, w, "NHWC").split("/")
+    assert phases == ["taps"]  # 1x1 phase kernels
+    assert bench_conv.default_methods(rules, "cuda", phases) == ["auto", "taps", "xla"]
+    k_shape, kwargs = bench_conv.conv2d_arguments(layer, x.shape, w.shape, "NHWC")
+    flops = bench_conv.jconv.conv2d_flops(x.shape, k_shape, layout="NHWC", **kwargs)
+    assert flops == 2 * 32 * 32 * 128 * 64 * 2 * 2

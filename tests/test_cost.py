@@ -78,3 +78,41 @@ def test_comm_bytes_one_count_for_channel_strategies():
         jconv.sharding.sharded_conv2d_comm_bytes(
             (8, 64, 32, 32), (128, 64, 3, 3), strategy="batch", devices=(2, 2)
         )
+
+
+@pytest.mark.parametrize(
+    "method,transposed",
+    [("auto", False), ("xla", False), ("winograd", False), ("auto", True), ("xla", True)],
+)
+def test_compiled_flops_add_up_over_reused_blocks(method, transposed):
+    """Flax's summary test (test_module_reuse), with jconv's layers: a CNN that calls one
+    block three times costs, in XLA's cost analysis of its program (Flax's compute_flops and
+    compute_vjp_flops), the sum of its three calls, each the block's own cost: exactly, for
+    counts that float32 holds exactly (XLA's cost analysis rounds its totals to float32:
+    see the README's Flax section)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from flax.linen import summary
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            if transposed:  # up 2x and back down: the block's output fits its input
+                x = jconv.linen.ConvTranspose(8, (4, 4), strides=(2, 2), method=method)(x)
+                return nn.relu(jconv.linen.Conv(8, (3, 3), strides=2, method=method)(x))
+            return nn.relu(jconv.linen.Conv(8, (3, 3), method=method)(x))
+
+    class CNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            block = Block()
+            return block(block(block(x)))
+
+    args = ({"params": jax.random.key(1)}, jnp.ones((2, 6, 6, 8)))
+    table = lambda m: summary._get_module_table(
+        m, depth=1, show_repeated=True, compute_flops=True, compute_vjp_flops=True
+    )(*args)
+    cnn, block = table(CNN()), table(Block())
+    assert cnn[0].flops == sum(r.flops for r in cnn[1:]) == 3 * block[0].flops > 0
+    assert cnn[0].vjp_flops == sum(r.vjp_flops for r in cnn[1:]) == 3 * block[0].vjp_flops > 0

@@ -253,9 +253,7 @@ def test_errors_raised_at_construction():
     """What jconv cannot run is refused when the module is constructed."""
     cases = [
         (NotImplementedError, "1-D and 2-D", dict(kernel_size=(3, 3, 3))),
-        (NotImplementedError, "input \\(lhs\\) dilation", dict(input_dilation=(2, 1))),
-        (NotImplementedError, "conv_general_dilated", dict(conv_general_dilated=jax.lax.conv)),
-        (NotImplementedError, "conv_general_dilated", dict(conv_general_dilated_cls=object)),
+        (TypeError, "input_dilation must be an int", dict(input_dilation=(2, True))),
         (ValueError, "method must be one of", dict(method="fft")),
     ]
     for error, match, kwargs in cases:
@@ -296,3 +294,37 @@ def test_kernel_sharded_on_output_features():
     with jax.set_mesh(mesh):
         y_ref, y = jax.jit(lambda vs, x: [m.apply(v, x) for m, v in zip(modules, vs)])(variables, x)
     assert_trees_close(y, y_ref)
+
+
+def test_conv_transpose_same_variables_and_outputs():
+    """linen.ConvTranspose: the same variables from the same key, and the same outputs, for
+    lax's 'SAME', 'CIRCULAR' with transpose_kernel, explicit crops, and a 1-D kernel."""
+    cases = [
+        (dict(kernel_size=(3, 3), strides=(2, 2)), (2, 5, 4, 2)),
+        (dict(kernel_size=(3, 3), strides=(2, 1), padding="CIRCULAR", transpose_kernel=True),
+         (2, 4, 3, OUT)),
+        (dict(kernel_size=(2, 3), padding=((2, -1), (0, 1)), kernel_dilation=(2, 1)), (3, 4, 1)),
+        (dict(kernel_size=(3,), strides=(3,), padding="VALID", use_bias=False), (2, 5, 2)),
+    ]  # fmt: skip
+    for kwargs, x_shape in cases:
+        features = 2 if kwargs.get("transpose_kernel") else OUT  # kernels of KERNEL_SHAPES
+        x = random_array(x_shape)
+        ref = nn.ConvTranspose(features, precision="highest", **kwargs)
+        mine = jconv.linen.ConvTranspose(features, precision="highest", method="taps", **kwargs)
+        variables = ref.init(jax.random.key(0), x)
+        assert_variables_equal(variables, mine.init(jax.random.key(0), x))
+        assert_trees_close(mine.apply(variables, x), ref.apply(variables, x))
+
+
+def test_conv_general_dilated_cls_called_as_flax_calls_it():
+    """A conv_general_dilated_cls instance that is not lax's function runs as given."""
+
+    class Doubled:
+        def __call__(self, *args: Any, **kwargs: Any) -> jax.Array:
+            return 2.0 * jax.lax.conv_general_dilated(*args, **kwargs)
+
+    x = random_array((2, 6, 5, 2))
+    kw = dict(conv_general_dilated_cls=Doubled, padding="REFLECT", precision="highest")
+    ref, mine = nn.Conv(OUT, (3, 3), **kw), jconv.linen.Conv(OUT, (3, 3), **kw)
+    variables = ref.init(jax.random.key(0), x)
+    assert_trees_close(mine.apply(variables, x), ref.apply(variables, x))

@@ -15,6 +15,7 @@ both modules.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Any
 
@@ -368,10 +369,7 @@ def test_errors_raised_at_construction():
     cases = [
         (NotImplementedError, "1-D and 2-D", dict(kernel_size=(3, 3, 3))),
         (NotImplementedError, "1-D and 2-D", dict(kernel_size=())),
-        (NotImplementedError, "input \\(lhs\\) dilation", dict(input_dilation=2)),
-        (NotImplementedError, "input \\(lhs\\) dilation", dict(input_dilation=(1, 2))),
         (TypeError, "input_dilation must be an int", dict(input_dilation=True)),
-        (NotImplementedError, "conv_general_dilated", dict(conv_general_dilated=lambda *a: a)),
         (ValueError, "method must be one of", dict(method="fft")),
         (ValueError, "divisible by feature_group_count", dict(feature_group_count=3)),
     ]
@@ -448,3 +446,131 @@ def test_out_sharding_in_explicit_mode():
             y_ref, y = ref(x, out_sharding=spec), mine(x, out_sharding=spec)
             assert y.sharding.spec == y_ref.sharding.spec == spec
             assert_trees_close(y, y_ref, 1e-4)
+
+
+# Input dilation, as Flax's own nnx/linen equivalence tests use it: explicit padding, groups,
+# a mask, a float16 kernel; preferred_element_type as nnx's argument and as linen's partial.
+@pytest.mark.parametrize("strides", [None, (2, 3)])
+@pytest.mark.parametrize("preferred", [None, jnp.float32])
+def test_input_dilation_like_flax(strides, preferred):
+    kw = dict(
+        strides=strides,
+        padding=(4, 2),
+        input_dilation=(2, 3),
+        kernel_dilation=(2, 1),
+        feature_group_count=2,
+        mask=jnp.tril(jnp.ones((2, 3, 1, OUT))),
+        dtype=jnp.float32,
+        param_dtype=jnp.float16,
+        precision="highest",
+        preferred_element_type=preferred,
+    )
+    ref, mine = (
+        conv_cls(2, OUT, (2, 3), rngs=nnx.Rngs(42), **kw) for conv_cls in (nnx.Conv, jconv.nnx.Conv)
+    )
+    assert_params_equal(ref, mine)
+    x = random_array((3, 9, 7, 2))
+    (y_ref, grads_ref), (y, grads) = outputs((ref, mine), x, True)
+    assert_trees_close(y, y_ref)
+    assert_trees_close(grads, grads_ref, 3e-3)  # float16 kernel gradients
+    del kw["preferred_element_type"]
+    partial = functools.partial(jax.lax.conv_general_dilated, preferred_element_type=preferred)
+    linen = jconv.linen.Conv(OUT, (2, 3), conv_general_dilated=partial, **kw)
+    y_linen = linen.apply({"params": {"kernel": mine.kernel[...], "bias": mine.bias[...]}}, x)
+    np.testing.assert_array_equal(y_linen, mine(x))  # bit for bit, as Flax's test asks
+
+
+def test_input_dilation_refuses_string_padding_as_flax_does():
+    ref, mine = _errors(dict(padding="SAME", input_dilation=2), X)
+    assert ref is not None and mine is not None and mine[0] is ref[0] is ValueError
+
+
+def _products(fn: Any, *args: Any) -> set[str]:
+    """The convolution and matrix-product primitives in fn's jaxpr, nested ones included."""
+    found: set[str] = set()
+
+    def walk(jaxpr: Any) -> None:
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
+                found.add(eqn.primitive.name)
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else [value]:
+                    sub = getattr(sub, "jaxpr", sub)
+                    if hasattr(sub, "eqns"):
+                        walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+def test_custom_conv_general_dilated():
+    """A partial of lax's with preferred_element_type still runs jconv (no lax convolution in
+    the program with method='taps'); any other callable is called as Flax calls it."""
+    x = random_array((2, 6, 5, 2))
+    partial = functools.partial(jax.lax.conv_general_dilated, preferred_element_type=jnp.float32)
+    mine = jconv.nnx.Conv(
+        2, OUT, (3, 3), conv_general_dilated=partial, method="taps", rngs=nnx.Rngs(0)
+    )
+    assert _products(lambda x: mine(x), x) == {"dot_general"}
+    calls = []
+
+    def counting(*args: Any, **kwargs: Any) -> jax.Array:
+        calls.append(sorted(kwargs))
+        return jax.lax.conv_general_dilated(*args, **kwargs)
+
+    kw = dict(padding="CIRCULAR", strides=2, conv_general_dilated=counting, precision="highest")
+    ref, custom = (
+        conv_cls(2, OUT, (3, 3), rngs=nnx.Rngs(0), **kw) for conv_cls in (nnx.Conv, jconv.nnx.Conv)
+    )
+    assert_trees_close(custom(x), ref(x))
+    assert calls[0] == calls[1] and "out_sharding" in calls[0] and "lhs_dilation" in calls[0]
+
+
+# ConvTranspose: (kernel_size, in_features, out_features, constructor kwargs, input shape).
+# The kernels take the shapes of KERNEL_SHAPES (with transpose_kernel, (..., out, in)).
+TRANSPOSE_CONFIGS = [
+    ((3, 3), 2, OUT, dict(strides=2, padding="SAME"), (2, 5, 4, 2)),
+    (
+        (2, 3),
+        1,
+        OUT,
+        dict(strides=(2, 3), padding="CIRCULAR", kernel_dilation=(1, 2), mask=True),
+        (3, 4, 1),
+    ),
+    ((3, 3), 2, OUT, dict(padding=((1, -1), (2, 0)), use_bias=False), (2, 1, 5, 4, 2)),
+    ((3, 3), OUT, 2, dict(strides=(1, 2), padding="VALID", transpose_kernel=True), (2, 4, 3, 8)),
+    ((3, 3), OUT, 2, dict(strides=2, padding="CIRCULAR", transpose_kernel=True), (1, 3, 4, 8)),
+    ((3,), 2, OUT, dict(strides=2, padding="VALID", dtype=jnp.bfloat16), (2, 6, 2)),
+]
+TRANSPOSE_METHODS = ["auto", "taps", "xla", "vmap", "banded", "im2col"]
+
+
+@pytest.mark.parametrize("i", range(len(TRANSPOSE_CONFIGS)))
+def test_conv_transpose_same_params_outputs_and_grads(i: int):
+    kernel_size, cin, cout, kw, x_shape = TRANSPOSE_CONFIGS[i]
+    kw = dict(kw, precision="highest")
+    if kw.pop("mask", False):
+        shape = (*kernel_size, cin, cout)
+        kw["mask"] = jnp.asarray(np.random.default_rng(i).random(shape) < 0.7, jnp.float32)
+    ref = nnx.ConvTranspose(cin, cout, kernel_size, rngs=nnx.Rngs(i), **kw)
+    mine = jconv.nnx.ConvTranspose(
+        cin, cout, kernel_size, rngs=nnx.Rngs(i), method=TRANSPOSE_METHODS[i], **kw
+    )
+    assert_params_equal(ref, mine)
+    assert mine.kernel_shape == ref.kernel_shape
+    (y_ref, grads_ref), (y, grads) = outputs((ref, mine), random_array(x_shape), i in (1, 2))
+    assert y.shape == y_ref.shape and y.dtype == y_ref.dtype
+    tol = 3e-2 if "dtype" in kw else 1e-5
+    assert_trees_close(y, y_ref, tol)
+    assert_trees_close(grads, grads_ref, tol)
+
+
+def test_conv_transpose_errors():
+    with pytest.raises(NotImplementedError, match="1-D and 2-D"):
+        jconv.nnx.ConvTranspose(2, OUT, (3, 3, 3), rngs=nnx.Rngs(0))
+    for kw in (dict(padding="REFLECT", strides=2), dict(mask=jnp.ones((3, 3, 1, OUT)))):
+        ref, mine = (
+            _error(lambda c=c, kw=kw: c(2, OUT, (3, 3), rngs=nnx.Rngs(0), **kw)(X))
+            for c in (nnx.ConvTranspose, jconv.nnx.ConvTranspose)
+        )
+        assert ref is not None and mine is not None and mine[0] is ref[0], (ref, mine)
