@@ -117,6 +117,10 @@ KERNELS = {  # product -> (kernel's name in the primitive, its call on (x, w, ct
 }
 
 
+def _on_gpu(x) -> bool:
+    return isinstance(x, jax.Array) and all(d.platform == "gpu" for d in x.devices())
+
+
 def variant_errors(layer: Layer, name: str, arrays, expected: np.ndarray) -> dict:
     """The error of product `name` computed with each of VARIANTS' changes to its settings."""
     x, w, ct = arrays
@@ -127,7 +131,7 @@ def variant_errors(layer: Layer, name: str, arrays, expected: np.ndarray) -> dic
     for label, change in VARIANTS.items():
         config = dataclasses.replace(base, **change)
         kw = dict(config=config, out_dtype=x.dtype, precision="highest")
-        kw["interpret"] = jax.default_backend() != "gpu"
+        kw["interpret"] = not _on_gpu(x)  # the arrays' device, not the default backend
         try:
             got = jax.jit(lambda x, w, ct, kw=kw: call(x, w, ct, geo, **kw))(x, w, ct)
             errors[label] = relative_error(got, expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -12,6 +13,8 @@ from jax.test_util import check_grads
 
 import jconv
 from jconv._checks import check_conv_args
+from jconv._conv_primitive import _evaluate as evaluate_conv_op
+from jconv._conv_primitive import conv_p
 from jconv._method_winograd import winograd_supported
 from tests._cpu import CPU_DEVICES, cpu_mesh, needs_8_cpu_devices
 from tests.reference import assert_close, conv_lax, conv_numpy, explicit_pads, to_nhwc
@@ -116,10 +119,15 @@ def test_forward_matches_lax(method, config, layout):
 
 def _products(jaxpr):
     """Every dot_general and conv_general_dilated in a jaxpr, and in the jaxprs inside it
-    (cond branches, custom JVP/VJP and jit bodies: any parameter that is a jaxpr)."""
+    (cond branches, custom JVP/VJP and jit bodies: any parameter that is a jaxpr; and what
+    jconv's own primitive for 'banded' and 'winograd' lowers to)."""
     for eqn in jaxpr.eqns:
         if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
             yield eqn
+        if eqn.primitive is conv_p:
+            avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
+            body = functools.partial(evaluate_conv_op, op=eqn.params["op"])
+            yield from _products(jax.make_jaxpr(body)(*avals).jaxpr)
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else [value]:
                 sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr

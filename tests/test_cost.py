@@ -84,6 +84,7 @@ def test_comm_bytes_one_count_for_channel_strategies():
     "method,transposed",
     [("auto", False), ("xla", False), ("winograd", False), ("auto", True), ("xla", True)],
 )
+@pytest.mark.usefixtures("on_cpu")  # XLA's GPU cost analysis counts no flops (seen on an H200)
 def test_compiled_flops_add_up_over_reused_blocks(method, transposed):
     """Flax's summary test (test_module_reuse), with jconv's layers: a CNN that calls one
     block three times costs, in XLA's cost analysis of its program (Flax's compute_flops and

@@ -317,7 +317,8 @@ def test_table_round_trips_and_is_used(monkeypatch):
 
 
 def test_tuned_table_covers_every_bench_layer():
-    """The committed table has the bfloat16 settings of all three kernels of each bench layer."""
+    """The committed table has the bfloat16 settings of all three kernels of each plain bench
+    layer (a transposed layer's sub-pixel phases run with the default settings)."""
     from experiments.bench_conv import SUITE
     from experiments.tune_pallas import layer_geometry
     from jconv._pallas_tuning import TABLE
@@ -325,6 +326,7 @@ def test_tuned_table_covers_every_bench_layer():
     classes = {
         problem_class(product, layer_geometry(layer, layer.batch_gpu), jnp.bfloat16)
         for layer in SUITE
+        if not layer.transposed
         for product in "yxw"
     }
     assert classes == set(TABLE)
