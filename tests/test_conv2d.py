@@ -318,7 +318,10 @@ def test_check_grads(method):
                 method=method,
             ),
             (x, w, b),
-            order=2 if method == "taps" else 1,
+            # On an H200 (jax 0.11.2) XLA aborts compiling taps' float64 second derivatives
+            # (triton_tiling_propagation.cc: "Check failed: subdim_size_accumulator ==
+            # dim_size"), killing the process: second order on CPUs only (README, Known issues)
+            order=2 if method == "taps" and jax.default_backend() == "cpu" else 1,
             modes=["fwd", "rev"],
         )
 
