@@ -12,14 +12,14 @@ from __future__ import annotations
 import dataclasses
 import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jconv._layouts import LAYOUT_INFO, LAYOUTS
-from jconv._typing import IntPair, PaddingLike, Pads, Shape
+from jconv._typing import DTypeLike, IntLike, IntPair, PaddingLike, Pads, Shape, ShapeLike
 
 PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
@@ -122,7 +122,7 @@ class ConvSpec:
         return (self.n, self.o, mh, mw) if self.layout == "NCHW" else (self.n, mh, mw, self.o)
 
 
-def is_int(v: Any) -> bool:
+def is_int(v: Any) -> TypeGuard[IntLike]:
     """An int or a NumPy integer, but not a bool: True is not a stride of 1."""
     if isinstance(v, (bool, np.bool_)):
         return False
@@ -133,44 +133,63 @@ def is_int(v: Any) -> bool:
     return True
 
 
-def check_shape(name: str, shape: Any) -> Shape:
+def check_shape(name: str, shape: ShapeLike) -> Shape:
     """A shape as a tuple of non-negative ints (NumPy integers accepted, bools refused)."""
-    shape = tuple(shape)
-    if not all(is_int(d) for d in shape):
-        raise TypeError(f"{name} shape must hold ints, got {shape!r}")
-    shape = tuple(operator.index(d) for d in shape)
-    if min(shape, default=0) < 0:
-        raise ValueError(f"{name} shape must not be negative, got {shape}")
-    return shape
+    given = tuple(shape)
+    if not all(is_int(d) for d in given):
+        raise TypeError(f"{name} shape must hold ints, got {given!r}")
+    resolved = tuple(operator.index(d) for d in given)
+    if min(resolved, default=0) < 0:
+        raise ValueError(f"{name} shape must not be negative, got {resolved}")
+    return resolved
 
 
-def check_device_count(devices: Any, *, pair: bool) -> tuple[int, ...]:
+def check_device_count(devices: IntPair, *, pair: bool) -> tuple[int, ...]:
     """A mesh axis size (an int, at least 1), or with pair=True also a pair (Dh, Dw) of them."""
     what = "an int or a pair (Dh, Dw) of ints" if pair else "an int"
-    counts = tuple(devices) if pair and isinstance(devices, (tuple, list)) else (devices,)
-    if len(counts) not in ((1, 2) if pair else (1,)) or not all(is_int(d) for d in counts):
+    given = tuple(devices) if pair and isinstance(devices, (tuple, list)) else (devices,)
+    if len(given) not in ((1, 2) if pair else (1,)) or not all(is_int(d) for d in given):
         raise TypeError(f"devices must be {what}, at least 1; got {devices!r}")
-    if min(operator.index(d) for d in counts) < 1:
+    counts = tuple(operator.index(d) for d in given)
+    if min(counts) < 1:
         raise ValueError(f"devices must be at least 1, got {devices!r}")
-    return tuple(operator.index(d) for d in counts)
+    return counts
+
+
+def two_ints(value: object) -> tuple[int, int] | None:
+    """value as a pair of ints if it is a sequence (not a str) of two ints, else None."""
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        first, second = value
+        if is_int(first) and is_int(second):
+            return operator.index(first), operator.index(second)
+    return None
 
 
 def int_pair(name: str, value: IntPair, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each at least `minimum`, as a pair."""
     if is_int(value):
-        pair = (operator.index(value),) * 2
-    elif (
-        isinstance(value, Sequence)
-        and not isinstance(value, str)
-        and len(value) == 2
-        and all(is_int(v) for v in value)
-    ):
-        pair = (operator.index(value[0]), operator.index(value[1]))
+        pair: tuple[int, int] | None = (operator.index(value), operator.index(value))
     else:
+        pair = two_ints(value)
+    if pair is None:
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
     return pair
+
+
+def check_layout(layout: str) -> None:
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+def check_groups(groups: IntLike) -> int:
+    """groups as an int, at least 1."""
+    if not is_int(groups):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    if operator.index(groups) < 1:
+        raise ValueError(f"groups must be at least 1, got {groups}")
+    return operator.index(groups)
 
 
 def same_pads(size: int, window: int, stride: int, lower: bool) -> tuple[int, int]:
@@ -217,22 +236,22 @@ def resolve_padding(
     )
     if is_int(padding):
         p = operator.index(padding)
-        pads = ((p, p), (p, p))
-    elif isinstance(padding, Sequence) and len(padding) == 2:
-        if all(is_int(v) for v in padding):
-            ph, pw = (operator.index(v) for v in padding)
-            pads = ((ph, ph), (pw, pw))
-        elif all(
-            isinstance(v, Sequence) and len(v) == 2 and all(is_int(u) for u in v) for v in padding
-        ):
-            pads = tuple((operator.index(a), operator.index(b)) for a, b in padding)
-        else:
-            raise bad
+        pads: Pads = ((p, p), (p, p))
+    elif (both := two_ints(padding)) is not None:
+        (ph, pw) = both
+        pads = ((ph, ph), (pw, pw))
+    elif (
+        isinstance(padding, Sequence)
+        and len(padding) == 2
+        and (h_pads := two_ints(padding[0])) is not None
+        and (w_pads := two_ints(padding[1])) is not None
+    ):
+        pads = (h_pads, w_pads)
     else:
         raise bad
     if not crop and min(min(p) for p in pads) < 0:
         raise ValueError(f"padding must not be negative, got {padding!r}")
-    return pads  # type: ignore[return-value]
+    return pads
 
 
 def check_padding_mode(padding_mode: str, pads: Pads, in_hw: tuple[int, int]) -> None:
@@ -281,21 +300,21 @@ def check_precision(precision: Any) -> Any:
 
 
 def check_conv_args(
-    x_shape: Shape,
-    kernel_shape: Shape,
+    x_shape: ShapeLike,
+    kernel_shape: ShapeLike,
     *,
-    bias_shape: Shape | None = None,
-    x_dtype: Any = None,
-    kernel_dtype: Any = None,
-    bias_dtype: Any = None,
+    bias_shape: ShapeLike | None = None,
+    x_dtype: DTypeLike | None = None,
+    kernel_dtype: DTypeLike | None = None,
+    bias_dtype: DTypeLike | None = None,
     stride: IntPair = 1,
     padding: PaddingLike = "VALID",
     dilation: IntPair = 1,
-    groups: int = 1,
+    groups: IntLike = 1,
     padding_mode: str = "zeros",
     layout: str = "NCHW",
     precision: Any = None,
-    preferred_element_type: Any = None,
+    preferred_element_type: DTypeLike | None = None,
     input_dilation: IntPair = 1,
     transposed_ok: bool = False,
 ) -> ConvSpec:
@@ -310,8 +329,7 @@ def check_conv_args(
     ingredients of a transposed convolution. conv2d does (jconv/_subpixel.py);
     the sharded functions, which plan on plain specs, do not, and refuse them here.
     """
-    if not isinstance(layout, str) or layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_layout(layout)
     info = LAYOUT_INFO[layout]
     x_shape, kernel_shape = check_shape("x", x_shape), check_shape("kernel", kernel_shape)
     if len(x_shape) not in (3, 4):
@@ -330,11 +348,7 @@ def check_conv_args(
     n, c = xb[0], xb[info.channel_axis]
     h, w = (xb[a] for a in info.spatial_axes)
     o, ci, kh, kw = (kernel_shape[a] for a in info.kernel_to_oihw)
-    if not is_int(groups):
-        raise TypeError(f"groups must be an int, got {groups!r}")
-    groups = operator.index(groups)
-    if groups < 1:
-        raise ValueError(f"groups must be at least 1, got {groups}")
+    groups = check_groups(groups)
     if c % groups or o % groups:
         raise ValueError(
             f"groups={groups} must divide both the input channels of x ({c}, shape "
@@ -432,7 +446,7 @@ def _has_negative(padding: PaddingLike) -> bool:
     """Whether an explicit padding form holds a negative amount (before it is checked)."""
     if isinstance(padding, str):
         return False
-    values = padding if isinstance(padding, Sequence) else [padding]
+    values: Sequence[object] = padding if isinstance(padding, Sequence) else [padding]
     flat = [u for v in values for u in (v if isinstance(v, Sequence) else [v])]
     return any(is_int(u) and operator.index(u) < 0 for u in flat)
 
@@ -479,26 +493,28 @@ def conv_transpose_pads(
     lax.conv_transpose with use_consistent_padding); 'SAME' and 'VALID' are
     lax.conv_transpose's. output_padding is added at the high end.
     """
-    if padding == "SAME":
+    if not isinstance(padding, str):
+        low, total = window - 1 - padding[0], 2 * (window - 1) - padding[0] - padding[1]
+    elif padding == "SAME":
         total = window + stride - 2
         low = window - 1 if stride > window - 1 else -(-total // 2)
     elif padding == "VALID":
         total = window + stride - 2 + max(window - stride, 0)
         low = window - 1
     else:
-        low, total = window - 1 - padding[0], 2 * (window - 1) - padding[0] - padding[1]
+        raise ValueError(f"padding must be 'SAME', 'VALID' or (low, high), got {padding!r}")
     return low, total - low + output_padding
 
 
 def check_transpose_args(
-    x_shape: Shape,
-    kernel_shape: Shape,
+    x_shape: ShapeLike,
+    kernel_shape: ShapeLike,
     *,
     stride: IntPair,
     padding: PaddingLike,
     output_padding: IntPair,
     dilation: IntPair,
-    groups: int,
+    groups: IntLike,
     layout: str,
     transpose_kernel: bool,
 ) -> TransposeSpec:
@@ -508,12 +524,11 @@ def check_transpose_args(
     (C, O/groups, kh, kw), 'NHWC' (kh, kw, O/groups, C)): its C must be x's,
     and divisible by groups. Otherwise it is conv2d's, which conv2d checks.
     """
-    if not isinstance(layout, str) or layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_layout(layout)
     if not isinstance(transpose_kernel, (bool, np.bool_)):
         raise TypeError(f"transpose_kernel must be a bool, got {transpose_kernel!r}")
     info = LAYOUT_INFO[layout]
-    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+    x_shape, kernel_shape = check_shape("x", x_shape), check_shape("kernel", kernel_shape)
     if len(x_shape) not in (3, 4) or len(kernel_shape) != 4:
         raise ValueError(
             f"x must have 3 or 4 dimensions and the kernel 4 for layout {layout!r}; got "
@@ -521,8 +536,7 @@ def check_transpose_args(
         )
     xb = x_shape if len(x_shape) == 4 else (1, *x_shape)
     if transpose_kernel:
-        if not is_int(groups) or isinstance(groups, bool) or groups < 1:
-            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        groups = check_groups(groups)
         c = xb[info.channel_axis]
         kc = kernel_shape[0 if layout == "NCHW" else 3]
         if kc != c or c % groups:
@@ -532,18 +546,22 @@ def check_transpose_args(
                 f"for layout {layout!r}, its C that of x ({c}, shape {x_shape}) and divisible "
                 f"by groups={groups}; got kernel shape {kernel_shape}"
             )
-    hw = tuple(xb[a] for a in info.spatial_axes)
-    khw = tuple(kernel_shape[a] for a in info.kernel_to_oihw[2:])
-    stride = int_pair("stride", stride, 1)
-    dilation = int_pair("dilation", dilation, 1)
-    output_padding = int_pair("output_padding", output_padding, 0)
-    for axis, op, s, d in zip(("height", "width"), output_padding, stride, dilation):
+    (ah, aw), (_, _, ih, iw) = info.spatial_axes, info.kernel_to_oihw
+    hw = (xb[ah], xb[aw])
+    stride_hw = int_pair("stride", stride, 1)
+    dilation_hw = int_pair("dilation", dilation, 1)
+    extra_hw = int_pair("output_padding", output_padding, 0)
+    for axis, op, s, d in zip(("height", "width"), extra_hw, stride_hw, dilation_hw):
         if op >= max(s, d):  # torch's rule: the extra rows would hold no input pixel's term
             raise ValueError(
-                f"output_padding {output_padding} on the {axis} axis must be smaller than "
+                f"output_padding {extra_hw} on the {axis} axis must be smaller than "
                 f"the stride {s} or the dilation {d} there"
             )
-    window = tuple((k - 1) * d + 1 for k, d in zip(khw, dilation))
+    window = (
+        (kernel_shape[ih] - 1) * dilation_hw[0] + 1,
+        (kernel_shape[iw] - 1) * dilation_hw[1] + 1,
+    )
+    forward: tuple[tuple[int, int] | str, tuple[int, int] | str]
     if isinstance(padding, str):
         if padding.upper() not in ("SAME", "VALID"):
             raise ValueError(
@@ -551,20 +569,19 @@ def check_transpose_args(
                 "lax.conv_transpose), an int, a pair (ph, pw) or ((top, bottom), (left, "
                 f"right)) (the forward convolution's, as in torch); got {padding!r}"
             )
-        forward: tuple[Any, Any] = (padding.upper(),) * 2
+        forward = (padding.upper(), padding.upper())
     else:
-        forward = resolve_padding(padding, hw, window, stride)  # type: ignore[arg-type]
-    pads = tuple(
-        conv_transpose_pads(k, s, p, op)
-        for k, s, p, op in zip(window, stride, forward, output_padding)
+        forward = resolve_padding(padding, hw, window, stride_hw)
+    pads_h = conv_transpose_pads(window[0], stride_hw[0], forward[0], extra_hw[0])
+    pads_w = conv_transpose_pads(window[1], stride_hw[1], forward[1], extra_hw[1])
+    out_h, out_w = (
+        (n - 1) * s + 1 + lo + hi - k + 1
+        for n, s, (lo, hi), k in zip(hw, stride_hw, (pads_h, pads_w), window)
     )
-    out_hw = tuple(
-        (n - 1) * s + 1 + lo + hi - k + 1 for n, s, (lo, hi), k in zip(hw, stride, pads, window)
-    )
-    if min(out_hw) < 1:
+    if min(out_h, out_w) < 1:
         raise ValueError(
-            f"the output of this transposed convolution would be empty: {out_hw} pixels "
-            f"(input {hw}, stride {stride}, kernel window {window}, padding {padding!r}, "
-            f"output_padding {output_padding})"
+            f"the output of this transposed convolution would be empty: {(out_h, out_w)} "
+            f"pixels (input {hw}, stride {stride_hw}, kernel window {window}, padding "
+            f"{padding!r}, output_padding {extra_hw})"
         )
-    return TransposeSpec(stride, dilation, pads, out_hw)  # type: ignore[arg-type]
+    return TransposeSpec(stride_hw, dilation_hw, (pads_h, pads_w), (out_h, out_w))

@@ -158,7 +158,8 @@ def _conv2d(x: Array, kernel: Array, bias: Array | None, *, spec: ConvSpec, meth
         x = x[None]
     w = kernel.astype(spec.dtype).transpose(LAYOUT_INFO[spec.layout].kernel_to_oihw)
     fuse = bias is not None and jnp.result_type(spec.out_dtype, bias.dtype) == spec.out_dtype
-    if fuse and method in BIAS_LOWERINGS and spec.is_plain:  # a wider bias is added below
+    if bias is not None and fuse and method in BIAS_LOWERINGS and spec.is_plain:
+        # a wider bias is added below, after the lowering, as `y + bias` promotes
         y = BIAS_LOWERINGS[method](x, w, spec, bias.astype(spec.out_dtype))
         return y if spec.batched else y[0]
     y = _conv_auto(x, w, spec) if method == "auto" else _lower(x, w, method=method, spec=spec)

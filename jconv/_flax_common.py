@@ -68,7 +68,7 @@ def broadcast_ints(name: str, value: IntsLike, rank: int) -> tuple[int, ...]:
     if value is None:
         value = 1
     if is_int(value):
-        return (operator.index(value),) * rank  # type: ignore[arg-type]
+        return (operator.index(value),) * rank
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Sequence):
         raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
     if len(value) != rank:
@@ -302,17 +302,17 @@ def flax_conv(
             f"kernel_dilation={dilation}"
         )
     window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:rank], dilation, strict=True))
-    dilated = any(d != 1 for d in lhs_dilation)
-    if dilated and isinstance(padding, str):
+    pads: str | list[tuple[int, int]]
+    if all(d == 1 for d in lhs_dilation):
+        x, pads = flax_padding(x, padding, window)
+    elif isinstance(padding, str):
         raise ValueError(  # lax's refusal, which Flax's Conv passes on (after its own padding)
             f"padding={padding!r} with input_dilation={lhs_dilation}: string padding is not "
             "implemented for input-dilated (transposed) convolutions, as in lax; give explicit "
             "(low, high) amounts, or use ConvTranspose"
         )
-    if dilated:  # negative amounts crop the dilated input: conv2d does it, not flax_padding
-        pads: str | list[tuple[int, int]] = list(padding)
-    else:
-        x, pads = flax_padding(x, padding, window)
+    else:  # negative amounts crop the dilated input: conv2d does it, not flax_padding
+        pads = list(padding)
     if rank == 1:  # a 1-D convolution is a 2-D one over a unit height
         x, kernel = x[:, None], kernel[None]
         strides, dilation, window = (1, *strides), (1, *dilation), (1, *window)
@@ -354,7 +354,7 @@ def flax_conv(
         y = y[:, 0]
     if out_sharding is not None:  # what lax's out_sharding asks of the (N, *spatial, O) result
         y = jax.sharding.reshard(y, out_sharding)
-    if not fuse_bias:
+    if bias is not None and not fuse_bias:
         y = y + bias
     return y.reshape((*batch_shape, *y.shape[1:]))
 

@@ -33,6 +33,7 @@ lowered); it is still the one backend with a CPU interpreter.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 from jax.sharding import AxisType, PartitionSpec
@@ -64,7 +65,7 @@ def _conv_nhwc(x: Array, w: Array, bias: Array | None, spec: ConvSpec) -> Array:
     )
 
 
-def _explicit_axes(x: Array) -> tuple[object, tuple[str, ...]]:
+def _explicit_axes(x: Array) -> tuple[Any, tuple[str, ...]]:
     """(mesh, its Explicit axes) of x's type; no axes outside JAX's explicit sharding mode."""
     mesh = jax.typeof(x).sharding.mesh
     names = getattr(mesh, "axis_names", ())

@@ -196,6 +196,7 @@ def _interleave(grid: Grid) -> Array:
                 ((0, 0, 0), (p, TILE - 1 - p, TILE - 1), (q, TILE - 1 - q, TILE - 1), (0, 0, 0)),
             )
             y = spread if y is None else y + spread
+    assert y is not None
     return y
 
 

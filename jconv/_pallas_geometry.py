@@ -209,8 +209,8 @@ def divmod_nonneg(a: Any, b: int) -> tuple[Any, Any]:
     """(a // b, a % b) for a >= 0, as one truncating division (no floor corrections)."""
     if isinstance(a, int):
         return divmod(a, b)
-    b = np.asarray(b, a.dtype)
-    return jax.lax.div(a, b), jax.lax.rem(a, b)
+    divisor = np.asarray(b, a.dtype)
+    return jax.lax.div(a, divisor), jax.lax.rem(a, divisor)
 
 
 def split_pixel(m: Any, count_h: int, count_w: int) -> tuple[Any, Any, Any]:

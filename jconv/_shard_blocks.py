@@ -27,11 +27,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jconv._checks import ConvSpec, check_conv_args
+from jconv._checks import ConvSpec, check_conv_args, check_layout
 from jconv._conv2d import check_method, conv2d
 from jconv._layouts import LAYOUT_INFO
 from jconv._shard_halo import HaloPlan, extend_with_halo, mask_tail, plan_halo
-from jconv._typing import Array, ArrayLike
+from jconv._typing import Array, ArrayLike, Shape
 
 STRATEGIES: tuple[str, ...] = ("batch", "out_channels", "in_channels", "spatial")
 
@@ -186,18 +186,21 @@ def _axis_size(axis: AxisName) -> int:
 
 
 def global_spec_of_blocks(
-    x_shape: tuple[int, ...],
-    kernel_shape: tuple[int, ...],
-    bias_shape: tuple[int, ...] | None,
+    x_shape: Shape,
+    kernel_shape: Shape,
+    bias_shape: Shape | None,
     axes: Axes,
     sizes: Mapping[AxisName, int],
     **conv2d_kwargs: Any,
 ) -> ConvSpec:
-    """The spec of the whole problem whose blocks (one device's shapes) are given."""
+    """The spec of the whole problem whose blocks (one device's shapes) are given.
+
+    The layout is checked first, by check_conv_args, before it picks the axes to scale.
+    """
     layout = conv2d_kwargs.get("layout", "NCHW")
-    info = LAYOUT_INFO.get(layout, LAYOUT_INFO["NCHW"])
-    x_shape = list(x_shape)
-    kernel_shape = list(kernel_shape)
+    check_layout(layout)
+    info = LAYOUT_INFO[layout]
+    x_whole, kernel_whole = list(x_shape), list(kernel_shape)
     batched = len(x_shape) == 4
     off = 0 if batched else 1  # an unbatched x has no axis 0
 
@@ -206,31 +209,19 @@ def global_spec_of_blocks(
             shape[axis] *= sizes[by]
 
     if batched:
-        scale(x_shape, 0, axes.batch)
-    scale(x_shape, info.channel_axis - off, axes.in_channels)
-    scale(x_shape, info.spatial_axes[0] - off, axes.height)
-    scale(x_shape, info.spatial_axes[1] - off, axes.width)
+        scale(x_whole, 0, axes.batch)
+    scale(x_whole, info.channel_axis - off, axes.in_channels)
+    scale(x_whole, info.spatial_axes[0] - off, axes.height)
+    scale(x_whole, info.spatial_axes[1] - off, axes.width)
     o_axis, i_axis = info.kernel_to_oihw[0], info.kernel_to_oihw[1]
-    scale(kernel_shape, o_axis, axes.out_channels)
-    scale(kernel_shape, i_axis, axes.in_channels)
-    if bias_shape is not None:
-        bias_shape = tuple(bias_shape)
-        if axes.out_channels is not None and len(bias_shape) == 1:
-            bias_shape = (bias_shape[0] * sizes[axes.out_channels],)
-    return check_conv_args(
-        tuple(x_shape), tuple(kernel_shape), bias_shape=bias_shape, **conv2d_kwargs
-    )
+    scale(kernel_whole, o_axis, axes.out_channels)
+    scale(kernel_whole, i_axis, axes.in_channels)
+    if bias_shape is not None and axes.out_channels is not None and len(bias_shape) == 1:
+        bias_shape = (bias_shape[0] * sizes[axes.out_channels],)
+    return check_conv_args(x_whole, kernel_whole, bias_shape=bias_shape, **conv2d_kwargs)
 
 
-def _varying_axes(x: Array) -> frozenset:
-    aval = jax.typeof(x)
-    vma = getattr(aval, "vma", None)  # jax < 0.10 spelled it aval.vma
-    if vma is None:
-        vma = getattr(getattr(aval, "mat", None), "varying", frozenset())
-    return frozenset(vma)
-
-
-def vary(x: Array | None, axes: tuple[AxisName, ...]) -> Array | None:
+def vary(x: Array, axes: tuple[AxisName, ...]) -> Array:
     """x, marked as varying over `axes` where shard_map's type check has it invariant.
 
     A replicated input (x under 'out_channels', the kernel under 'batch' or
@@ -239,12 +230,10 @@ def vary(x: Array | None, axes: tuple[AxisName, ...]) -> Array | None:
     meets a varying operand: inside im2col that is the patches, kh * kw times
     larger. No communication; a no-op under check_vma=False.
     """
-    if x is None:
-        return None
     for a in axes:
-        if a is None or a in _varying_axes(x):
+        if a is None or a in jax.typeof(x).mat.varying:
             continue
-        with contextlib.suppress(ValueError):  # already varying, unbeknown to _varying_axes
+        with contextlib.suppress(ValueError):  # already varying, unbeknown to its type
             x = jax.lax.pcast(x, (a,), to="varying")
     return x
 
@@ -270,7 +259,8 @@ def conv_on_block(
     used = axes.used()
     x, kernel = vary(x, used), vary(kernel, used)
     # the bias is added after the in_channels psum, to an output invariant over that axis
-    bias = vary(bias, tuple(a for a in used if a != axes.in_channels))
+    if bias is not None:
+        bias = vary(bias, tuple(a for a in used if a != axes.in_channels))
     groups = spec.groups
     if axes.out_channels is not None and spec.groups > 1:
         # This device's filters read only their own groups' input channels.

@@ -146,14 +146,11 @@ def plan_halo(
     left = max([from_left, *need_left.values()])
     right = max([from_right, *need_right.values()])
     buffer = left + block + right
-    offsets = []
-    for d in range(devices):
-        off = left - (d * block + top - d * out_block * stride)
-        offsets.append(off)
-    tail = max(0, max(off + length for off in offsets) - buffer)
+    starts = [left - (d * block + top - d * out_block * stride) for d in range(devices)]
+    tail = max(0, max(start + length for start in starts) - buffer)
     # A device whose rows all lie past the end may start before its buffer: its
     # output is masked, so clamp it anywhere in range.
-    offsets = tuple(min(max(off, 0), buffer + tail - length) for off in offsets)
+    offsets = tuple(min(max(start, 0), buffer + tail - length) for start in starts)
     return HaloPlan(
         devices=devices,
         block=block,

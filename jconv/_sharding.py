@@ -197,16 +197,16 @@ def _sharded_conv2d(
     batched: bool,
 ) -> Array:  # fmt: skip
     x_spec, k_spec, b_spec, out_spec = block_specs(plan.axes, plan.spec.layout)
-    args, in_specs = (_with_batch_axis(x, batched), kernel), (x_spec, k_spec)
+    args, in_specs = [_with_batch_axis(x, batched), kernel], [x_spec, k_spec]
     if bias is not None:
-        args, in_specs = (*args, bias), (*in_specs, b_spec)
-    args = tuple(place(a, mesh, s) for a, s in zip(args, in_specs, strict=True))
+        args, in_specs = [*args, bias], [*in_specs, b_spec]
+    args = [place(a, mesh, s) for a, s in zip(args, in_specs, strict=True)]
 
     def block(x, kernel, bias=None):
         # x: f[N/Db, C/Di, H/Dh, W/Dw] (layout's order), kernel: f[O/Do, C/Di, kh, kw]
         return conv_on_block(x, kernel, bias, plan, method=method)
 
-    y = jax.shard_map(block, mesh=mesh, in_specs=in_specs, out_specs=out_spec)(*args)
+    y = jax.shard_map(block, mesh=mesh, in_specs=tuple(in_specs), out_specs=out_spec)(*args)
     y = _crop(y, plan.spec, mesh, out_spec)
     return y if batched else y[0]
 

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 from jconv._checks import ConvSpec
 from jconv._layouts import LAYOUT_INFO
 from jconv._padding import zero_pad_or_crop
-from jconv._typing import Array
+from jconv._typing import Array, DTypeLike
 
 Lowering = Callable[[Array, Array, ConvSpec], Array]  # (batched x, OIHW kernel, plain spec) -> y
 
@@ -181,7 +181,7 @@ def crop_undilated(x: Array, spec: ConvSpec) -> tuple[Array, ConvSpec]:
             sizes[i] += min(lo, 0) + min(hi, 0)
     if crop == [(0, 0)] * 4:
         return x, spec
-    cropped = dataclasses.replace(spec, h=sizes[0], w=sizes[1], pads=tuple(pads))
+    cropped = dataclasses.replace(spec, h=sizes[0], w=sizes[1], pads=(pads[0], pads[1]))
     return zero_pad_or_crop(x, crop), cropped
 
 
@@ -268,7 +268,7 @@ def _reshape_keeping_batch(y: Array, shape: list[int]) -> Array:
     return y.reshape(shape)
 
 
-def _batch_zeros(like: Array, shape: list[int], dtype: object) -> Array:
+def _batch_zeros(like: Array, shape: list[int], dtype: DTypeLike) -> Array:
     """Zeros of shape (N, ...) placed as `like` along its batch axis (axis 0).
 
     Under shard_map they vary over the same mesh axes as `like`, and in explicit

@@ -21,12 +21,12 @@ variables and checkpoints move between the two both ways.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import flax.linen as nn
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
-from flax.typing import Dtype, Initializer, PaddingLike, PrecisionLike, PromoteDtypeFn
+from flax.typing import Dtype, Initializer, PaddingLike, PrecisionLike
 
 from jconv._flax_common import (
     apply_mask,
@@ -46,6 +46,16 @@ from jconv._flax_common import (
 from jconv._typing import Array
 
 __all__ = ["Conv", "ConvTranspose"]
+
+
+class PromoteDtype(Protocol):
+    """flax.linen.dtypes.promote_dtype's call: the arrays as arguments, a list of them back.
+
+    flax.typing.PromoteDtypeFn, which Flax's linen modules name, describes nnx's
+    function instead, which takes and returns one tuple.
+    """
+
+    def __call__(self, *args: Any, dtype: Any = None, inexact: bool = True) -> list[Any]: ...
 
 
 class Conv(nn.Module):
@@ -101,7 +111,7 @@ class Conv(nn.Module):
     precision: PrecisionLike = None
     kernel_init: Initializer = default_kernel_init
     bias_init: Initializer = default_bias_init
-    promote_dtype: PromoteDtypeFn = promote_dtype
+    promote_dtype: PromoteDtype = promote_dtype
     conv_general_dilated: Any = None  # Flax's override: see the class docstring
     conv_general_dilated_cls: Any = None  # likewise, a class whose instance is called
     method: str = "auto"
@@ -192,7 +202,7 @@ class ConvTranspose(nn.Module):
     kernel_init: Initializer = default_kernel_init
     bias_init: Initializer = default_bias_init
     transpose_kernel: bool = False
-    promote_dtype: PromoteDtypeFn = promote_dtype
+    promote_dtype: PromoteDtype = promote_dtype
     preferred_element_type: Dtype | None = None
     method: str = "auto"
 
