@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import functools
 import json
 import pathlib
@@ -46,7 +45,7 @@ from typing import Any
 
 import jax
 
-from experiments.bench_conv import DTYPES, LAYERS, Layer
+from experiments.bench_conv import DTYPES, LAYERS, Layer, environment
 from jconv import _pallas_triton
 from jconv._checks import check_conv_args
 from jconv._pallas_geometry import ConvGeometry
@@ -255,16 +254,6 @@ def tune_one(
         "best_tflops": best and best["tflops"],
         "best": best and best["config"],
         "candidates": results,
-    }
-
-
-def environment() -> dict:
-    dev = jax.devices()[0]
-    return {
-        "date": datetime.date.today().isoformat(),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "device": getattr(dev, "device_kind", str(dev)),
     }
 
 

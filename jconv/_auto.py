@@ -17,10 +17,9 @@ never 'xla'.
   less than the many shallow GEMMs of the other lowerings. On LeNet's first
   layer 'taps' is 5x faster forward but 5x slower forward-plus-backward;
   'banded' is faster than lax both ways. Its weight matrix is bounded; its
-  program, which held a window slice per kernel row and block of output columns
-  and so compiled for seconds on wide images, now stops growing past
-  MAX_BLOCK_SLICES of them (jconv/_method_banded.py), and on wide few-channel
-  images it stays faster than 'winograd' both ways (BENCHMARKS.md);
+  program stops growing with the image's width past MAX_BLOCK_SLICES block
+  windows (jconv/_method_banded.py), and on wide few-channel images it stays
+  faster than 'winograd' both ways (BENCHMARKS.md);
 - stride-1 kernels up to 5x5 (ResNet's 3x3 layers, the lesson's 5x5 layer):
   'winograd', which does 4/9 (3x3) or 9/25 (5x5) of the multiply-adds;
 - everything else (1x1 kernels, strides, dilations, groups): 'taps', kh*kw

@@ -19,7 +19,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jconv._layouts import LAYOUT_INFO, LAYOUTS
-from jconv._typing import DTypeLike, IntLike, IntPair, PaddingLike, Pads, Shape, ShapeLike
+from jconv._typing import (
+    DTypeLike,
+    IntLike,
+    IntPair,
+    PaddingLike,
+    Pads,
+    PrecisionLike,
+    Shape,
+    ShapeLike,
+)
 
 PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
@@ -30,16 +39,18 @@ SUPPORTED_DTYPES = "float16, bfloat16, float32 and float64 (with jax_enable_x64)
 class ConvSpec:
     """A fully resolved, checked 2-D convolution problem (hashable, static under jit).
 
-    Shapes are stored by meaning, whatever the layout: the input is (n, c, h, w),
-    the kernel (o, c // groups, kh, kw) and the output (n, o, mh, mw).
+    Shapes are stored by meaning, whatever the layout: the input is
+    (n, c, height, width), the kernel (o, c // groups, kh, kw) and the output
+    (n, o, mh, mw). (In the lowerings `w` is the kernel, so the image's sizes
+    are spelled out.)
     """
 
     layout: str  # 'NCHW' or 'NHWC'
     batched: bool  # whether x had a batch axis
     n: int
     c: int
-    h: int
-    w: int
+    height: int  # x's, before input dilation and padding
+    width: int
     o: int
     kh: int
     kw: int
@@ -64,9 +75,9 @@ class ConvSpec:
 
     @property
     def dilated_hw(self) -> tuple[int, int]:
-        """x's spatial size once dilated: (h - 1) * dh_in + 1 (likewise w)."""
+        """x's spatial size once dilated: (height - 1) * ih + 1 (likewise the width)."""
         (ih, iw) = self.input_dilation
-        return (self.h - 1) * ih + 1, (self.w - 1) * iw + 1
+        return (self.height - 1) * ih + 1, (self.width - 1) * iw + 1
 
     @property
     def cg(self) -> int:
@@ -277,6 +288,21 @@ def check_float_dtype(name: str, dtype: Any) -> np.dtype:
     return dtype
 
 
+def check_ndim(name: str, shape: Shape, ndim: int, layout: str) -> None:
+    """The lesson's functions: an array of exactly `ndim` axes, laid out as `layout` says."""
+    if len(shape) != ndim:
+        raise ValueError(f"{name} must have shape {layout} ({ndim} dimensions), got shape {shape}")
+
+
+def check_window(x_shape: Shape, k_shape: Shape) -> None:
+    """The lesson's functions: a kernel window of at least one tap that fits in the input."""
+    (nh, nw), (kh, kw) = x_shape[-2:], k_shape[-2:]
+    if kh < 1 or kw < 1 or kh > nh or kw > nw:
+        raise ValueError(
+            f"kernel spatial size {(kh, kw)} must be at least 1 and at most the input's {(nh, nw)}"
+        )
+
+
 def check_precision(precision: Any) -> Any:
     """lax's precision forms: None, a Precision, its name, a pair of them, or an algorithm."""
     if precision is None or isinstance(
@@ -313,7 +339,7 @@ def check_conv_args(
     groups: IntLike = 1,
     padding_mode: str = "zeros",
     layout: str = "NCHW",
-    precision: Any = None,
+    precision: PrecisionLike = None,
     preferred_element_type: DTypeLike | None = None,
     input_dilation: IntPair = 1,
     transposed_ok: bool = False,
@@ -425,8 +451,8 @@ def check_conv_args(
         batched=batched,
         n=n,
         c=c,
-        h=h,
-        w=w,
+        height=h,
+        width=w,
         o=o,
         kh=kh,
         kw=kw,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +11,7 @@ import jax.numpy as jnp
 from jconv._auto import PHASES, auto_methods, choose_method
 from jconv._checks import ConvSpec, check_conv_args
 from jconv._layouts import LAYOUT_INFO
+from jconv._lowering import Forward
 from jconv._method_banded import conv_banded
 from jconv._method_im2col import conv_im2col
 from jconv._method_pallas import conv_pallas
@@ -20,11 +20,17 @@ from jconv._method_vmap import conv_vmap
 from jconv._method_winograd import conv_winograd
 from jconv._method_xla import conv_xla
 from jconv._subpixel import conv_subpixel, crop_undilated
-from jconv._typing import Array, ArrayLike, DTypeLike, IntPair, PaddingLike
+from jconv._typing import (
+    Array,
+    ArrayLike,
+    DTypeLike,
+    IntLike,
+    IntPair,
+    PaddingLike,
+    PrecisionLike,
+)
 
-Lowering = Callable[[Array, Array, ConvSpec], Array]  # (batched x, OIHW kernel, spec) -> y
-
-LOWERINGS: dict[str, Lowering] = {
+LOWERINGS: dict[str, Forward] = {  # (batched x, OIHW kernel, spec) -> y
     "vmap": conv_vmap,
     "taps": conv_taps,
     "im2col": conv_im2col,
@@ -53,10 +59,10 @@ def conv2d(
     stride: IntPair = 1,
     padding: PaddingLike = "VALID",
     dilation: IntPair = 1,
-    groups: int = 1,
+    groups: IntLike = 1,
     padding_mode: str = "zeros",
     layout: str = "NCHW",
-    precision: Any = None,
+    precision: PrecisionLike = None,
     preferred_element_type: DTypeLike | None = None,
     method: str = "auto",
     input_dilation: IntPair = 1,

@@ -6,8 +6,8 @@ or an overflow in a mixed value spreads where lax's would not, and every
 result they give must be checked (jconv/_finite_guard.py): a lax.cond on the
 result, which JAX can neither transpose (its predicate depends on the linear
 input) nor differentiate cheaply. And their derivatives are best written by
-hand (JAX's transpose of a tile transform scatters into overlapping tiles and
-ran 2-4x slower on a CPU).
+hand (JAX's transpose of a tile transform scatters into overlapping tiles,
+which is slow on a CPU; BENCHMARKS.md).
 
 A convolution is bilinear, and so are its two transposes, the input gradient
 dx(dy, w) and the kernel gradient dw(x, dy). The three form a family closed
@@ -47,8 +47,8 @@ from jconv._padding import pad_input
 from jconv._typing import Array
 
 # What recomputes a result that is not all finite: 'vmap' (whose gradients are JAX's
-# transposes of it). With 'taps' there instead, the compiled forward pass ran 2.5x
-# slower on a CPU even when the branch was never taken (LeNet's second layer).
+# transposes of it). With 'taps' there instead, the compiled forward pass is slower on a
+# CPU even when the branch is never taken (BENCHMARKS.md).
 EXACT = Lowering("vmap", conv_vmap)
 LAX = Lowering("xla", conv_xla)  # only to type results: one lax operation per member
 
@@ -70,9 +70,9 @@ def _call(lowering: Lowering, op: ConvOp, a: Array, b: Array) -> Array:
 def _exact_by_sample(op: ConvOp, a: Array, b: Array) -> Array:
     """EXACT's member, one sample at a time (a lax.map over the batch).
 
-    XLA reserves memory for a branch that may run, whether or not it does: the
-    whole batch at once made the guarded forward-plus-backward program need
-    1.7x the memory (LeNet's second layer); one sample at a time it needs 1/N of it.
+    XLA reserves memory for a branch that may run, whether or not it does: for
+    the whole batch at once, as much again as the guarded forward-plus-backward
+    program itself (BENCHMARKS.md); one sample at a time, 1/N of that.
     """
     if jax.typeof(a).sharding.spec[:1] not in ((), (None,)):
         return _call(EXACT, op, a, b)  # a scan cannot run over a batch laid out on devices
@@ -189,6 +189,8 @@ def lowered_conv(x: Array, w: Array, spec: ConvSpec, lowering: Lowering) -> Arra
     if spec.padding_mode != "zeros":
         x = pad_input(x, spec)
         hp, wp = spec.padded_hw
-        spec = dataclasses.replace(spec, h=hp, w=wp, pads=((0, 0), (0, 0)), padding_mode="zeros")
+        spec = dataclasses.replace(
+            spec, height=hp, width=wp, pads=((0, 0), (0, 0)), padding_mode="zeros"
+        )
     x, w = x - jnp.zeros_like(w, shape=()), w - jnp.zeros_like(x, shape=())
     return conv_p.bind(x, w, op=ConvOp(spec, lowering, "y"))

@@ -11,13 +11,20 @@ method.
 from __future__ import annotations
 
 import operator
-from typing import Any
 
 import jax.numpy as jnp
 
 from jconv._checks import check_transpose_args
 from jconv._conv2d import conv2d
-from jconv._typing import Array, ArrayLike, DTypeLike, IntPair, PaddingLike
+from jconv._typing import (
+    Array,
+    ArrayLike,
+    DTypeLike,
+    IntLike,
+    IntPair,
+    PaddingLike,
+    PrecisionLike,
+)
 
 
 def transposed_kernel(kernel: Array, groups: int, layout: str) -> Array:
@@ -47,10 +54,10 @@ def conv_transpose2d(
     padding: PaddingLike = 0,
     output_padding: IntPair = 0,
     dilation: IntPair = 1,
-    groups: int = 1,
+    groups: IntLike = 1,
     layout: str = "NCHW",
     transpose_kernel: bool = True,
-    precision: Any = None,
+    precision: PrecisionLike = None,
     preferred_element_type: DTypeLike | None = None,
     method: str = "auto",
 ) -> Array:

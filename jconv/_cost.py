@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from jconv._checks import check_conv_args, check_device_count
+from jconv._shard_blocks import STRATEGIES, Axes, plan_sharded_conv
+from jconv._shard_hlo import ring_all_reduce_bytes, ring_gather_bytes
 from jconv._subpixel import multiply_adds
-from jconv._typing import IntPair, PaddingLike, Shape
+from jconv._typing import DTypeLike, IntLike, IntPair, PaddingLike, ShapeLike
 
 
 def conv2d_flops(
-    x_shape: Shape,
-    kernel_shape: Shape,
+    x_shape: ShapeLike,
+    kernel_shape: ShapeLike,
     *,
     stride: IntPair = 1,
     padding: PaddingLike = "VALID",
     dilation: IntPair = 1,
-    groups: int = 1,
+    groups: IntLike = 1,
     layout: str = "NCHW",
     input_dilation: IntPair = 1,
 ) -> int:
@@ -63,17 +65,17 @@ class CommBytes(NamedTuple):
 
 
 def sharded_conv2d_comm_bytes(
-    x_shape: Shape,
-    kernel_shape: Shape,
+    x_shape: ShapeLike,
+    kernel_shape: ShapeLike,
     *,
     strategy: str,
-    devices: int | tuple[int, int],
+    devices: IntPair,
     bias: bool = False,
-    dtype: Any = "float32",
+    dtype: DTypeLike = "float32",
     stride: IntPair = 1,
     padding: PaddingLike = "VALID",
     dilation: IntPair = 1,
-    groups: int = 1,
+    groups: IntLike = 1,
     padding_mode: str = "zeros",
     layout: str = "NCHW",
     scatter: bool = False,
@@ -103,9 +105,6 @@ def sharded_conv2d_comm_bytes(
     ...                                          strategy="in_channels", devices=8, padding="SAME")
     CommBytes(forward=3670016, backward=0)
     """
-    from jconv._shard_blocks import STRATEGIES, Axes, plan_sharded_conv
-    from jconv._shard_hlo import ring_all_reduce_bytes, ring_gather_bytes
-
     spec = check_conv_args(
         x_shape,
         kernel_shape,
@@ -119,7 +118,7 @@ def sharded_conv2d_comm_bytes(
     counts = check_device_count(devices, pair=strategy == "spatial")
     item = np.dtype(dtype).itemsize
     mh, mw = spec.out_hw
-    x_bytes = spec.n * spec.c * spec.h * spec.w * item
+    x_bytes = spec.n * spec.c * spec.height * spec.width * item
     y_bytes = spec.n * spec.o * mh * mw * item
     w_bytes = (spec.o * spec.cg * spec.kh * spec.kw + (spec.o if bias else 0)) * item
     if strategy == "spatial":
@@ -127,9 +126,9 @@ def sharded_conv2d_comm_bytes(
         axes = Axes(height="h" if dh > 1 else None, width="w" if dw > 1 else None)
         plan = plan_sharded_conv(spec, axes, {"h": dh, "w": dw})
         sent = 0
-        rows_h = spec.h
+        rows_h = spec.height
         if plan.halo_h is not None:
-            sent += plan.halo_h.rows_sent * spec.n * spec.c * (spec.w // dw) * item
+            sent += plan.halo_h.rows_sent * spec.n * spec.c * (spec.width // dw) * item
             rows_h = plan.halo_h.length
         if plan.halo_w is not None:
             sent += plan.halo_w.rows_sent * spec.n * spec.c * rows_h * item

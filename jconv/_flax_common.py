@@ -212,6 +212,11 @@ def canonical_transpose_padding(
     return padding if isinstance(padding, str) else canonical_padding(padding, kernel_size)
 
 
+def dilated_window(kernel: Array, dilation: tuple[int, ...]) -> tuple[int, ...]:
+    """The spatial extent of a channels-last kernel (*kernel_size, I, O) at this dilation."""
+    return tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:-2], dilation, strict=True))
+
+
 def flatten_batch(inputs: Array, rank: int) -> tuple[Array, Shape]:
     """(*batch, *spatial, C) -> (N, *spatial, C), N the product of the batch axes (1 if none).
 
@@ -301,7 +306,7 @@ def flax_conv(
             f"All dilations must be positive, got input_dilation={lhs_dilation}, "
             f"kernel_dilation={dilation}"
         )
-    window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:rank], dilation, strict=True))
+    window = dilated_window(kernel, dilation)
     pads: str | list[tuple[int, int]]
     if all(d == 1 for d in lhs_dilation):
         x, pads = flax_padding(x, padding, window)
@@ -401,7 +406,7 @@ def custom_flax_conv(
     x, batch_shape = flatten_batch(inputs, rank)
     strides = broadcast_ints("strides", strides, rank)
     dilation = broadcast_ints("kernel_dilation", kernel_dilation, rank)
-    window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:rank], dilation, strict=True))
+    window = dilated_window(kernel, dilation)
     x, pads = lax_padding(x, padding, window)
     spatial = tuple(range(1, rank + 1))
     numbers = jax.lax.ConvDimensionNumbers(  # channels last: (N, *spatial, C), (*k, I, O)
@@ -505,7 +510,7 @@ def flax_conv_transpose(
         raise TypeError(f"strides {strides} and kernel_dilation {dilation} must be positive")
     if transpose_kernel:
         kernel = jnp.flip(kernel, tuple(range(rank))).swapaxes(-1, -2)
-    window = tuple((k - 1) * d + 1 for k, d in zip(kernel.shape[:rank], dilation, strict=True))
+    window = dilated_window(kernel, dilation)
     pads = transpose_pads(padding, window, strides)
     in_spatial = x.shape[1:-1]
     if rank == 1:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jconv._checks import check_float_dtype, check_ndim, check_window
 from jconv._typing import Array, ArrayLike
 
 __all__ = [
@@ -23,29 +24,6 @@ __all__ = [
     "corr2d_multi_in_out",
     "corr2d_multi_in_out_1x1",
 ]
-
-
-def _check_ndim(name: str, a: Array, ndim: int, layout: str) -> None:
-    if a.ndim != ndim:
-        raise ValueError(
-            f"{name} must have shape {layout} ({ndim} dimensions), got shape {a.shape}"
-        )
-
-
-def _check_float(name: str, a: Array) -> None:
-    if not jnp.issubdtype(a.dtype, jnp.floating):
-        raise TypeError(
-            f"{name} has dtype {a.dtype}; jconv supports floating dtypes only "
-            "(float16, bfloat16, float32, float64)"
-        )
-
-
-def _check_window(x_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> None:
-    (nh, nw), (kh, kw) = x_shape[-2:], k_shape[-2:]
-    if kh < 1 or kw < 1 or kh > nh or kw > nw:
-        raise ValueError(
-            f"kernel spatial size {(kh, kw)} must be at least 1 and at most the input's {(nh, nw)}"
-        )
 
 
 def corr2d_strided(
@@ -96,11 +74,11 @@ def corr2d(x: ArrayLike, k: ArrayLike) -> Array:
            [37., 43.]], dtype=float32)
     """
     x, k = jnp.asarray(x), jnp.asarray(k)
-    _check_ndim("x", x, 2, "(nh, nw)")
-    _check_ndim("k", k, 2, "(kh, kw)")
-    _check_float("x", x)
-    _check_float("k", k)
-    _check_window(x.shape, k.shape)
+    check_ndim("x", x.shape, 2, "(nh, nw)")
+    check_ndim("k", k.shape, 2, "(kh, kw)")
+    check_float_dtype("x", x.dtype)
+    check_float_dtype("k", k.dtype)
+    check_window(x.shape, k.shape)
     return corr2d_strided(x, k)
 
 
@@ -115,16 +93,16 @@ def corr2d_multi_in(x: ArrayLike, k: ArrayLike) -> Array:
       (mh, mw) = (nh - kh + 1, nw - kw + 1): ``sum_i corr2d(x[i], k[i])``.
     """
     x, k = jnp.asarray(x), jnp.asarray(k)
-    _check_ndim("x", x, 3, "(ci, nh, nw)")
-    _check_ndim("k", k, 3, "(ci, kh, kw)")
-    _check_float("x", x)
-    _check_float("k", k)
+    check_ndim("x", x.shape, 3, "(ci, nh, nw)")
+    check_ndim("k", k.shape, 3, "(ci, kh, kw)")
+    check_float_dtype("x", x.dtype)
+    check_float_dtype("k", k.dtype)
     if x.shape[0] != k.shape[0]:
         raise ValueError(
             f"x has {x.shape[0]} input channels (shape {x.shape}) but k has "
             f"{k.shape[0]} (shape {k.shape})"
         )
-    _check_window(x.shape, k.shape)
+    check_window(x.shape, k.shape)
     return jnp.sum(jax.vmap(corr2d_strided)(x, k), axis=0)
 
 
@@ -139,8 +117,8 @@ def corr2d_multi_in_out(x: ArrayLike, k: ArrayLike) -> Array:
       (co, mh, mw): ``y[o] = corr2d_multi_in(x, k[o])``.
     """
     x, k = jnp.asarray(x), jnp.asarray(k)
-    _check_ndim("x", x, 3, "(ci, nh, nw)")
-    _check_ndim("k", k, 4, "(co, ci, kh, kw)")
+    check_ndim("x", x.shape, 3, "(ci, nh, nw)")
+    check_ndim("k", k.shape, 4, "(co, ci, kh, kw)")
     if x.shape[0] != k.shape[1]:
         raise ValueError(
             f"x has {x.shape[0]} input channels (shape {x.shape}) but k expects "
@@ -164,10 +142,10 @@ def corr2d_multi_in_out_1x1(x: ArrayLike, k: ArrayLike) -> Array:
       (co, nh, nw), equal to ``corr2d_multi_in_out(x, k)``.
     """
     x, k = jnp.asarray(x), jnp.asarray(k)
-    _check_ndim("x", x, 3, "(ci, nh, nw)")
-    _check_ndim("k", k, 4, "(co, ci, 1, 1)")
-    _check_float("x", x)
-    _check_float("k", k)
+    check_ndim("x", x.shape, 3, "(ci, nh, nw)")
+    check_ndim("k", k.shape, 4, "(co, ci, 1, 1)")
+    check_float_dtype("x", x.dtype)
+    check_float_dtype("k", k.dtype)
     ci, nh, nw = x.shape
     co = k.shape[0]
     if k.shape[1:] != (ci, 1, 1):

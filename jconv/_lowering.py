@@ -38,9 +38,9 @@ class Lowering(NamedTuple):
 def _x_shape(spec: ConvSpec) -> tuple[int, ...]:
     """The batched input shape in spec.layout."""
     return (
-        (spec.n, spec.c, spec.h, spec.w)
+        (spec.n, spec.c, spec.height, spec.width)
         if spec.layout == "NCHW"
-        else (spec.n, spec.h, spec.w, spec.c)
+        else (spec.n, spec.height, spec.width, spec.c)
     )
 
 

@@ -34,7 +34,7 @@ from jconv._typing import Array
 
 BLOCK_COLUMNS = 32  # aim for GEMMs at least this wide: block * O columns
 # Block windows sliced one by one up to this many (kh * blocks); beyond, by shift. Compile
-# time grew about linearly with the count (BENCHMARKS.md): a few seconds at 128.
+# time grows about linearly with the count (BENCHMARKS.md).
 MAX_BLOCK_SLICES = 128
 
 
@@ -43,8 +43,8 @@ def banded_block(spec: ConvSpec) -> int:
 
     Narrow blocks waste little on the band's zeros (a block of b columns reads
     (b - 1) * sw + (kw - 1) * dw + 1 input columns); wide ones make wider GEMMs.
-    On LeNet's second layer (O = 16) 2-column blocks ran 1.3x faster than the
-    whole row forward and 1.1x forward-plus-backward.
+    On LeNet's second layer (O = 16), 2-column blocks are faster than whole rows,
+    forward and forward-plus-backward (BENCHMARKS.md).
     """
     return max(1, min(spec.out_hw[1], -(-BLOCK_COLUMNS // spec.o)))
 
@@ -254,8 +254,8 @@ def _banded_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Arr
     stacked = _stacked_input(x.astype(acc), spec)
     dy_blocks = _blocked_output(dy.astype(acc), spec)
     # As one 2-D product, (N*mh*blocks, K)^T (N*mh*blocks, Q): with the three contracted
-    # axes left separate, XLA copied the stacked input to a transposed layout first
-    # (3x slower on a CPU, LeNet's second layer).
+    # axes left separate, XLA copies the stacked input to a transposed layout first,
+    # which is slower on a CPU (BENCHMARKS.md).
     d_t = jax.lax.dot_general(
         stacked.reshape(-1, stacked.shape[-1]),
         dy_blocks.reshape(-1, dy_blocks.shape[-1]),

@@ -113,7 +113,7 @@ def conv_pallas(x: Array, w: Array, spec: ConvSpec, bias: Array | None = None) -
         )
     if spec.padding_mode != "zeros":
         x = pad_input(x, spec)
-        spec = dataclasses.replace(spec, h=hp, w=wp, pads=((0, 0), (0, 0)))
+        spec = dataclasses.replace(spec, height=hp, width=wp, pads=((0, 0), (0, 0)))
     if spec.layout == "NCHW":
         x = x.transpose(0, 2, 3, 1)
     y = _batch_parallel(x, w.transpose(2, 3, 1, 0), bias, spec)

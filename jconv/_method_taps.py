@@ -25,7 +25,7 @@ def _contract_tap(window: Array, w_tap: Array, spec: ConvSpec) -> Array:
 
     With one group the group axis is left out altogether: vmapped, the contraction is
     then a plain GEMM, (N*mh*mw) x C times C x O (a batched dot_general with a size-1
-    batch axis ran 2-3x slower on a CPU).
+    batch axis is slower on a CPU; BENCHMARKS.md).
     """
     n, g, cg = window.shape[0], spec.groups, spec.cg
     mh, mw = spec.out_hw

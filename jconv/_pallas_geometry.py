@@ -39,11 +39,11 @@ PRODUCTS = ("y", "x", "w")
 
 @dataclasses.dataclass(frozen=True)
 class ConvGeometry:
-    """One NHWC convolution: x (n, h, w, c), kernel (kh, kw, c // groups, o), zero pads."""
+    """One NHWC convolution: x (n, height, width, c), kernel (kh, kw, c // groups, o), zero pads."""
 
     n: int
-    h: int
-    w: int
+    height: int
+    width: int
     c: int
     o: int
     kh: int
@@ -66,8 +66,8 @@ class ConvGeometry:
         (t, b), (left, r) = self.pads
         (sh, sw), (dh, dw) = self.stride, self.dilation
         return (
-            (self.h + t + b - (self.kh - 1) * dh - 1) // sh + 1,
-            (self.w + left + r - (self.kw - 1) * dw - 1) // sw + 1,
+            (self.height + t + b - (self.kh - 1) * dh - 1) // sh + 1,
+            (self.width + left + r - (self.kw - 1) * dw - 1) // sw + 1,
         )
 
     @property
@@ -76,7 +76,7 @@ class ConvGeometry:
         return self.groups > 1 and self.cg == 1 and self.og == 1
 
     def x_shape(self) -> tuple[int, int, int, int]:
-        return (self.n, self.h, self.w, self.c)
+        return (self.n, self.height, self.width, self.c)
 
     def y_shape(self) -> tuple[int, int, int, int]:
         return (self.n, *self.out_hw, self.o)
@@ -150,17 +150,17 @@ class PixelProblem:
 
     product: str  # 'y' or 'x'
     geometry: ConvGeometry
-    h: AxisPhase
-    w: AxisPhase
+    phase_h: AxisPhase  # along the height
+    phase_w: AxisPhase  # along the width
 
     @property
     def in_hw(self) -> tuple[int, int]:
-        return self.h.in_size, self.w.in_size
+        return self.phase_h.in_size, self.phase_w.in_size
 
     @property
     def out_hw(self) -> tuple[int, int]:
         g = self.geometry
-        return g.out_hw if self.product == "y" else (g.h, g.w)
+        return g.out_hw if self.product == "y" else (g.height, g.width)
 
     @property
     def k_per_group(self) -> int:
@@ -176,11 +176,11 @@ class PixelProblem:
     @property
     def rows(self) -> int:
         """Output pixels this phase computes: the GEMM's M."""
-        return self.geometry.n * self.h.count * self.w.count
+        return self.geometry.n * self.phase_h.count * self.phase_w.count
 
     @property
     def taps(self) -> int:
-        return self.h.taps * self.w.taps
+        return self.phase_h.taps * self.phase_w.taps
 
 
 def pixel_problems(geometry: ConvGeometry, product: str) -> list[PixelProblem]:
@@ -193,12 +193,12 @@ def pixel_problems(geometry: ConvGeometry, product: str) -> list[PixelProblem]:
             PixelProblem(
                 "y",
                 g,
-                forward_phase(g.h, mh, g.kh, sh, dh, top),
-                forward_phase(g.w, mw, g.kw, sw, dw, left),
+                forward_phase(g.height, mh, g.kh, sh, dh, top),
+                forward_phase(g.width, mw, g.kw, sw, dw, left),
             )
         ]
-    hs = input_grad_phases(g.h, mh, g.kh, sh, dh, top)
-    ws = input_grad_phases(g.w, mw, g.kw, sw, dw, left)
+    hs = input_grad_phases(g.height, mh, g.kh, sh, dh, top)
+    ws = input_grad_phases(g.width, mw, g.kw, sw, dw, left)
     return [PixelProblem("x", g, ph, pw) for ph in hs for pw in ws]
 
 

@@ -91,7 +91,7 @@ def _pixel_kernel(
     """
     bias_ref = refs[0] if has_bias else None
     out_ref = refs[-1]
-    geo, ph, pw = problem.geometry, problem.h, problem.w
+    geo, ph, pw = problem.geometry, problem.phase_h, problem.phase_w
     bm, bn, bk = config.block_m, config.block_n, config.block_k
     kg, cols_g = problem.k_per_group, problem.cols_per_group
     g = pl.program_id(2)
@@ -159,7 +159,7 @@ def _depthwise_pixel_kernel(
     """
     bias_ref = refs[0] if has_bias else None
     out_ref = refs[-1]
-    geo, ph, pw = problem.geometry, problem.h, problem.w
+    geo, ph, pw = problem.geometry, problem.phase_h, problem.phase_w
     bm, bn = config.block_m, config.block_n
     m = pl.program_id(0) * bm + jnp.arange(bm)
     n, a, b = (v[:, None] for v in split_pixel(m, ph.count, pw.count))
@@ -187,9 +187,7 @@ def _depthwise_pixel_kernel(
 
 def _out_struct(shape: tuple[int, ...], dtype: Any, like: Array) -> jax.ShapeDtypeStruct:
     """A pallas_call output varying over the shard_map axes `like` varies over (if any)."""
-    return jax.ShapeDtypeStruct(
-        shape, dtype, manual_axis_type=getattr(jax.typeof(like), "manual_axis_type", None)
-    )
+    return jax.ShapeDtypeStruct(shape, dtype, manual_axis_type=jax.typeof(like).manual_axis_type)
 
 
 def _compiler_params(config: BlockConfig) -> Any:
@@ -324,8 +322,8 @@ def _tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: Block
     bm, bn, bk, splits = config.block_m, config.block_n, config.block_k, config.split_k
     (mh, mw), (sh, sw), (dh, dw) = geo.out_hw, geo.stride, geo.dilation
     (top, _), (left, _) = geo.pads
-    fh = forward_phase(geo.h, mh, geo.kh, sh, dh, top)
-    fw = forward_phase(geo.w, mw, geo.kw, sw, dw, left)
+    fh = forward_phase(geo.height, mh, geo.kh, sh, dh, top)
+    fw = forward_phase(geo.width, mw, geo.kw, sw, dw, left)
     pixels = geo.n * mh * mw
     chunk = pl.cdiv(pl.cdiv(pixels, bk), splits)  # pixel blocks per split
     g, s = divmod_nonneg(pl.program_id(2), splits)
@@ -351,7 +349,7 @@ def _tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: Block
         iw, ok_w = phase_input(fw, b, j)
         x_tile = _load(  # (bk, bm)
             x_ref,
-            image_row(n, ih, iw, (geo.h, geo.w)),
+            image_row(n, ih, iw, (geo.height, geo.width)),
             g * geo.cg + ch,
             p_ok & ok_h & ok_w & rows_ok,
         )
@@ -374,8 +372,8 @@ def _depthwise_tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, con
     bn, bk, splits = config.block_n, config.block_k, config.split_k
     (mh, mw), (sh, sw), (dh, dw) = geo.out_hw, geo.stride, geo.dilation
     (top, _), (left, _) = geo.pads
-    fh = forward_phase(geo.h, mh, geo.kh, sh, dh, top)
-    fw = forward_phase(geo.w, mw, geo.kw, sw, dw, left)
+    fh = forward_phase(geo.height, mh, geo.kh, sh, dh, top)
+    fw = forward_phase(geo.width, mw, geo.kw, sw, dw, left)
     pixels = geo.n * mh * mw
     chunk = pl.cdiv(pl.cdiv(pixels, bk), splits)
     tap, s = pl.program_id(0), pl.program_id(2)
@@ -389,7 +387,9 @@ def _depthwise_tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, con
         n, a, b = split_pixel(p[:, None], mh, mw)
         ih, ok_h = phase_input(fh, a, i)
         iw, ok_w = phase_input(fw, b, j)
-        x = _load(x_ref, image_row(n, ih, iw, (geo.h, geo.w)), c, p_ok & ok_h & ok_w & c_ok)
+        x = _load(
+            x_ref, image_row(n, ih, iw, (geo.height, geo.width)), c, p_ok & ok_h & ok_w & c_ok
+        )
         dy = _load(dy_ref, p[:, None], c, p_ok & c_ok)
         return acc + x.astype(acc.dtype) * dy.astype(acc.dtype)
 

@@ -74,7 +74,7 @@ def problem_class(product: str, geometry: ConvGeometry, dtype: Any) -> str:
     g = geometry
     mh, mw = g.out_hw
     k, cols = (g.og, g.cg) if product == "x" else (g.cg, g.og)
-    pixels = g.n * (g.h * g.w if product == "x" else mh * mw)
+    pixels = g.n * (g.height * g.width if product == "x" else mh * mw)
     return (
         f"{product}:{np.dtype(dtype).name}:k{_pow2(k, 1, 1 << 20)}:n{_pow2(cols, 1, 1 << 20)}"
         f":t{g.kh * g.kw}:s{max(g.stride)}:m{_pow2(pixels, 1, 1 << 30)}:g{g.groups}"

@@ -158,7 +158,7 @@ def plan_sharded_conv(spec: ConvSpec, axes: Axes, sizes: Mapping[AxisName, int])
         if a is None:
             continue
         plan = plan_halo(
-            size=(spec.h, spec.w)[which],
+            size=(spec.height, spec.width)[which],
             devices=sizes[a],
             pads=spec.pads[which],
             taps=(spec.kh, spec.kw)[which],

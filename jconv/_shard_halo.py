@@ -203,7 +203,7 @@ def _receive(x: Array, rows: int, plan: HaloPlan, axis: int, axis_name: object, 
     return jax.lax.ppermute(sent, axis_name, pairs)
 
 
-def _border(x: Array, plan: HaloPlan, axis: int, *, left: bool) -> Array:
+def _edge_halo(x: Array, plan: HaloPlan, axis: int, *, left: bool) -> Array:
     """The left (right) halo of the first (last) device: the image's padded border.
 
     Halo row j on the left is image row j - plan.left (negative), on the right
@@ -244,7 +244,7 @@ def extend_with_halo(x: Array, plan: HaloPlan, *, axis: int, axis_name: object) 
             axis,
         )
         if edge_fill:
-            halo = jnp.where(index == 0, _border(x, plan, axis, left=True), halo)
+            halo = jnp.where(index == 0, _edge_halo(x, plan, axis, left=True), halo)
         parts.append(halo)
     parts.append(x)
     if plan.right:
@@ -257,7 +257,7 @@ def extend_with_halo(x: Array, plan: HaloPlan, *, axis: int, axis_name: object) 
         )
         if edge_fill:
             last = index == plan.devices - 1
-            halo = jnp.where(last, _border(x, plan, axis, left=False), halo)
+            halo = jnp.where(last, _edge_halo(x, plan, axis, left=False), halo)
         parts.append(halo)
     buffer = _pad_back(jnp.concatenate(parts, axis=axis) if len(parts) > 1 else x, plan.tail, axis)
     if len(set(plan.offsets)) == 1:

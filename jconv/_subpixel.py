@@ -47,17 +47,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 from jconv._checks import ConvSpec
 from jconv._layouts import LAYOUT_INFO
+from jconv._lowering import Forward
 from jconv._padding import zero_pad_or_crop
 from jconv._typing import Array, DTypeLike
-
-Lowering = Callable[[Array, Array, ConvSpec], Array]  # (batched x, OIHW kernel, plain spec) -> y
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +120,7 @@ def plan(spec: ConvSpec) -> tuple[AxisPlan, AxisPlan]:
     h, w = (
         plan_axis(size, d, pads, k, kd, s)
         for size, d, pads, k, kd, s in zip(
-            (spec.h, spec.w),
+            (spec.height, spec.width),
             spec.input_dilation,
             spec.pads,
             (spec.kh, spec.kw),
@@ -139,8 +137,8 @@ def phase_spec(spec: ConvSpec, ph: AxisPhase, pw: AxisPhase) -> ConvSpec:
     (lo_h, hi_h), (lo_w, hi_w) = ph.pads, pw.pads
     return dataclasses.replace(
         spec,
-        h=spec.h + min(lo_h, 0) + min(hi_h, 0),
-        w=spec.w + min(lo_w, 0) + min(hi_w, 0),
+        height=spec.height + min(lo_h, 0) + min(hi_h, 0),
+        width=spec.width + min(lo_w, 0) + min(hi_w, 0),
         kh=ph.taps,
         kw=pw.taps,
         stride=(ph.stride, pw.stride),
@@ -171,7 +169,7 @@ def crop_undilated(x: Array, spec: ConvSpec) -> tuple[Array, ConvSpec]:
     """
     crop = [(0, 0)] * 4
     pads = list(spec.pads)
-    sizes = [spec.h, spec.w]
+    sizes = [spec.height, spec.width]
     for i, (axis, (lo, hi), d) in enumerate(
         zip(LAYOUT_INFO[spec.layout].spatial_axes, spec.pads, spec.input_dilation)
     ):
@@ -181,11 +179,11 @@ def crop_undilated(x: Array, spec: ConvSpec) -> tuple[Array, ConvSpec]:
             sizes[i] += min(lo, 0) + min(hi, 0)
     if crop == [(0, 0)] * 4:
         return x, spec
-    cropped = dataclasses.replace(spec, h=sizes[0], w=sizes[1], pads=(pads[0], pads[1]))
+    cropped = dataclasses.replace(spec, height=sizes[0], width=sizes[1], pads=(pads[0], pads[1]))
     return zero_pad_or_crop(x, crop), cropped
 
 
-def conv_subpixel(x: Array, w: Array, spec: ConvSpec, lower: Lowering) -> Array:
+def conv_subpixel(x: Array, w: Array, spec: ConvSpec, lower: Forward) -> Array:
     """conv2d of a spec with input dilation or crops, each phase run by `lower`.
 
     x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output in
@@ -223,8 +221,8 @@ def _interleave(
     Each block is zero-extended to the longest phase's length, the blocks (and
     zeros for the phases that read no pixel of x) are stacked after their axes
     and reshaped: one copy, no arithmetic. (Spreading each block out by interior
-    padding and summing does the same with arithmetic, which made bfloat16
-    forward passes 3x to 9x slower on a CPU.)
+    padding and summing does the same with arithmetic: much slower in bfloat16
+    on a CPU, BENCHMARKS.md.)
     """
     ah, aw = LAYOUT_INFO[spec.layout].spatial_axes
     (mh, mw), (p_h, p_w) = (ph_plan.out_size, pw_plan.out_size), (ph_plan.period, pw_plan.period)

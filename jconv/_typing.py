@@ -17,6 +17,7 @@ import jax
 Array = jax.Array  # a JAX array (or tracer)
 ArrayLike = jax.typing.ArrayLike  # anything jnp.asarray accepts
 DTypeLike = jax.typing.DTypeLike
+PrecisionLike = jax.lax.PrecisionLike  # None, a Precision or its name, a pair, an algorithm
 
 IntLike = SupportsIndex  # an int or a NumPy integer (not a bool)
 IntPair = IntLike | Sequence[IntLike]  # one int for both spatial axes, or a pair (h, w)
@@ -36,6 +37,7 @@ __all__ = [
     "IntPair",
     "PaddingLike",
     "Pads",
+    "PrecisionLike",
     "Shape",
     "ShapeLike",
 ]

@@ -23,7 +23,7 @@ CPU_CHOICES = [
     ((2, 64, 56, 56), (64, 64, 7, 7), {}, "taps"),  # beyond F(2, 5)
     ((2, 256, 56, 56), (64, 256, 1, 1), {}, "taps"),  # 1x1
     ((4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "vmap"),  # depthwise
-    # outside the bench suite: wide images (banded's program no longer grows with them)
+    # outside the bench suite: wide images (banded's program does not grow with them)
     ((2, 16, 64, 256), (64, 16, 3, 3), {"padding": "SAME"}, "banded"),
     ((2, 16, 64, 512), (64, 16, 3, 3), {"padding": "SAME"}, "banded"),
     ((8, 6, 14, 224), (16, 6, 5, 5), {}, "banded"),  # LeNet's conv2, 16 times as wide

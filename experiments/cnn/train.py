@@ -95,8 +95,8 @@ def init_model(
     abstract = nnx.eval_shape(create)
     graphdef, _ = nnx.split(abstract)
     # One compiled initializer rather than one compilation per eager random op; on
-    # the CPU unoptimized, which compiles in 1 s rather than 10 s and runs once. It runs
-    # on one of the run's own devices, whatever JAX's default device is.
+    # the CPU unoptimized, since it runs once and optimizing it takes longer than running
+    # it. It runs on one of the run's own devices, whatever JAX's default device is.
     device = next(d for d in parallelism.devices if d.process_index == jax.process_index())
     options = {"xla_backend_optimization_level": 0} if device.platform == "cpu" else None
     with jax.default_device(device):
