@@ -49,9 +49,7 @@ conv_p = Primitive("jconv_pallas_conv")
 
 def _varying_axes(x: Array) -> frozenset:
     """shard_map's varying manual axes of x (empty outside shard_map)."""
-    aval = jax.typeof(x)
-    mat = getattr(aval, "manual_axis_type", None)
-    return frozenset(getattr(mat, "varying", None) or getattr(aval, "vma", None) or ())
+    return jax.typeof(x).mat.varying
 
 
 def conv_product(
@@ -135,8 +133,8 @@ def _run_kernels(*args, product, geometry, out_dtype, precision, interpret):
 
 def _invariant(aval: Any) -> Any:
     """aval with no shard_map varying axes."""
-    mat = getattr(aval, "manual_axis_type", None)
-    if mat is None or not mat.varying:
+    mat = aval.manual_axis_type
+    if not mat.varying:
         return aval
     return aval.update(manual_axis_type=mat.update(varying=frozenset()))
 

@@ -195,7 +195,8 @@ def global_spec_of_blocks(
 ) -> ConvSpec:
     """The spec of the whole problem whose blocks (one device's shapes) are given.
 
-    The layout is checked first, by check_conv_args, before it picks the axes to scale.
+    The layout is checked before it picks the axes to scale: a bad one is refused, as
+    conv2d refuses it, never read as another.
     """
     layout = conv2d_kwargs.get("layout", "NCHW")
     check_layout(layout)

@@ -31,15 +31,15 @@ CT = RNG.standard_normal(X.shape).astype(np.float32)  # output cotangent ('SAME'
 XS = RNG.standard_normal((3, *X.shape)).astype(np.float32)  # a stack of inputs
 WS = RNG.standard_normal((3, *W.shape)).astype(np.float32)  # and of kernels
 
-Conv = Callable[[jax.Array, jax.Array], jax.Array]
+ConvFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def loss(conv: Conv) -> Callable:
+def loss(conv: ConvFn) -> Callable:
     """A scalar whose second derivatives are not zero: sum(ct * y**2)."""
     return lambda x, w: jnp.sum(CT * conv(x, w) ** 2)
 
 
-def _scan(conv: Conv):
+def _scan(conv: ConvFn):
     """Three layers through lax.scan, differentiated with respect to all the kernels."""
 
     def net(ws):
@@ -51,7 +51,7 @@ def _scan(conv: Conv):
     return jax.value_and_grad(net)(WS)
 
 
-def _shard_map(conv: Conv):
+def _shard_map(conv: ConvFn):
     """The batch split over two devices; JAX sums the replicated kernel's gradient."""
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
 
@@ -66,7 +66,7 @@ def _shard_map(conv: Conv):
     return jax.jit(f)(X, W, CT)
 
 
-TRANSFORMATIONS: dict[str, Callable[[Conv], object]] = {
+TRANSFORMATIONS: dict[str, Callable[[ConvFn], object]] = {
     "jit": lambda c: jax.jit(c)(X, W),
     "grad": lambda c: jax.grad(loss(c), argnums=(0, 1))(X, W),
     "vjp": lambda c: jax.vjp(c, X, W)[1](CT),
