@@ -20,15 +20,7 @@ from jconv._method_vmap import conv_vmap
 from jconv._method_winograd import conv_winograd
 from jconv._method_xla import conv_xla
 from jconv._subpixel import conv_subpixel, crop_undilated
-from jconv._typing import (
-    Array,
-    ArrayLike,
-    DTypeLike,
-    IntLike,
-    IntPair,
-    PaddingLike,
-    PrecisionLike,
-)
+from jconv._typing import Array, ArrayLike, DTypeLike, IntLike, IntPair, PaddingLike, PrecisionLike
 
 LOWERINGS: dict[str, Forward] = {  # (batched x, OIHW kernel, spec) -> y
     "vmap": conv_vmap,

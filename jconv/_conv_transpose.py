@@ -16,15 +16,7 @@ import jax.numpy as jnp
 
 from jconv._checks import check_transpose_args
 from jconv._conv2d import conv2d
-from jconv._typing import (
-    Array,
-    ArrayLike,
-    DTypeLike,
-    IntLike,
-    IntPair,
-    PaddingLike,
-    PrecisionLike,
-)
+from jconv._typing import Array, ArrayLike, DTypeLike, IntLike, IntPair, PaddingLike, PrecisionLike
 
 
 def transposed_kernel(kernel: Array, groups: int, layout: str) -> Array:
