@@ -33,6 +33,7 @@ import dataclasses
 import datetime
 import functools
 import json
+import math
 import os
 import pathlib
 import platform
@@ -63,11 +64,19 @@ class Layer(NamedTuple):
     batch_gpu: int  # batch size on an accelerator
     what: str
     transposed: bool = False  # a transposed convolution (conv_transpose2d, torch's arguments)
+    dilation: int = 1  # kernel dilation (plain convolutions only)
+    width: int = 0  # input width where it differs from the height `hw`
+
+    @property
+    def in_hw(self) -> tuple[int, int]:
+        """The input's (height, width)."""
+        return self.hw, self.width or self.hw
 
     @property
     def conv_kwargs(self) -> dict:
         """conv2d's (or conv_transpose2d's) keyword arguments (besides layout and method)."""
-        return {"stride": self.stride, "padding": self.padding, "groups": self.groups}
+        kwargs = {"stride": self.stride, "padding": self.padding, "groups": self.groups}
+        return kwargs if self.dilation == 1 else {**kwargs, "dilation": self.dilation}
 
     def kernel_shape(self, layout: str) -> tuple[int, int, int, int]:
         """conv2d's kernel (O, C/g, k, k) / (k, k, C/g, O); transposed, torch's forward
@@ -92,10 +101,25 @@ SUITE = (
     Layer("unet_up", 128, 64, 2, 32, 2, 0, 1, 4, 64, "U-Net 2x2 up, 32 -> 64", True),
     Layer("dcgan", 256, 128, 4, 16, 2, 1, 1, 8, 128, "DCGAN 4x4 s2 up, 16 -> 32", True),
 )
+# Shapes outside the suite that 'auto''s CPU rule must also win on (issue #16): wide
+# images with few channels, a first layer on 3 channels, dilation, CIFAR-sized layers.
+EXTRA = (
+    Layer("wide16", 16, 64, 3, 64, 1, "SAME", 1, 2, 16, "16 -> 64 3x3 on 64x256", width=256),
+    Layer("stem7", 3, 64, 7, 224, 2, 3, 1, 2, 64, "ResNet stem: 3 -> 64 7x7 s2, 224 -> 112"),
+    Layer("rgb112", 3, 32, 3, 112, 1, "SAME", 1, 4, 64, "3 -> 32 3x3 at 112x112"),
+    Layer("dilated", 64, 64, 3, 28, 1, "SAME", 1, 4, 64, "64 -> 64 3x3 dilation 2, 28x28",
+          dilation=2),
+    Layer("cifar_in", 3, 16, 3, 32, 1, "SAME", 1, 64, 256, "CIFAR first layer 3 -> 16, 32x32"),
+    Layer("cifar32", 16, 16, 3, 32, 1, "SAME", 1, 64, 256, "CIFAR ResNet 16 -> 16, 32x32"),
+    Layer("cifar8", 64, 64, 3, 8, 1, "SAME", 1, 64, 256, "CIFAR ResNet 64 -> 64, 8x8"),
+)  # fmt: skip
 LAYERS = {layer.name: layer for layer in SUITE}
+ALL_LAYERS = {**LAYERS, **{layer.name: layer for layer in EXTRA}}
+GROUPS = {"suite": tuple(LAYERS), "extra": tuple(layer.name for layer in EXTRA)}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 DIRECTIONS = ("fwd", "fwd+bwd")
 BASELINE = "xla"
+TORCH = "torch"  # torch.nn.functional's conv2d (or conv_transpose2d), when installed
 CPU_METHODS = ("auto", "taps", "im2col", BASELINE)  # the default on a CPU
 
 
@@ -111,6 +135,10 @@ class BenchConfig:
     calls: int = 0  # calls queued per batch; 0: enough for about `target_s` seconds
     target_s: float = 0.2
     torch: bool = True  # also time torch.nn.functional.conv2d when torch is installed
+    # torch's intra-op threads (None: its default, one per core). On a loaded machine its
+    # OpenMP threads wait for each other at every barrier: 2 threads ran 6x slower than 1
+    # on 2 shared cores, so a shared machine's torch figures need --torch-threads 1.
+    torch_threads: int | None = None
     out: str | None = "runs/bench_conv"  # where bench.json and bench.csv go (None: nowhere)
     quiet: bool = False
     pallas_table: str | None = None  # tune_pallas.py's table.json for 'pallas' (None: jconv's)
@@ -118,7 +146,7 @@ class BenchConfig:
 
 def _check_config(config: BenchConfig) -> None:
     for name, given, allowed in [
-        ("layer", config.layers, LAYERS),
+        ("layer", config.layers, ALL_LAYERS),
         ("dtype", config.dtypes, DTYPES),
         ("method", config.methods or (), jconv.METHODS),
         ("direction", config.directions, DIRECTIONS),
@@ -133,10 +161,8 @@ def _check_config(config: BenchConfig) -> None:
 def layer_arrays(layer: Layer, batch: int, dtype: Any, layout: str, key: jax.Array):
     """Fresh random x, kernel and output cotangent for a layer, in `layout`'s orders."""
     kx, kw, kc = jax.random.split(key, 3)
-    if layout == "NCHW":
-        x_shape = (batch, layer.c, layer.hw, layer.hw)
-    else:
-        x_shape = (batch, layer.hw, layer.hw, layer.c)
+    hw = layer.in_hw
+    x_shape = (batch, layer.c, *hw) if layout == "NCHW" else (batch, *hw, layer.c)
     k_shape = layer.kernel_shape(layout)
     x = jax.random.normal(kx, x_shape, dtype)
     w = (jax.random.normal(kw, k_shape, jnp.float32) / (layer.k * (layer.c**0.5))).astype(dtype)
@@ -180,6 +206,29 @@ def make_step(layer: Layer, layout: str, method: str, direction: str) -> Callabl
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
 
 
+def torch_padding(layer: Layer) -> int | str | None:
+    """torch's padding argument for the layer: an int, 'same' or 'valid'.
+
+    torch refuses 'same' at a stride above 1; there it gets the symmetric amount
+    ((k - 1) * dilation) // 2 a side, as torchvision's ResNet writes it, when that
+    gives lax's output shape (the same multiply-adds; the windows may sit a pixel
+    from lax's, which puts the odd pixel of 'SAME' at the bottom and right). None:
+    no such amount.
+    """
+    if isinstance(layer.padding, int):
+        return layer.padding
+    pad = layer.padding.lower()
+    if pad == "valid" or layer.stride == 1:
+        return pad
+    p = ((layer.k - 1) * layer.dilation) // 2
+    span = (layer.k - 1) * layer.dilation + 1
+    same = all(
+        (size + 2 * p - span) // layer.stride + 1 == -(-size // layer.stride)
+        for size in layer.in_hw
+    )
+    return p if same else None
+
+
 def _torch_step(layer: Layer, layout: str, direction: str, x, w, ct):
     """The same layer in torch.nn.functional.conv2d (channels_last for NHWC), or None."""
     try:
@@ -192,7 +241,7 @@ def _torch_step(layer: Layer, layout: str, direction: str, x, w, ct):
     device = "cuda" if cuda else "cpu"
 
     def to(a):
-        return torch.from_numpy(np.asarray(a.astype(jnp.float32))).to(device=device, dtype=tdt)
+        return torch.from_numpy(np.array(a.astype(jnp.float32))).to(device=device, dtype=tdt)
 
     if layout == "NHWC":
         tx = to(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
@@ -200,15 +249,16 @@ def _torch_step(layer: Layer, layout: str, direction: str, x, w, ct):
         tct = to(ct).permute(0, 3, 1, 2)
     else:
         tx, tw, tct = to(x), to(w), to(ct)
-    pad = layer.padding if isinstance(layer.padding, int) else layer.padding.lower()
-    if pad == "same" and layer.stride > 1:  # torch refuses 'same' at stride > 1
+    pad = torch_padding(layer)
+    if pad is None:
         return None
+    extra = {} if layer.transposed else {"dilation": layer.dilation}
     torch_conv = (
         torch.nn.functional.conv_transpose2d if layer.transposed else torch.nn.functional.conv2d
     )
 
     def fwd():
-        return torch_conv(tx, tw, stride=layer.stride, padding=pad, groups=layer.groups)
+        return torch_conv(tx, tw, stride=layer.stride, padding=pad, groups=layer.groups, **extra)
 
     if direction == "fwd":
 
@@ -229,6 +279,12 @@ def _torch_step(layer: Layer, layout: str, direction: str, x, w, ct):
     return step
 
 
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _time_batch(fn: Callable[[], Any], calls: int) -> float:
     """Seconds per call: `calls` calls queued, then one block (fn.sync for torch)."""
     sync = getattr(fn, "sync", jax.block_until_ready)
@@ -240,13 +296,19 @@ def _time_batch(fn: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def _compile(step: Callable, *args) -> tuple[Callable, int | None]:
-    """Compile once; return the executable and its peak bytes from XLA's memory analysis.
+def _compile(step: Callable, *args) -> tuple[Callable, int | None, float]:
+    """Compile once; return the executable, its peak bytes from XLA's memory analysis
+    and the seconds that tracing, lowering and compiling took.
 
     Peak = arguments + outputs + temporaries of the compiled program (None when the
-    backend reports nothing).
+    backend reports nothing). The compile time is what a user's first call waits for
+    beyond the run itself: JAX's caches are cleared first, so that no trace of an
+    earlier case is reused (XLA's persistent cache is off unless configured).
     """
+    jax.clear_caches()
+    start = time.perf_counter()
     compiled = step.lower(*args).compile()
+    seconds = time.perf_counter() - start
     try:
         stats = compiled.memory_analysis()
         peak = int(
@@ -254,7 +316,7 @@ def _compile(step: Callable, *args) -> tuple[Callable, int | None]:
         )
     except Exception:  # some backends report no memory analysis
         peak = None
-    return compiled, peak
+    return compiled, peak, seconds
 
 
 def bench_case(
@@ -271,14 +333,17 @@ def bench_case(
     phase_methods = chosen(rules, "cpu", layer, x, w, config.layout).split("/")
     methods = config.methods or default_methods(rules, platform, phase_methods)
     methods = list(dict.fromkeys([*methods, BASELINE]))
-    fns, peaks = {}, {}
+    fns, peaks, compile_s = {}, {}, {}
     for m in methods:
-        compiled, peaks[m] = _compile(make_step(layer, config.layout, m, direction), x, w, ct)
+        step = make_step(layer, config.layout, m, direction)
+        compiled, peaks[m], compile_s[m] = _compile(step, x, w, ct)
         fns[m] = functools.partial(compiled, x, w, ct)
     if config.torch:
+        if config.torch_threads:
+            _set_torch_threads(config.torch_threads)
         torch_fn = _torch_step(layer, config.layout, direction, x, w, ct)
-        if torch_fn is not None:
-            fns["torch"], peaks["torch"] = torch_fn, None
+        if torch_fn is not None:  # eager: nothing to compile
+            fns[TORCH], peaks[TORCH], compile_s[TORCH] = torch_fn, None, None
     calls = {}
     for m, fn in fns.items():  # compile, warm up, size the batches
         per_call = _time_batch(fn, 1)
@@ -289,6 +354,7 @@ def bench_case(
         for m, fn in fns.items():
             times[m].append(_time_batch(fn, calls[m]))
     base = statistics.median(times[BASELINE])
+    torch_t = statistics.median(times[TORCH]) if TORCH in times else None
     rows = []
     for m in fns:
         t = statistics.median(times[m])
@@ -303,6 +369,8 @@ def bench_case(
                 "ms": 1e3 * t,
                 "tflops": flops / t / 1e12,
                 "vs_lax": base / t,
+                "vs_torch": None if torch_t is None else torch_t / t,
+                "compile_s": compile_s[m],
                 "peak_mb": None if peaks[m] is None else peaks[m] / 2**20,
                 "calls": calls[m],
                 "repeats": config.repeats,
@@ -395,34 +463,115 @@ def lesson_arithmetic(rows: list[dict]) -> dict:
     return out
 
 
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # reported if present
+
+
+def cpu_model() -> tuple[str, list[str]]:
+    """The host CPU's model name and which of CPU_FLAGS it has (Linux's /proc/cpuinfo;
+    elsewhere platform.processor() and no flags)."""
+    try:
+        info = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown", []
+    fields = dict(
+        line.split(":", 1) for line in info.splitlines()[:40] if ":" in line
+    )  # the first processor's entry
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name", "unknown"), [f for f in CPU_FLAGS if f in flags]
+
+
 def environment() -> dict:
     dev = jax.devices()[0]
+    model, flags = cpu_model()
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = None
     return {
         "date": datetime.date.today().isoformat(),
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "device": getattr(dev, "device_kind", str(dev)),
         "devices": jax.device_count(),
+        "cpu_model": model,
+        "cpu_flags": flags,
         "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "machine": platform.machine(),
         "python": platform.python_version(),
+        "torch": torch_version,
     }
 
 
 def format_table(rows: list[dict]) -> str:
     head = (
-        f"{'layer':<10} {'dtype':<9} {'dir':<8} {'method':<8} {'runs':<7} {'ms':>9} "
-        f"{'TFLOP/s':>8} {'vs lax':>7} {'peak MB':>8}"
+        f"{'layer':<10} {'dtype':<9} {'dir':<8} {'method':<8} {'runs':<8} {'ms':>9} "
+        f"{'TFLOP/s':>8} {'vs lax':>7} {'vs torch':>8} {'compile s':>9} {'peak MB':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         peak = "" if r["peak_mb"] is None else f"{r['peak_mb']:.1f}"
+        vs_torch = "" if r.get("vs_torch") is None else f"{r['vs_torch']:.2f}x"
+        comp = "" if r.get("compile_s") is None else f"{r['compile_s']:.2f}"
         lines.append(
             f"{r['layer']:<10} {r['dtype']:<9} {r['direction']:<8} {r['method']:<8} "
-            f"{r['chosen']:<7} {r['ms']:>9.3f} {r['tflops']:>8.3f} {r['vs_lax']:>6.2f}x "
-            f"{peak:>8}"
+            f"{r['chosen']:<8} {r['ms']:>9.3f} {r['tflops']:>8.3f} {r['vs_lax']:>6.2f}x "
+            f"{vs_torch:>8} {comp:>9} {peak:>8}"
         )
     return "\n".join(lines)
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
+COMPILE_FACTOR, COMPILE_FLOOR_S = 3.0, 2.0  # issue #16: within max(3x lax's, 2 s)
+
+
+def summarize(rows: list[dict]) -> list[str]:
+    """One line per method, dtype and direction: its speed against lax and against torch
+    over the layers timed (geometric mean, lowest and where), and its compile time
+    against lax's (the worst ratio, and the layers past max(3x lax's, 2 s))."""
+    lines = []
+    cases = dict.fromkeys((r["method"], r["dtype"], r["direction"]) for r in rows)
+    for method, dtype, direction in cases:
+        if method in (BASELINE, TORCH):
+            continue
+        mine = [
+            r
+            for r in rows
+            if (r["method"], r["dtype"], r["direction"]) == (method, dtype, direction)
+        ]
+        parts = [f"{method:<8} {dtype:<9} {direction:<8}"]
+        for key, name in (("vs_lax", "lax"), ("vs_torch", "torch")):
+            ratios = [(r[key], r["layer"]) for r in mine if r.get(key)]
+            if ratios:
+                low = min(ratios)
+                parts.append(
+                    f"vs {name} {_geomean([v for v, _ in ratios]):.2f}x "
+                    f"(lowest {low[0]:.2f}x {low[1]}, {len(ratios)} layers)"
+                )
+        lax_compile = {
+            r["layer"]: r["compile_s"]
+            for r in rows
+            if (r["method"], r["dtype"], r["direction"]) == (BASELINE, dtype, direction)
+        }
+        over = [
+            r["layer"]
+            for r in mine
+            if r.get("compile_s") is not None
+            and r["compile_s"] > max(COMPILE_FACTOR * lax_compile[r["layer"]], COMPILE_FLOOR_S)
+        ]
+        worst = max(mine, key=lambda r: (r.get("compile_s") or 0) / lax_compile[r["layer"]])
+        parts.append(
+            f"compile worst {worst['compile_s']:.2f} s vs lax {lax_compile[worst['layer']]:.2f} s "
+            f"({worst['layer']}); over max(3x lax, 2 s): {', '.join(over) or 'none'}"
+        )
+        lines.append("; ".join(parts))
+    return lines
 
 
 def run(config: BenchConfig) -> dict:
@@ -441,17 +590,23 @@ def run(config: BenchConfig) -> dict:
         for dtype_name in config.dtypes:
             for direction in config.directions:
                 key, sub = jax.random.split(key)
-                case = bench_case(LAYERS[name], dtype_name, direction, config, sub)
+                case = bench_case(ALL_LAYERS[name], dtype_name, direction, config, sub)
                 rows += case
                 if not config.quiet:
                     print(format_table(case).split("\n", 2)[2], flush=True)
                 _write(result, config.out)  # after every case: a run cut short keeps its rows
     result["lesson"] = lesson_arithmetic(rows)
+    result["summary"] = summarize(rows)
     if not config.quiet:
         print()
-        print(f"{env['device']} ({env['backend']}), jax {env['jax']}, {env['date']}")
+        print(
+            f"{env['device']} ({env['backend']}; {env['cpu_model']}, {env['cpu_count']} cores, "
+            f"{' '.join(env['cpu_flags'])}), jax {env['jax']}, torch {env['torch']}, "
+            f"{env['date']}, load average {env['load_average']}"
+        )
         print(format_table(rows))
         print(json.dumps(result["lesson"], indent=1))
+        print("\n".join(result["summary"]))
     _write(result, config.out)
     return result
 
@@ -472,7 +627,13 @@ def _write(result: dict, out: str | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     d = BenchConfig()
-    p.add_argument("--layers", nargs="+", default=list(d.layers), choices=list(LAYERS))
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        default=list(d.layers),
+        choices=[*ALL_LAYERS, *GROUPS],
+        help="layers by name, or 'suite' (the default) and 'extra' (EXTRA's shapes)",
+    )
     p.add_argument("--dtypes", nargs="+", default=list(d.dtypes), choices=list(DTYPES))
     p.add_argument(
         "--methods",
@@ -490,8 +651,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--target-s", type=float, default=d.target_s, help="seconds per timed batch")
     p.add_argument("--pallas-table", default=None, help="tune_pallas.py's table.json")
     p.add_argument("--no-torch", dest="torch", action="store_false")
+    p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--out", default=d.out)
     args = p.parse_args(argv)
+    args.layers = list(dict.fromkeys(n for g in args.layers for n in GROUPS.get(g, (g,))))
     run(BenchConfig(**vars(args)))
     return 0
 
