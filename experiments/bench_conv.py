@@ -554,22 +554,19 @@ def summarize(rows: list[dict]) -> list[str]:
                     f"vs {name} {_geomean([v for v, _ in ratios]):.2f}x "
                     f"(lowest {low[0]:.2f}x {low[1]}, {len(ratios)} layers)"
                 )
-        lax_compile = {
-            r["layer"]: r["compile_s"]
+        limit = {  # the bound on each layer: max(3x lax's compile time, 2 s)
+            r["layer"]: max(COMPILE_FACTOR * r["compile_s"], COMPILE_FLOOR_S)
             for r in rows
             if (r["method"], r["dtype"], r["direction"]) == (BASELINE, dtype, direction)
         }
-        over = [
-            r["layer"]
-            for r in mine
-            if r.get("compile_s") is not None
-            and r["compile_s"] > max(COMPILE_FACTOR * lax_compile[r["layer"]], COMPILE_FLOOR_S)
-        ]
-        worst = max(mine, key=lambda r: (r.get("compile_s") or 0) / lax_compile[r["layer"]])
-        parts.append(
-            f"compile worst {worst['compile_s']:.2f} s vs lax {lax_compile[worst['layer']]:.2f} s "
-            f"({worst['layer']}); over max(3x lax, 2 s): {', '.join(over) or 'none'}"
-        )
+        timed = [r for r in mine if r.get("compile_s") is not None]
+        if timed:
+            over = [r["layer"] for r in timed if r["compile_s"] > limit[r["layer"]]]
+            worst = max(timed, key=lambda r: r["compile_s"] / limit[r["layer"]])
+            parts.append(
+                f"compile worst {worst['compile_s']:.2f} s, limit {limit[worst['layer']]:.2f} s "
+                f"({worst['layer']}); over max(3x lax, 2 s): {', '.join(over) or 'none'}"
+            )
         lines.append("; ".join(parts))
     return lines
 

@@ -103,3 +103,36 @@ def test_transposed_layers_default_methods():
     k_shape, kwargs = bench_conv.conv2d_arguments(layer, x.shape, w.shape, "NHWC")
     flops = bench_conv.jconv.conv2d_flops(x.shape, k_shape, layout="NHWC", **kwargs)
     assert flops == 2 * 32 * 32 * 128 * 64 * 2 * 2
+
+
+def test_torch_padding_where_torch_refuses_same():
+    """torch refuses 'same' at a stride above 1: the stride-2 layer gets 1 a side, which
+    gives lax's 28x28 output from 56x56; an odd size whose symmetric amount would not
+    give lax's shape gets None (not timed)."""
+    assert bench_conv.torch_padding(bench_conv.LAYERS["stride2"]) == 1
+    assert bench_conv.torch_padding(bench_conv.LAYERS["resnet56"]) == "same"
+    assert bench_conv.torch_padding(bench_conv.ALL_LAYERS["stem7"]) == 3
+    odd = bench_conv.LAYERS["stride2"]._replace(k=2)  # 'SAME' pads (0, 0): 28 outputs
+    assert bench_conv.torch_padding(odd) == 0
+    odd = bench_conv.LAYERS["stride2"]._replace(k=2, hw=55)  # 0 a side gives 27, lax 28
+    assert bench_conv.torch_padding(odd) is None
+
+
+def test_summary_against_lax_torch_and_compile_time():
+    def row(layer, method, ms, compile_s):
+        return {"layer": layer, "dtype": "float32", "direction": "fwd", "method": method,
+                "ms": ms, "compile_s": compile_s}  # fmt: skip
+
+    rows = [
+        *(row("a", "auto", 1.0, 5.0), row("a", "xla", 2.0, 1.0), row("a", "torch", 4.0, None)),
+        *(row("b", "auto", 2.0, 1.5), row("b", "xla", 1.0, 0.1), row("b", "torch", 1.0, None)),
+    ]
+    for r in rows:
+        same = [s for s in rows if s["layer"] == r["layer"]]
+        r["vs_lax"] = next(s["ms"] for s in same if s["method"] == "xla") / r["ms"]
+        r["vs_torch"] = next(s["ms"] for s in same if s["method"] == "torch") / r["ms"]
+    (line,) = bench_conv.summarize(rows)
+    # geometric means: lax sqrt(2 * 0.5) = 1, torch sqrt(4 * 0.5) = 1.41; compile: 'a''s 5 s
+    # is over max(3 * 1 s, 2 s); 'b''s 1.5 s, 15x lax's, is under 2 s
+    assert "vs lax 1.00x (lowest 0.50x b" in line and "vs torch 1.41x (lowest 0.50x b" in line
+    assert "compile worst 5.00 s, limit 3.00 s (a); over max(3x lax, 2 s): a" in line
