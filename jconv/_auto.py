@@ -7,25 +7,30 @@ each get their own. The rules come from experiments/bench_conv.py, forward and
 forward-plus-backward together, since 'auto' cannot know whether its result will
 be differentiated.
 
-CPU (`choose_method`; a 2-core CPU, BENCHMARKS.md): one of jconv's own lowerings,
-never 'xla'.
+CPU (`choose_method`; a 2-core Intel Xeon with AVX-512 and AMX, BENCHMARKS.md): one
+of jconv's own lowerings where it ran faster than lax, else 'xla' (issue #16: 'auto'
+at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
 
 - depthwise (one input channel per group): 'vmap', whose products are all
-  elementwise: a multiply-add per tap, no matrix product to waste;
-- few input channels (LeNet's layers, C*kh*kw = 25 and 150): 'banded', one
-  GEMM whose extra multiply-adds (the band's zeros, `banded_overhead`) cost
-  less than the many shallow GEMMs of the other lowerings. On LeNet's first
-  layer 'taps' is 5x faster forward but 5x slower forward-plus-backward;
-  'banded' is faster than lax both ways. Its weight matrix is bounded; its
-  program stops growing with the image's width past MAX_BLOCK_SLICES block
-  windows (jconv/_method_banded.py), and on wide few-channel images it stays
-  faster than 'winograd' both ways (BENCHMARKS.md);
-- stride-1 kernels up to 5x5 (ResNet's 3x3 layers, the lesson's 5x5 layer):
-  'winograd', which does 4/9 (3x3) or 9/25 (5x5) of the multiply-adds;
-- everything else (1x1 kernels, strides, dilations, groups): 'taps', kh*kw
-  GEMMs with no patches in memory.
+  elementwise: a multiply-add per tap, no matrix product to waste (lax's CPU
+  depthwise convolution is about 50x slower forward);
+- few input channels (C/groups * kh * kw <= 256): 'banded', one GEMM whose extra
+  multiply-adds (the band's zeros, `banded_overhead`) cost less than the many
+  shallow GEMMs of the other lowerings, where it won: at most BANDED_MAX_CHANNELS
+  input channels (LeNet's 1 and 6, a 3-channel first layer), stride 1, and few
+  enough block windows to slice one by one. Elsewhere in this class lax won:
+  CIFAR's 16-channel 3x3 layers (banded 0.14x to 0.3x lax), 16 channels on wide
+  images, the 7x7 stride-2 stem on 3 channels, 3 channels at 112x112 (a tie);
+- stride-1 kernels up to 5x5 with at least WINOGRAD_MIN_CHANNELS input channels
+  (ResNet's 3x3 layers, the lesson's 5x5 layer): 'winograd', which does 4/9 (3x3)
+  or 9/25 (5x5) of the multiply-adds;
+- 1x1 kernels and strided kernels: 'taps', kh*kw GEMMs with no patches in memory;
+- everything else (dilation, shallow layers that 'banded' does not take): 'xla'
+  ('taps' ran 0.5x to 0.7x lax on a dilated 3x3).
 'im2col' is never the fastest on a CPU in the suite and needs kh*kw copies of
-the input; it stays available by name.
+the input; it stays available by name. On bfloat16 and float16 inputs 'banded'
+and 'taps' (but a 1x1 'taps') compute in float32 (`cpu_compute_dtype`): chosen on
+the CPU's branch only, so accelerators keep their bfloat16 GEMMs.
 
 GPUs (CUDA, ROCm) and TPUs (`choose_accelerator_method`): 'xla', which is cuDNN
 (or the TPU's convolution unit) there, unless one of jconv's lowerings is measured
@@ -52,32 +57,70 @@ were not timed: they run 'xla', lax being their vendor's convolution too.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 
 from jconv._checks import ConvSpec
-from jconv._method_banded import banded_overhead, banded_weight_bytes
+from jconv._method_banded import (
+    MAX_BLOCK_SLICES,
+    banded_overhead,
+    banded_unrolled,
+    banded_weight_bytes,
+)
 from jconv._method_winograd import winograd_supported
 from jconv._pallas_tuning import MIN_DOT
 
 BANDED_MAX_CONTRACTION = 256  # C/groups * kh * kw: the direct GEMMs' depth is this small
+BANDED_MAX_CHANNELS = 8  # C/groups: with more, lax's own convolution won (CIFAR's 16)
 BANDED_MAX_OVERHEAD = 3.0  # at most this many times the convolution's multiply-adds
 BANDED_MAX_WEIGHT_BYTES = 32 * 2**20  # and a banded weight matrix of at most this size
+WINOGRAD_MIN_CHANNELS = 32  # C: below, the GEMMs are too shallow to pay for the transforms
+
+
+def _banded_wins(spec: ConvSpec) -> bool:
+    """Where 'banded' ran faster than lax on a CPU: a handful of input channels, stride 1,
+    its windows sliced one by one (kh * blocks up to MAX_BLOCK_SLICES)."""
+    return (
+        spec.cg <= BANDED_MAX_CHANNELS
+        and spec.stride == (1, 1)
+        and spec.dilation == (1, 1)
+        and banded_unrolled(spec) <= MAX_BLOCK_SLICES
+        and banded_overhead(spec) <= BANDED_MAX_OVERHEAD
+        and banded_weight_bytes(spec) <= BANDED_MAX_WEIGHT_BYTES
+    )
 
 
 def choose_method(spec: ConvSpec) -> str:
-    """The lowering that 'auto' runs for spec on a CPU."""
+    """The lowering that 'auto' runs for spec on a CPU (see the module docstring)."""
     if spec.cg == 1 and spec.groups > 1:  # depthwise: every product is elementwise
         return "vmap"
-    if (
-        spec.kh * spec.kw > 1
-        and spec.cg * spec.kh * spec.kw <= BANDED_MAX_CONTRACTION
-        and banded_overhead(spec) <= BANDED_MAX_OVERHEAD
-        and banded_weight_bytes(spec) <= BANDED_MAX_WEIGHT_BYTES
-    ):
-        return "banded"
-    if winograd_supported(spec):
+    if spec.kh * spec.kw > 1 and spec.cg * spec.kh * spec.kw <= BANDED_MAX_CONTRACTION:
+        return "banded" if _banded_wins(spec) else "xla"
+    if winograd_supported(spec) and spec.c >= WINOGRAD_MIN_CHANNELS:
         return "winograd"
-    return "taps"
+    if spec.dilation == (1, 1) and (spec.kh * spec.kw == 1 or max(spec.stride) > 1):
+        return "taps"
+    return "xla"
+
+
+def cpu_compute_dtype(spec: ConvSpec, method: str) -> Any:
+    """float32 where the CPU runs `method` on float16 or bfloat16 inputs in float32, else None.
+
+    XLA's CPU backend runs bfloat16 matrix products fast (with AMX tiles where the CPU
+    has them) but converts every elementwise bfloat16 operation to float32 and back:
+    'banded' (its windows and band) and 'taps' with more than one tap (a window and a
+    sum per tap) ran faster in float32 than in bfloat16. Not widened: a 1x1 'taps',
+    one bfloat16 GEMM; 'winograd', which already transforms in float32 and keeps its
+    GEMM operands in bfloat16; 'vmap', which computes in float32; and lax, whose
+    convolution, fed by a conversion to float32, ran up to 20x slower with its
+    gradients (BENCHMARKS.md).
+    """
+    if jnp.dtype(spec.dtype).itemsize >= 4:
+        return None
+    if method == "banded" or (method == "taps" and spec.kh * spec.kw > 1):
+        return jnp.dtype(jnp.float32)
+    return None
 
 
 ACCELERATOR_PLATFORMS = ("cuda", "rocm", "tpu")  # as jax.lax.platform_dependent names them

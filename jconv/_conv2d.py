@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from jconv._auto import PHASES, auto_methods, choose_method
+from jconv._auto import PHASES, auto_methods, choose_method, cpu_compute_dtype
 from jconv._checks import ConvSpec, check_conv_args
 from jconv._layouts import LAYOUT_INFO
 from jconv._lowering import Forward
@@ -87,8 +88,8 @@ def conv2d(
         own lowerings accumulate in at least float32 and round to the output dtype.
       method: one of jconv.METHODS: 'vmap', 'taps', 'im2col', 'banded', 'winograd',
         'xla', 'pallas' or 'auto' (per the platform the computation is lowered for: on
-        a CPU one of jconv's own lowerings from measured rules, never 'xla' or
-        'pallas'; on GPUs and TPUs 'xla', but 'pallas' on NVIDIA GPUs for the
+        a CPU one of jconv's own lowerings where measured faster than lax, else
+        'xla'; on GPUs and TPUs 'xla', but 'pallas' on NVIDIA GPUs for the
         bfloat16 shape classes measured faster, see jconv/_auto.py). 'pallas' is a
         fused GPU kernel (Triton, through Pallas); off a CUDA GPU it runs the same
         kernel in Pallas's interpret mode, correct but slow. jconv's own lowerings
@@ -180,12 +181,20 @@ def _conv_auto(x: Array, w: Array, spec: ConvSpec) -> Array:
     and every lowering supports every transformation.
     """
     rules = auto_methods(spec)  # e.g. {'cpu': 'banded', 'cuda': 'xla', ..., 'default': 'xla'}
-    branches = {m: functools.partial(_lower, method=m, spec=spec) for m in set(rules.values())}
     default = rules.pop("default")
+    branches, per_platform = {}, {}
+    for platform, method in [*rules.items(), ("default", default)]:
+        if platform == "cpu" and spec.is_plain and cpu_compute_dtype(spec, method) is not None:
+            key, branch = "cpu", functools.partial(_cpu_rule, spec=spec)  # widened
+        else:
+            key, branch = method, functools.partial(_lower, method=method, spec=spec)
+        branches.setdefault(key, branch)
+        if platform != "default":
+            per_platform[platform] = key
     if len(branches) == 1:
         return branches[default](x, w)
-    per_platform = {p: branches[m] for p, m in rules.items() if m != default}
-    return jax.lax.platform_dependent(x, w, default=branches[default], **per_platform)
+    others = {p: branches[k] for p, k in per_platform.items() if k != default}
+    return jax.lax.platform_dependent(x, w, default=branches[default], **others)
 
 
 def _lower(x: Array, w: Array, *, method: str, spec: ConvSpec) -> Array:
@@ -202,4 +211,13 @@ def _lower(x: Array, w: Array, *, method: str, spec: ConvSpec) -> Array:
 
 
 def _cpu_rule(x: Array, w: Array, spec: ConvSpec) -> Array:
-    return LOWERINGS[choose_method(spec)](x, w, spec)
+    """The CPU rule's lowering, in float32 where `cpu_compute_dtype` says so (bfloat16 and
+    float16 inputs of lowerings that move data more than they multiply: see jconv/_auto.py),
+    the result rounded back to spec.out_dtype."""
+    method = choose_method(spec)
+    wide = cpu_compute_dtype(spec, method)
+    if wide is None:
+        return LOWERINGS[method](x, w, spec)
+    wide_spec = dataclasses.replace(spec, dtype=wide, preferred_element_type=None)
+    y = LOWERINGS[method](x.astype(wide), w.astype(wide), wide_spec)
+    return y.astype(spec.out_dtype)

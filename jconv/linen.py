@@ -63,7 +63,7 @@ class Conv(nn.Module):
 
     Same attributes, order and defaults as ``flax.linen.Conv`` (see its
     documentation), plus ``method``: which of jconv.METHODS runs the convolution
-    ('auto' picks one of jconv's own lowerings; 'xla' is lax.conv_general_dilated).
+    ('auto' picks per platform from measured rules; 'xla' is lax.conv_general_dilated).
 
     Parameters ('params' collection):
       kernel: (*kernel_size, C // feature_group_count, features), i.e.

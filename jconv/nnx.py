@@ -53,7 +53,7 @@ class Conv(nnx.Module):
 
     Same arguments and defaults as ``flax.nnx.Conv`` (see its documentation),
     plus ``method``: which of jconv.METHODS runs the convolution ('auto' picks
-    one of jconv's own lowerings; 'xla' is lax.conv_general_dilated).
+    per platform from measured rules; 'xla' is lax.conv_general_dilated).
 
     Parameters:
       kernel: Param (*kernel_size, in_features // feature_group_count, out_features),

@@ -19,16 +19,22 @@ CPU_CHOICES = [
     ((4, 100, 68, 68), (100, 100, 5, 5), {}, "winograd"),  # the lesson's layer
     ((2, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "winograd"),  # ResNet 3x3
     ((4, 64, 56, 56), (128, 64, 3, 3), {"stride": 2, "padding": 1}, "taps"),  # stride 2
-    ((2, 64, 56, 56), (64, 64, 3, 3), {"dilation": 2}, "taps"),
-    ((2, 64, 56, 56), (64, 64, 7, 7), {}, "taps"),  # beyond F(2, 5)
+    ((2, 64, 56, 56), (64, 64, 3, 3), {"dilation": 2}, "xla"),  # 'taps' lost to lax
+    ((2, 64, 56, 56), (64, 64, 7, 7), {}, "xla"),  # beyond F(2, 5): nothing measured faster
     ((2, 256, 56, 56), (64, 256, 1, 1), {}, "taps"),  # 1x1
     ((4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "vmap"),  # depthwise
-    # outside the bench suite: wide images (banded's program does not grow with them)
-    ((2, 16, 64, 256), (64, 16, 3, 3), {"padding": "SAME"}, "banded"),
-    ((2, 16, 64, 512), (64, 16, 3, 3), {"padding": "SAME"}, "banded"),
-    ((8, 6, 14, 224), (16, 6, 5, 5), {}, "banded"),  # LeNet's conv2, 16 times as wide
-    ((2, 1, 512, 512), (6, 1, 5, 5), {"padding": 2}, "banded"),  # LeNet's conv1, wide
+    # outside the bench suite (bench_conv.py's EXTRA): 'banded' for a handful of channels
+    # only, on images narrow enough to slice its windows one by one; lax elsewhere
+    ((64, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "banded"),  # CIFAR's first layer
+    ((64, 16, 32, 32), (16, 16, 3, 3), {"padding": 1}, "xla"),  # CIFAR 16 channels
+    ((2, 16, 64, 256), (64, 16, 3, 3), {"padding": "SAME"}, "xla"),  # wide, 16 channels
+    ((2, 3, 224, 224), (64, 3, 7, 7), {"stride": 2, "padding": 3}, "xla"),  # ResNet stem
+    ((4, 3, 112, 112), (32, 3, 3, 3), {"padding": 1}, "xla"),  # 3 channels, wide
+    ((8, 6, 14, 224), (16, 6, 5, 5), {}, "xla"),  # LeNet's conv2, 16 times as wide
+    ((2, 1, 512, 512), (6, 1, 5, 5), {"padding": 2}, "xla"),  # LeNet's conv1, wide
     ((2, 64, 64, 256), (64, 64, 3, 3), {"padding": "SAME"}, "winograd"),  # more channels
+    ((64, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, "winograd"),  # CIFAR 64 channels
+    ((2, 16, 56, 56), (16, 16, 3, 3), {"stride": 2, "padding": 1}, "xla"),  # shallow, strided
 ]
 
 
@@ -231,7 +237,7 @@ def test_dispatch_costs_no_memory():
         assert peak("auto", grad) == peak("banded", grad)
 
 
-@pytest.mark.parametrize("method", ["auto", "banded"])
+@pytest.mark.parametrize("method", ["banded"])
 @pytest.mark.parametrize("c,o,k", [(1, 6, 5), (6, 16, 5), (16, 64, 3)])
 def test_program_does_not_grow_with_width(c, o, k, method):
     """Past some width, the program (forward and gradients, as lowered for a CPU) stops
@@ -244,7 +250,6 @@ def test_program_does_not_grow_with_width(c, o, k, method):
         traced = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(x, w)
         return len(traced.lower(lowering_platforms=("cpu",)).as_text().splitlines())
 
-    assert choose_method(spec_of((2, c, 16, 4096), (o, c, k, k), {"padding": "SAME"})) == "banded"
     assert size(4096) == size(1024)
 
 

@@ -1,0 +1,105 @@
+"""'auto' on a CPU with bfloat16 and float16 inputs: 'banded' and 'taps' (but a 1x1
+'taps') computed in float32 on the CPU's branch only (jconv/_auto.py, cpu_compute_dtype),
+against lax at HIGHEST, forward and gradients, under jit, vmap, jvp and linear_transpose."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jconv
+from jconv._auto import choose_method, cpu_compute_dtype
+from jconv._checks import check_conv_args
+from tests.reference import assert_close, conv_lax
+
+# (x NCHW, kernel OIHW, conv2d kwargs, the CPU rule's lowering, widened to float32)
+CASES = [
+    ((3, 6, 14, 14), (16, 6, 5, 5), {}, "banded", True),  # LeNet conv2
+    ((1, 2, 6, 6), (4, 2, 3, 3), {}, "banded", True),  # a small one, quick to compile
+    ((2, 8, 12, 12), (16, 8, 3, 3), {"stride": 2, "padding": 1}, "xla", False),  # shallow
+    ((2, 40, 9, 9), (24, 40, 3, 3), {"stride": 2, "padding": 1}, "taps", True),
+    ((2, 40, 6, 6), (24, 40, 1, 1), {}, "taps", False),  # one bfloat16 GEMM
+    ((2, 32, 6, 6), (8, 32, 3, 3), {"padding": 1}, "winograd", False),  # f32 transforms
+]
+
+
+def spec_of(x_shape, k_shape, kwargs, dtype):
+    return check_conv_args(x_shape, k_shape, x_dtype=dtype, kernel_dtype=dtype, **kwargs)
+
+
+@pytest.mark.parametrize("x_shape,k_shape,kwargs,method,widened", CASES)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_which_lowerings_compute_in_float32(x_shape, k_shape, kwargs, method, widened, dtype):
+    spec = spec_of(x_shape, k_shape, kwargs, dtype)
+    assert choose_method(spec) == method
+    expected = jnp.float32 if widened and dtype != "float32" else None
+    assert cpu_compute_dtype(spec, method) == expected
+
+
+def arrays(x_shape, k_shape, kwargs, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(k_shape) / np.sqrt(np.prod(k_shape[1:]))).astype(np.float32)
+    y_shape = jax.eval_shape(lambda: conv_lax(x, w, **kwargs)).shape
+    ct = rng.standard_normal(y_shape).astype(np.float32)
+    narrow = [jnp.asarray(a, dtype) for a in (x, w, ct)]
+    return (*(np.asarray(a, np.float32) for a in narrow), narrow)  # the same values in f32
+
+
+@pytest.mark.parametrize("case", [1, 4])
+def test_auto_is_the_lowering_in_float32_rounded(case, on_cpu):
+    """Bit for bit: 'auto' on bfloat16 is the CPU rule's lowering on the inputs in float32,
+    rounded to bfloat16 (1x1 'taps': on the bfloat16 inputs themselves); its gradients are
+    that computation's. Both within bfloat16's tolerance of lax at HIGHEST in float32."""
+    x_shape, k_shape, kwargs, method, widened = CASES[case]
+    x, w, ct, (xb, wb, ctb) = arrays(x_shape, k_shape, kwargs, jnp.bfloat16)
+
+    def via(method, wide):
+        def conv(x, w):
+            if wide:
+                x, w = x.astype(jnp.float32), w.astype(jnp.float32)
+            return jconv.conv2d(x, w, method=method, **kwargs).astype(jnp.bfloat16)
+
+        y, vjp = jax.vjp(conv, xb, wb)
+        return (y, *vjp(ctb))
+
+    got, expected = via("auto", False), via(method, widened)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+    y_ref, vjp = jax.vjp(lambda x, w: conv_lax(x, w, **kwargs), x, w)
+    for a, b in zip(got, (y_ref, *vjp(ct))):
+        assert_close(np.asarray(a, np.float32), b, dtype=jnp.bfloat16)
+
+
+def test_widened_branch_transformations(on_cpu):
+    """jvp, vmap over the batch and linear_transpose pass through the float32 branch and
+    agree with lax within bfloat16's tolerance."""
+    x_shape, k_shape, kwargs, _, _ = CASES[1]
+    x, w, ct, (xb, wb, ctb) = arrays(x_shape, k_shape, kwargs, jnp.bfloat16, seed=1)
+    conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
+    ref = lambda x, w: conv_lax(x, w, **kwargs)
+    f32 = lambda a: np.asarray(a, np.float32)
+    y, ty = jax.jvp(conv, (xb, wb), (xb, wb))
+    y_ref, ty_ref = jax.jvp(ref, (x, w), (x, w))
+    assert_close(f32(y), y_ref, dtype=jnp.bfloat16)
+    assert_close(f32(ty), ty_ref, dtype=jnp.bfloat16)
+    batched = jax.vmap(conv, in_axes=(0, None))(xb[:, None], wb)[:, 0]
+    np.testing.assert_array_equal(f32(batched), f32(conv(xb, wb)))
+    (dx,) = jax.linear_transpose(lambda x: conv(x, wb), xb)(ctb)
+    (dx_ref,) = jax.linear_transpose(lambda x: ref(x, w), x)(ct)
+    assert_close(f32(dx), dx_ref, dtype=jnp.bfloat16)
+
+
+def test_accelerators_keep_bfloat16():
+    """Exported for CUDA, LeNet conv2 in bfloat16 is lax's bfloat16 convolution; for the
+    CPU, float32 matrix products."""
+    x, w = (jax.ShapeDtypeStruct(s, jnp.bfloat16) for s in CASES[0][:2])
+    conv = jax.jit(lambda x, w: jconv.conv2d(x, w))
+    cuda = jax.export.export(conv, platforms=["cuda"])(x, w).mlir_module()
+    (line,) = [ln for ln in cuda.splitlines() if "stablehlo.convolution" in ln]
+    assert "bf16" in line and "f32" not in line
+    cpu = jax.export.export(conv, platforms=["cpu"])(x, w).mlir_module()
+    dots = [ln for ln in cpu.splitlines() if "stablehlo.dot_general" in ln]
+    assert dots and all("xf32>" in ln and "bf16" not in ln for ln in dots)
