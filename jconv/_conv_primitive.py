@@ -23,8 +23,9 @@ parameters, carries all three: ``ad.defbilinear`` gives it forward mode (jvp,
 jacfwd, hessian, forward-over-reverse) and transposition (grad, vjp,
 linear_transpose) at any order, `_batch` gives vmap, and its lowering to XLA
 is the lowering's member, checked: where the result is not all finite, the
-member is computed again by 'vmap' (and JAX's transposes of it), which forms
-only the products the definition forms, in at least float32.
+member is computed again by lax on the zero-padded input (the input gradient by
+JAX's transpose of 'im2col'), forming only the products the definition forms, in
+at least float32.
 """
 
 from __future__ import annotations
@@ -40,16 +41,46 @@ from jax.interpreters import ad, batching, mlir
 
 from jconv._checks import ConvSpec
 from jconv._finite_guard import finite_or_exact
-from jconv._lowering import Lowering, member
-from jconv._method_vmap import conv_vmap
+from jconv._lowering import Lowering, member, transpose_in_x
+from jconv._method_im2col import conv_im2col
 from jconv._method_xla import conv_xla
 from jconv._padding import pad_input
 from jconv._typing import Array
 
-# What recomputes a result that is not all finite: 'vmap' (whose gradients are JAX's
-# transposes of it). With 'taps' there instead, the compiled forward pass is slower on a
-# CPU even when the branch is never taken (BENCHMARKS.md).
-EXACT = Lowering("vmap", conv_vmap)
+
+def _lax_exact(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """lax's convolution of x zero-padded beforehand, in at least float32 at HIGHEST.
+
+    Padded first, behind an optimization barrier, so that the products with the
+    border's zeros are formed as the definition forms them (an Inf in the kernel
+    times a border zero is NaN; lax's own padding skips those products and XLA
+    would fold a visible pad back into it). Its transpose in the kernel forms
+    x * dy over the same padded x.
+    """
+    acc = spec.acc_dtype
+    x = jax.lax.optimization_barrier(pad_input(x.astype(acc), spec))
+    hp, wp = spec.padded_hw
+    exact = dataclasses.replace(
+        spec, height=hp, width=wp, pads=((0, 0), (0, 0)), dtype=acc, preferred_element_type=None,
+        precision=jax.lax.Precision.HIGHEST,
+    )  # fmt: skip
+    return conv_xla(x, w.astype(acc), exact).astype(spec.out_dtype)
+
+
+def _im2col_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
+    """JAX's transpose of 'im2col' in x: one GEMM, dy times the kernel matrix, forming the
+    products dy * w of the input gradient's definition, each added back to the input
+    pixel it belongs to. lax's transpose pads dy with zeros and correlates: an Inf in
+    the kernel times a padded zero is NaN where no product of the definition reaches."""
+    return transpose_in_x(conv_im2col, dy, w, spec)
+
+
+# What recomputes a result that is not all finite: lax on the zero-padded input for the
+# result and the kernel gradient, 'im2col''s transpose for the input gradient (above).
+# 'vmap''s transposes there made most of a guarded forward-plus-backward program's
+# compile time; 'taps' for the result slowed the compiled forward pass on a CPU even
+# when the branch was never taken (BENCHMARKS.md).
+EXACT = Lowering("exact", _lax_exact, dx=_im2col_dx)
 LAX = Lowering("xla", conv_xla)  # only to type results: one lax operation per member
 
 
@@ -67,22 +98,18 @@ def _call(lowering: Lowering, op: ConvOp, a: Array, b: Array) -> Array:
     return member(lowering, op.role, a, b, op.spec, op.kernel_sharding)
 
 
-def _exact_by_sample(op: ConvOp, a: Array, b: Array) -> Array:
-    """EXACT's member, one sample at a time (a lax.map over the batch).
+def _exact(op: ConvOp, a: Array, b: Array) -> Array:
+    """EXACT's member; the input gradient one sample at a time (a lax.map over the batch).
 
-    XLA reserves memory for a branch that may run, whether or not it does: for
-    the whole batch at once, as much again as the guarded forward-plus-backward
-    program itself (BENCHMARKS.md); one sample at a time, 1/N of that.
+    XLA reserves memory for a branch that may run, whether or not it does: an input
+    gradient through patches of the whole batch would need kh*kw copies of it; one
+    sample at a time it needs 1/N of that. lax's convolutions need little beyond
+    their results.
     """
-    if jax.typeof(a).sharding.spec[:1] not in ((), (None,)):
+    if op.role != "dx" or jax.typeof(a).sharding.spec[:1] not in ((), (None,)):
         return _call(EXACT, op, a, b)  # a scan cannot run over a batch laid out on devices
     one = dataclasses.replace(op, spec=dataclasses.replace(op.spec, n=1))
-    if op.role in ("y", "dx"):  # a: x or dy, batched; b: the kernel
-        return jax.lax.map(lambda a_n: _call(EXACT, one, a_n[None], b)[0], a)
-    # dw(x, dy): the sum over the batch of each sample's kernel gradient
-    terms = lambda acc, xd: (acc + _call(EXACT, one, xd[0][None], xd[1][None]), None)
-    first = _call(EXACT, one, a[:1], b[:1])
-    return jax.lax.scan(terms, first, (a[1:], b[1:]))[0]
+    return jax.lax.map(lambda a_n: _call(EXACT, one, a_n[None], b)[0], a)  # a: dy; b: w
 
 
 def _evaluate(a: Array, b: Array, *, op: ConvOp) -> Array:
@@ -90,7 +117,7 @@ def _evaluate(a: Array, b: Array, *, op: ConvOp) -> Array:
     result = _call(op.lowering, op, a, b)
     if op.lowering is EXACT:
         return result
-    return finite_or_exact(result, functools.partial(_exact_by_sample, op), a, b)
+    return finite_or_exact(result, functools.partial(_exact, op), a, b)
 
 
 conv_p = Primitive("jconv_conv")
