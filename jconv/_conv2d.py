@@ -150,7 +150,11 @@ def conv2d(
     return _conv2d(x, kernel, bias, spec=spec, method=method)
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "method"))
+# inline: inside a caller's jit the body joins the caller's program. As a function of its
+# own, 'auto''s platform index crossed from the forward function to the backward one as a
+# value, and XLA's CPU compiler, seeing the branch chosen only after its convolution
+# passes, compiled lax's kernel gradient 27x slower (a 7x7 stride-2 stem in bfloat16).
+@functools.partial(jax.jit, static_argnames=("spec", "method"), inline=True)
 def _conv2d(x: Array, kernel: Array, bias: Array | None, *, spec: ConvSpec, method: str) -> Array:
     x = x.astype(spec.dtype)
     if not spec.batched:

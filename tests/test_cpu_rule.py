@@ -103,3 +103,30 @@ def test_accelerators_keep_bfloat16():
     cpu = jax.export.export(conv, platforms=["cpu"])(x, w).mlir_module()
     dots = [ln for ln in cpu.splitlines() if "stablehlo.dot_general" in ln]
     assert dots and all("xf32>" in ln and "bf16" not in ln for ln in dots)
+
+
+def test_auto_running_lax_compiles_as_lax(on_cpu):
+    """A bfloat16 stem on 3 channels, stride 2: the CPU runs lax, CUDA 'pallas'. Under a
+    caller's jit and grad, 'auto''s CPU program has lax's convolutions, as XLA's CPU
+    compiler rewrites them (names and result layouts). With the platform choice made in
+    a function of its own, it did not rewrite them, and the kernel gradient ran 27x
+    slower on a 224x224 stem."""
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.bfloat16)
+    w = jax.ShapeDtypeStruct((7, 7, 3, 16), jnp.bfloat16)
+    kwargs = {"stride": 2, "padding": 3, "layout": "NHWC"}
+    spec = check_conv_args(x.shape, w.shape, x_dtype=x.dtype, kernel_dtype=w.dtype, **kwargs)
+    assert choose_method(spec) == "xla"
+
+    def convolutions(method):
+        """(instruction name without its number, result type) of each convolution."""
+        loss = lambda x, w: jnp.sum(jconv.conv2d(x, w, method=method, **kwargs).astype(float))
+        text = jax.jit(jax.grad(loss, (0, 1))).lower(x, w).compile().as_text()
+        found = []
+        for line in text.splitlines():
+            if " convolution(" in line:
+                name, rest = line.split(" = ", 1)
+                found.append((name.strip().split(".")[0], rest.split(" ")[0]))
+        return sorted(found)
+
+    auto = convolutions("auto")
+    assert len(auto) == 2 and auto == convolutions("xla")  # dx and dw (a sum needs no y)
