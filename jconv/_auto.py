@@ -24,7 +24,10 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
 - stride-1 kernels up to 5x5 with at least WINOGRAD_MIN_CHANNELS input channels
   (ResNet's 3x3 layers, the lesson's 5x5 layer): 'winograd', which does 4/9 (3x3)
   or 9/25 (5x5) of the multiply-adds;
-- 1x1 kernels and strided kernels: 'taps', kh*kw GEMMs with no patches in memory;
+- 1x1 kernels: 'taps', one GEMM; strided kernels in bfloat16 and float16: 'taps'
+  (kh*kw GEMMs, computed in float32; the stride-2 3x3 layer 1.04x / 1.21x lax's
+  bfloat16), but in float32 lax, which ran the stride-2 layer forward faster
+  (taps 0.64x forward, 1.2x with the gradient: 'auto' must not lose either way);
 - everything else (dilation, shallow layers that 'banded' does not take): 'xla'
   ('taps' ran 0.5x to 0.7x lax on a dilated 3x3).
 'im2col' is never the fastest on a CPU in the suite and needs kh*kw copies of
@@ -99,7 +102,10 @@ def choose_method(spec: ConvSpec) -> str:
         return "banded" if _banded_wins(spec) else "xla"
     if winograd_supported(spec) and spec.c >= WINOGRAD_MIN_CHANNELS:
         return "winograd"
-    if spec.dilation == (1, 1) and (spec.kh * spec.kw == 1 or max(spec.stride) > 1):
+    if spec.dilation == (1, 1) and spec.kh * spec.kw == 1:
+        return "taps"
+    narrow = jnp.dtype(spec.dtype).itemsize < 4  # computed in float32 (cpu_compute_dtype)
+    if spec.dilation == (1, 1) and max(spec.stride) > 1 and narrow:
         return "taps"
     return "xla"
 

@@ -18,7 +18,8 @@ CPU_CHOICES = [
     ((256, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, "banded"),  # LeNet conv1
     ((4, 100, 68, 68), (100, 100, 5, 5), {}, "winograd"),  # the lesson's layer
     ((2, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "winograd"),  # ResNet 3x3
-    ((4, 64, 56, 56), (128, 64, 3, 3), {"stride": 2, "padding": 1}, "taps"),  # stride 2
+    ((4, 64, 56, 56), (128, 64, 3, 3), {"stride": 2, "padding": 1}, "xla"),  # float32
+    ((4, 64, 56, 56), (128, 64, 1, 1), {"stride": 2}, "taps"),  # a strided 1x1
     ((2, 64, 56, 56), (64, 64, 3, 3), {"dilation": 2}, "xla"),  # 'taps' lost to lax
     ((2, 64, 56, 56), (64, 64, 7, 7), {}, "xla"),  # beyond F(2, 5): nothing measured faster
     ((2, 256, 56, 56), (64, 256, 1, 1), {}, "taps"),  # 1x1
@@ -50,9 +51,16 @@ def test_cpu_choice(x_shape, k_shape, kwargs, expected):
 @pytest.mark.parametrize("x_shape,k_shape,kwargs,cpu", CPU_CHOICES)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
-    """NCHW (where 'pallas' was not timed): lax on GPUs and TPUs (jconv/_auto.py)."""
-    rules = auto_methods(spec_of(x_shape, k_shape, kwargs, dtype))
-    assert rules == {"cpu": cpu, **dict.fromkeys(ACCELERATOR_PLATFORMS, "xla"), "default": "xla"}
+    """NCHW (where 'pallas' was not timed): lax on GPUs and TPUs (jconv/_auto.py). The CPU's
+    rule picks by dtype too (strided kernels: 'taps' in bfloat16, lax in float32)."""
+    spec = spec_of(x_shape, k_shape, kwargs, dtype)
+    rules = auto_methods(spec)
+    assert rules == {
+        "cpu": choose_method(spec), **dict.fromkeys(ACCELERATOR_PLATFORMS, "xla"),
+        "default": "xla",
+    }  # fmt: skip
+    strided = kwargs.get("stride", 1) > 1 and k_shape[2:] != (1, 1) and cpu != "xla"
+    assert rules["cpu"] == cpu or (dtype == "bfloat16" and strided)
 
 
 # NHWC (x shape, kernel shape HWIO, conv2d kwargs, dtype): the class in which 'pallas'
