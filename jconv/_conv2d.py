@@ -153,7 +153,7 @@ def conv2d(
 # inline: inside a caller's jit the body joins the caller's program. As a function of its
 # own, 'auto''s platform index crossed from the forward function to the backward one as a
 # value, and XLA's CPU compiler, seeing the branch chosen only after its convolution
-# passes, compiled lax's kernel gradient 27x slower (a 7x7 stride-2 stem in bfloat16).
+# passes, left lax's backward convolutions unrewritten and slow (BENCHMARKS.md).
 @functools.partial(jax.jit, static_argnames=("spec", "method"), inline=True)
 def _conv2d(x: Array, kernel: Array, bias: Array | None, *, spec: ConvSpec, method: str) -> Array:
     x = x.astype(spec.dtype)
@@ -186,7 +186,8 @@ def _conv_auto(x: Array, w: Array, spec: ConvSpec) -> Array:
     """
     rules = auto_methods(spec)  # e.g. {'cpu': 'banded', 'cuda': 'xla', ..., 'default': 'xla'}
     default = rules.pop("default")
-    branches, per_platform = {}, {}
+    branches: dict[str, Callable[[Array, Array], Array]] = {}  # one per distinct lowering
+    per_platform: dict[str, str] = {}  # platform -> its branch's key
     for platform, method in [*rules.items(), ("default", default)]:
         if platform == "cpu" and spec.is_plain and cpu_compute_dtype(spec, method) is not None:
             key, branch = "cpu", functools.partial(_cpu_rule, spec=spec)  # widened
