@@ -32,6 +32,7 @@ from experiments.cnn import data as cnn_data
 from experiments.cnn.config import Config, ConfigError, check_config
 from experiments.cnn.main import main
 from tests._cpu import needs_8_cpu_devices
+from tests._helpers import assert_trees_equal
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -471,7 +472,3 @@ def test_partial_last_metrics_line_is_dropped_on_resume(reference, tmp_path, cap
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]  # no glued records
     assert [r["epoch"] for r in metrics.read(out / "metrics.jsonl")] == [1, 2, 3]
-
-
-def assert_trees_equal(a, b):
-    jax.tree.map(np.testing.assert_array_equal, a, b)
