@@ -22,7 +22,7 @@ from jax.sharding import PartitionSpec as P
 import jconv
 from jconv._auto import choose_method
 from jconv._checks import check_conv_args
-from tests._helpers import sample_product
+from tests._helpers import assert_runs_own_code, sample_product
 from tests.reference import assert_close, conv_lax
 
 RNG = np.random.default_rng(2024)
@@ -111,6 +111,14 @@ METHODS = [m for m in jconv.METHODS if m not in ("xla", "auto", "pallas")]
 def test_auto_runs_banded_here():
     spec = check_conv_args(X.shape, W.shape, x_dtype=X.dtype, kernel_dtype=W.dtype, padding="SAME")
     assert choose_method(spec) == "banded"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_runs_its_own_code_here(method):
+    """No method hands this problem to another, forward or backward."""
+    conv = lambda x, w: jconv.conv2d(x, w, padding="SAME", method=method)
+    assert_runs_own_code(method, conv, X, W)
+    assert_runs_own_code(method, jax.grad(loss(conv), argnums=(0, 1)), X, W)
 
 
 # The whole matrix with `pytest --full-product`; by default each transformation meets two
