@@ -178,11 +178,15 @@ def test_model_parallel_gives_the_parameters_of_1(reference, tmp_path, capsys):
 
 
 @needs_8_devices
-@pytest.mark.usefixtures("on_cpu")  # the whole-batch reference too
 @pytest.mark.parametrize("pmap", [False, True], ids=["shard_map", "pmap"])
 def test_train_step_averages_gradients_over_devices(reference, tmp_path, pmap):
     """After one step Adam's first moment is 0.1 * the gradient: it must be the whole
-    batch's mean gradient (Adam's update alone would hide a constant factor)."""
+    batch's mean gradient (Adam's update alone would hide a constant factor).
+
+    The step is the one the runs above compiled (make_steps is cached, and it is called
+    here, as there, outside any jax.default_device, which jit's cache keys on); the
+    whole-batch reference runs on the CPU (on a GPU machine too).
+    """
     data = cnn_data.load_digits()
     config = tiny(pmap=pmap)
     parallelism = check_config(config)
@@ -191,7 +195,8 @@ def test_train_step_averages_gradients_over_devices(reference, tmp_path, pmap):
     train_step, _ = train.make_steps(graphdef, parallelism, config.learning_rate, decay_steps)
     tx = train.optimizer(config.learning_rate, decay_steps)
     x, y = data.x_train[:32], data.y_train[:32]
-    (expected_loss, logits), grads = whole_batch_grad(graphdef, params, x, y)
+    with jax.default_device(jax.devices("cpu")[0]):
+        (expected_loss, logits), grads = whole_batch_grad(graphdef, params, x, y)
     state = parallelism.replicated((params, tx.init(params)))
     batch = tuple(parallelism.batch(x, y))
     _, opt_state, loss, accuracy = train_step(*parallelism.for_step(state), batch)
