@@ -7,6 +7,10 @@ tests on these 8 CPU devices: they build their meshes from tests/_cpu.py and
 ask for the `on_cpu` fixture. Without a GPU, `python -m pytest -p tests.tf32_sim`
 rounds default-precision float32 products as a GPU's TF32 does (tests/tf32_sim.py),
 to find a tolerance that would fail there.
+
+Large parameter products run a deterministic sample of their cases
+(tests/_helpers.py, `sample_product`); `python -m pytest --full-product` (or the
+environment variable JCONV_FULL_PRODUCT=1) runs every case.
 """
 
 import os
@@ -16,7 +20,23 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax
 import pytest
 
+from tests._helpers import FULL_PRODUCT_ENV
+
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--full-product",
+        action="store_true",
+        help="run every case of the sampled parameter products (tests/_helpers.py)",
+    )
+
+
+def pytest_configure(config):
+    # before the test modules are imported: their parametrize marks read it
+    if config.getoption("full_product"):
+        os.environ[FULL_PRODUCT_ENV] = "1"
 
 
 @pytest.fixture

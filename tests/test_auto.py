@@ -3,6 +3,8 @@ when the computation is lowered (jax.lax.platform_dependent), under every transf
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -205,14 +207,15 @@ TRANSFORM_CASES = [
 @pytest.mark.parametrize("x_shape,k_shape,kwargs,cpu,extra", TRANSFORM_CASES)
 def test_transformations_see_the_chosen_lowering(x_shape, k_shape, kwargs, cpu, extra):
     """grad, vmap, remat (and jvp, linear_transpose where the CPU lowering has them)
-    through the platform dispatch equal the same transformation of the lowering (jit:
-    conv2d is one already)."""
+    through the platform dispatch equal the same transformation of the lowering, bit
+    for bit, under jit."""
     assert choose_method(spec_of(x_shape, k_shape, kwargs)) == cpu
     x, w = problem(3, x_shape, k_shape)
     y_shape = jax.eval_shape(lambda: jconv.conv2d(x, w, **kwargs)).shape
     ct = np.random.default_rng(4).standard_normal(y_shape).astype(np.float32)
 
-    def transformed(method):
+    @functools.partial(jax.jit, static_argnums=0)  # all of them in one program per method
+    def transformed(method, x, w, ct):
         conv = lambda x, w: jconv.conv2d(x, w, method=method, precision="highest", **kwargs)
         loss = lambda x, w: jnp.vdot(conv(x, w), ct)
         out = {
@@ -227,7 +230,7 @@ def test_transformations_see_the_chosen_lowering(x_shape, k_shape, kwargs, cpu, 
         return out
 
     with jax.default_device(jax.devices("cpu")[0]):
-        got, expected = transformed("auto"), transformed(cpu)
+        got, expected = transformed("auto", x, w, ct), transformed(cpu, x, w, ct)
     for name in got:
         jax.tree.map(np.testing.assert_array_equal, got[name], expected[name])
 

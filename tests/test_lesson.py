@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 import jconv
+from tests._helpers import random_array
 from tests.reference import assert_close, conv_numpy
 
 
-def randn(key, shape):
-    return jax.random.normal(jax.random.key(key), shape)
+def randn(seed, shape):
+    return random_array(shape, seed)
 
 
 def test_corr2d_lesson_example():

@@ -10,7 +10,6 @@ each configuration compiles once.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import flax.linen as nn
@@ -22,6 +21,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 import jconv
 from tests._cpu import cpu_mesh, needs_8_cpu_devices
+from tests._helpers import assert_trees_close, assert_trees_equal, error_of, random_array
 
 OUT = 8  # features everywhere: divisible by every group count and by the 8 devices
 KERNEL_SHAPES = [((3, 3), 2), ((2, 3), 1), ((3,), 2)]  # (kernel_size, inputs per group)
@@ -83,27 +83,6 @@ def config_id(i: int) -> str:
     return f"{'grads-' * (i in GRAD_CONFIGS)}x{shape}-{method}-{kw}"
 
 
-def random_array(shape: tuple[int, ...], seed: int = 1) -> jax.Array:
-    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
-
-
-def assert_trees_close(actual: Any, expected: Any, tol: float = 1e-5) -> None:
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        assert a.shape == e.shape and a.dtype == e.dtype
-        a, e = np.asarray(a, np.float32), np.asarray(e, np.float32)
-        scale = float(np.max(np.abs(e), initial=0.0)) + 1.0
-        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * scale)
-
-
-def assert_variables_equal(ref: Any, mine: Any) -> None:
-    """Identical variables: same collections, names, shapes, dtypes and bits."""
-    assert jax.tree.structure(ref) == jax.tree.structure(mine)
-    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(mine), strict=True):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
-
-
 def loss_and_output(module: nn.Module, variables: Any, x: jax.Array) -> tuple[jax.Array, Any]:
     """<y, r> for y = module.apply(variables, x) and a fixed, varied r; and y."""
     y = module.apply(variables, x)
@@ -119,7 +98,7 @@ def test_same_variables_outputs_and_grads(i: int):
     key = jax.random.key(i)
     variables_ref = ref.init(key, x)
     variables = mine.init(key, x)
-    assert_variables_equal(variables_ref, variables)
+    assert_trees_equal(variables_ref, variables)
     assert set(variables["params"]) == ({"kernel", "bias"} if kwargs["use_bias"] else {"kernel"})
 
     @jax.jit
@@ -158,7 +137,7 @@ def test_model_swap_same_init_and_checkpoints_both_ways():
     y_ref, variables_ref = ref.init_with_output(jax.random.key(0), x)
     y, variables = mine.init_with_output(jax.random.key(0), x)
     assert set(variables["params"]) == {"Conv_0", "Conv_1"}
-    assert_variables_equal(variables_ref, variables)
+    assert_trees_equal(variables_ref, variables)
     assert_trees_close(y, y_ref)
 
     other = ref.init(jax.random.key(1), x)
@@ -173,7 +152,7 @@ def test_vmap_over_inputs_and_attributes():
     ref, mine = nn.Conv(**kw), jconv.linen.Conv(**kw, method="taps")
     x = random_array((3, 5, 4, 1))  # three unbatched (H, W, C) inputs
     variables = ref.init(jax.random.key(0), x[0])
-    assert_variables_equal(variables, mine.init(jax.random.key(0), x[0]))
+    assert_trees_equal(variables, mine.init(jax.random.key(0), x[0]))
     y_ref, y = (jax.vmap(lambda x, m=m: m.apply(variables, x))(x) for m in (ref, mine))
     assert_trees_close(y, y_ref)
 
@@ -181,16 +160,6 @@ def test_vmap_over_inputs_and_attributes():
     for name in ("strides", "padding", "input_dilation", "kernel_dilation", "use_bias", "dtype"):
         assert getattr(mine, name) == getattr(ref, name)
     assert mine.param_dtype == ref.param_dtype and mine.shared_weights and mine.method == "auto"
-
-
-def _error(fn: Any) -> tuple[type, str] | None:
-    try:
-        with warnings.catch_warnings():  # numpy warns on the way to some of lax's errors
-            warnings.simplefilter("ignore")
-            fn()
-    except Exception as e:  # comparing whatever each raises
-        return type(e), str(e)
-    return None
 
 
 X = np.random.default_rng(0).normal(size=(2, 6, 6, 2)).astype(np.float32)
@@ -216,8 +185,8 @@ SAME_TYPE = [
 def _errors(kwargs: dict[str, Any], x: Any) -> tuple[Any, Any]:
     kw = dict(dict(features=OUT, kernel_size=(3, 3)), **kwargs)
     return (
-        _error(lambda: nn.Conv(**kw).init(jax.random.key(0), x)),
-        _error(lambda: jconv.linen.Conv(**kw).init(jax.random.key(0), x)),
+        error_of(lambda: nn.Conv(**kw).init(jax.random.key(0), x)),
+        error_of(lambda: jconv.linen.Conv(**kw).init(jax.random.key(0), x)),
     )
 
 
@@ -290,7 +259,7 @@ def test_kernel_sharded_on_output_features():
         kernel = v["params"]["kernel"].unbox()
         assert kernel.sharding.is_equivalent_to(expected, kernel.ndim)
         assert kernel.addressable_data(0).shape == (3, 3, 2, OUT // 8)
-    assert_variables_equal(*variables)
+    assert_trees_equal(*variables)
     with jax.set_mesh(mesh):
         y_ref, y = jax.jit(lambda vs, x: [m.apply(v, x) for m, v in zip(modules, vs)])(variables, x)
     assert_trees_close(y, y_ref)
@@ -312,7 +281,7 @@ def test_conv_transpose_same_variables_and_outputs():
         ref = nn.ConvTranspose(features, precision="highest", **kwargs)
         mine = jconv.linen.ConvTranspose(features, precision="highest", method="taps", **kwargs)
         variables = ref.init(jax.random.key(0), x)
-        assert_variables_equal(variables, mine.init(jax.random.key(0), x))
+        assert_trees_equal(variables, mine.init(jax.random.key(0), x))
         assert_trees_close(mine.apply(variables, x), ref.apply(variables, x))
 
 

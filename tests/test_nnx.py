@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from typing import Any
 
 import jax
@@ -28,6 +27,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 import jconv
 from tests._cpu import cpu_mesh, needs_8_cpu_devices
+from tests._helpers import assert_trees_close, assert_trees_equal, error_of, products, random_array
 
 OUT = 8  # output features everywhere: divisible by every group count and by the 8 devices
 # (kernel_size, input features per group): with OUT, the few kernel shapes all tests use.
@@ -120,10 +120,6 @@ def build(conv_cls: type, config: Config, seed: int = 0) -> nnx.Module:
     return conv_cls(config.in_features, OUT, config.kernel_size, rngs=nnx.Rngs(seed), **kw)
 
 
-def random_array(shape: tuple[int, ...], seed: int = 1) -> jax.Array:
-    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
-
-
 def random_input(config: Config, seed: int = 1) -> jax.Array:
     return random_array((*config.batch, *config.spatial, config.in_features), seed)
 
@@ -137,23 +133,11 @@ def tolerance(config: Config) -> float:
     return 1e-5
 
 
-def assert_trees_close(actual: Any, expected: Any, tol: float = 1e-5) -> None:
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        assert a.shape == e.shape and a.dtype == e.dtype
-        a, e = np.asarray(a, np.float32), np.asarray(e, np.float32)
-        scale = float(np.max(np.abs(e), initial=0.0)) + 1.0
-        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * scale)
-
-
 def assert_params_equal(ref: Any, mine: Any) -> None:
     """Identical Params: same tree, names, shapes, dtypes and bits (modules or states)."""
     if isinstance(ref, nnx.Module):
         ref, mine = nnx.state(ref, nnx.Param), nnx.state(mine, nnx.Param)
-    assert jax.tree.structure(ref) == jax.tree.structure(mine)
-    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(mine), strict=True):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+    assert_trees_equal(ref, mine)
 
 
 def loss_and_output(model: nnx.Module, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -272,16 +256,6 @@ def test_empty_output_like_lax():
     assert y.shape == y_ref.shape == (2, 0, 3, OUT) and y.dtype == y_ref.dtype
 
 
-def _error(fn: Any) -> tuple[type, str] | None:
-    try:
-        with warnings.catch_warnings():  # numpy warns on the way to some of lax's errors
-            warnings.simplefilter("ignore")
-            fn()
-    except Exception as e:  # comparing whatever each raises
-        return type(e), str(e)
-    return None
-
-
 X = np.random.default_rng(0).normal(size=(2, 6, 6, 2)).astype(np.float32)
 X6 = np.random.default_rng(0).normal(size=(2, 6, 6, 6)).astype(np.float32)
 # Bad arguments: (constructor keyword arguments, call input). Flax writes the messages of
@@ -315,8 +289,8 @@ SAME_TYPE = [
 def _errors(kwargs: dict[str, Any], x: Any) -> tuple[Any, Any]:
     kw = dict(dict(in_features=2, out_features=OUT, kernel_size=(3, 3)), **kwargs)
     return (
-        _error(lambda: nnx.Conv(**kw, rngs=nnx.Rngs(0))(x)),
-        _error(lambda: jconv.nnx.Conv(**kw, rngs=nnx.Rngs(0))(x)),
+        error_of(lambda: nnx.Conv(**kw, rngs=nnx.Rngs(0))(x)),
+        error_of(lambda: jconv.nnx.Conv(**kw, rngs=nnx.Rngs(0))(x)),
     )
 
 
@@ -485,24 +459,6 @@ def test_input_dilation_refuses_string_padding_as_flax_does():
     assert ref is not None and mine is not None and mine[0] is ref[0] is ValueError
 
 
-def _products(fn: Any, *args: Any) -> set[str]:
-    """The convolution and matrix-product primitives in fn's jaxpr, nested ones included."""
-    found: set[str] = set()
-
-    def walk(jaxpr: Any) -> None:
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
-                found.add(eqn.primitive.name)
-            for value in eqn.params.values():
-                for sub in value if isinstance(value, (tuple, list)) else [value]:
-                    sub = getattr(sub, "jaxpr", sub)
-                    if hasattr(sub, "eqns"):
-                        walk(sub)
-
-    walk(jax.make_jaxpr(fn)(*args).jaxpr)
-    return found
-
-
 def test_custom_conv_general_dilated():
     """A partial of lax's with preferred_element_type still runs jconv (no lax convolution in
     the program with method='taps'); any other callable is called as Flax calls it."""
@@ -511,7 +467,7 @@ def test_custom_conv_general_dilated():
     mine = jconv.nnx.Conv(
         2, OUT, (3, 3), conv_general_dilated=partial, method="taps", rngs=nnx.Rngs(0)
     )
-    assert _products(lambda x: mine(x), x) == {"dot_general"}
+    assert {eqn.primitive.name for eqn in products(lambda x: mine(x), x)} == {"dot_general"}
     calls = []
 
     def counting(*args: Any, **kwargs: Any) -> jax.Array:
@@ -570,7 +526,7 @@ def test_conv_transpose_errors():
         jconv.nnx.ConvTranspose(2, OUT, (3, 3, 3), rngs=nnx.Rngs(0))
     for kw in (dict(padding="REFLECT", strides=2), dict(mask=jnp.ones((3, 3, 1, OUT)))):
         ref, mine = (
-            _error(lambda c=c, kw=kw: c(2, OUT, (3, 3), rngs=nnx.Rngs(0), **kw)(X))
+            error_of(lambda c=c, kw=kw: c(2, OUT, (3, 3), rngs=nnx.Rngs(0), **kw)(X))
             for c in (nnx.ConvTranspose, jconv.nnx.ConvTranspose)
         )
         assert ref is not None and mine is not None and mine[0] is ref[0], (ref, mine)

@@ -1,10 +1,11 @@
 """Every method under every transformation lax's convolution supports, against lax.
 
-One matrix: jconv.METHODS x TRANSFORMATIONS. Each transformation is applied to
-jconv.conv2d(..., method=m) and to lax.conv_general_dilated (Precision.HIGHEST)
-and the results compared. The problem is small (a 2x3 'SAME' convolution, two
-channels in and out, so that 'banded' and 'winograd' run their own code and a
-scan can chain it) and the inputs come from NumPy.
+One matrix: jconv.METHODS x TRANSFORMATIONS, sampled (see below). Each
+transformation is applied to jconv.conv2d(..., method=m) and to
+lax.conv_general_dilated (Precision.HIGHEST) and the results compared. The
+problem is small (a 2x3 'SAME' convolution, two channels in and out, so that
+'banded' and 'winograd' run their own code and a scan can chain it) and the
+inputs come from NumPy.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from jax.sharding import PartitionSpec as P
 import jconv
 from jconv._auto import choose_method
 from jconv._checks import check_conv_args
+from tests._helpers import assert_runs_own_code, sample_product
 from tests.reference import assert_close, conv_lax
 
 RNG = np.random.default_rng(2024)
@@ -111,8 +113,17 @@ def test_auto_runs_banded_here():
     assert choose_method(spec) == "banded"
 
 
-@pytest.mark.parametrize("transformation", TRANSFORMATIONS)
 @pytest.mark.parametrize("method", METHODS)
+def test_each_method_runs_its_own_code_here(method):
+    """No method hands this problem to another, forward or backward."""
+    conv = lambda x, w: jconv.conv2d(x, w, padding="SAME", method=method)
+    assert_runs_own_code(method, conv, X, W)
+    assert_runs_own_code(method, jax.grad(loss(conv), argnums=(0, 1)), X, W)
+
+
+# The whole matrix with `pytest --full-product`; by default each transformation meets two
+# of the methods, each method seven or so of the transformations (tests/_helpers.py).
+@sample_product("transformation,method", list(TRANSFORMATIONS), METHODS, per=2)
 def test_method_under_transformation(method, transformation):
     def conv(x, w):
         return jconv.conv2d(x, w, padding="SAME", method=method, precision="highest")
