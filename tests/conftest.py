@@ -16,6 +16,19 @@ environment variable JCONV_FULL_PRODUCT=1) runs every case.
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The tests' programs are small and each runs once or twice: compiling them is most of
+# the suite's time. Without XLA's LLVM optimizations (its HLO passes still run) the CPU
+# compiles them in about two thirds of the time; the machine code is slower, and what
+# it computes is compared with tolerances as before. An XLA_FLAGS that sets the level
+# itself is left alone.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
+# pytest-xdist runs the suite in two processes (pyproject.toml): on a GPU machine each
+# must not take most of the GPU's memory for itself, as JAX does by default.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax
 import pytest

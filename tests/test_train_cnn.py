@@ -36,6 +36,10 @@ from tests._helpers import assert_trees_equal
 
 REPO = Path(__file__).resolve().parent.parent
 
+# One pytest-xdist worker for the whole file: its runs share the reference fixture and
+# the compiled steps (experiments/cnn/train.py caches them).
+pytestmark = pytest.mark.xdist_group("train_cnn")
+
 needs_8_devices = needs_8_cpu_devices
 
 # 128 training images: 4 steps of 32 per epoch; 64 test images.
