@@ -140,7 +140,10 @@ def _matmul_grid(
     out_sharding: where a contraction over a sharded axis (the batch, for the
     kernel gradient) should leave its result, as JAX's explicit sharding mode asks.
     """
-    gemm = spec.gemm_dtype  # transformed values are sums: float16 would overflow first
+    # Transformed values are sums: float16 would overflow first, and where the caller asks
+    # for a wider result (preferred_element_type) bfloat16 would round them to its 8 bits
+    wider = np.dtype(spec.out_dtype).itemsize > np.dtype(spec.dtype).itemsize
+    gemm = spec.acc_dtype if wider else spec.gemm_dtype
     return [
         [
             jnp.einsum(

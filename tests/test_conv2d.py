@@ -243,12 +243,7 @@ def test_float64(method, config):
 @sample_product(
     "method,config", LOWERINGS, [CONFIGS[1], CONFIGS[0]], per=1, keep=own_code, ids=config_id
 )
-def test_preferred_element_type(method, config, request):
-    if method == "winograd":
-        # The GEMMs take the transformed tiles in bfloat16 (jconv/_method_winograd.py), whose
-        # sums need more bits than bfloat16 has: bfloat16-sized errors (seen: 0.047 at
-        # values near 8) in the float32 result, where lax's is float32-exact.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="winograd's bf16 GEMMs"))
+def test_preferred_element_type(method, config):
     x, w, _ = make(config, jnp.bfloat16, seed=4)
     kwargs = config[3]
     conv = lambda x, w: jconv.conv2d(
