@@ -16,6 +16,8 @@ where the CPU's rule picks lax) is left out of the gradient comparison.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,15 +55,11 @@ def runs_lax(method: str) -> bool:
     return method == "xla" or (jax.default_backend() != "cpu" and method == "auto")
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def value_and_grads(conv, x, w, ct):
-    """y and (dx, dw) for the loss <y, ct>, one program."""
-
-    @jax.jit
-    def run(x, w, ct):
-        y, vjp = jax.vjp(conv, x, w)
-        return (y, *vjp(ct))
-
-    return run(x, w, ct)
+    """y and (dx, dw) for the loss <y, ct>: one program per conv function and shapes."""
+    y, vjp = jax.vjp(conv, x, w)
+    return (y, *vjp(ct))
 
 
 def compare(method, x, w, ct, *, stride=1, padding="VALID", groups=1):
