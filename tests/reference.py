@@ -109,9 +109,11 @@ def explicit_pads(padding):
 
 
 def to_nhwc(x, w):
-    """Batched-or-not NCHW x and OIHW w -> NHWC x and HWIO w."""
-    x = jnp.moveaxis(x, -3, -1)
-    return x, jnp.transpose(w, (2, 3, 1, 0))
+    """Batched-or-not NCHW x and OIHW w -> NHWC x and HWIO w (NumPy arrays).
+
+    A transposed convolution's (C, O/groups, kh, kw) kernel becomes (kh, kw, O/groups, C).
+    """
+    return np.moveaxis(np.asarray(x), -3, -1), np.asarray(w).transpose(2, 3, 1, 0)
 
 
 def tolerance(dtype):

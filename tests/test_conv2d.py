@@ -24,7 +24,7 @@ from jconv._checks import check_conv_args
 from jconv._method_winograd import winograd_supported
 from tests._cpu import CPU_DEVICES, cpu_mesh, needs_8_cpu_devices
 from tests._helpers import assert_runs_own_code, sample_product
-from tests.reference import assert_close, conv_lax, conv_numpy, explicit_pads
+from tests.reference import assert_close, conv_lax, conv_numpy, explicit_pads, to_nhwc
 
 # 'pallas' runs its GPU kernels in Pallas's interpret mode here, a second or more per
 # compile: test_pallas.py checks it on a selection of these cases instead.
@@ -73,7 +73,7 @@ def make(config, dtype=np.float32, seed=0, layout="NCHW"):
     w = rng.standard_normal((o, c // kwargs.get("groups", 1), kh, kw), np.float32).astype(dtype)
     b = rng.standard_normal((o,), np.float32).astype(dtype)
     if layout == "NHWC":
-        x, w = np.moveaxis(x, -3, -1), w.transpose(2, 3, 1, 0)
+        x, w = to_nhwc(x, w)
     return x, w, b
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jconv
-from tests.reference import assert_close, conv_transpose_numpy
+from tests.reference import assert_close, conv_transpose_numpy, to_nhwc
 
 # (x shape NCHW, torch's kernel shape (C, O/groups, kh, kw), conv_transpose2d kwargs)
 CASES = [
@@ -63,11 +63,6 @@ def torch_reference(x, w, b, kwargs):
     )
     y = y + b[:, None, None]
     return y if x.ndim == 4 else y[0]
-
-
-def to_nhwc(x, w):
-    """NCHW x and torch's (C, O/groups, kh, kw) kernel -> NHWC x and (kh, kw, O/groups, C)."""
-    return np.moveaxis(x, -3, -1), w.transpose(2, 3, 1, 0)
 
 
 @pytest.mark.parametrize(

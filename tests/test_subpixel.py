@@ -19,7 +19,7 @@ import jconv
 from jconv._checks import check_conv_args
 from jconv._subpixel import multiply_adds, plan
 from tests._cpu import CPU_DEVICES, needs_8_cpu_devices
-from tests.reference import assert_close, conv_input_dilated_numpy
+from tests.reference import assert_close, conv_input_dilated_numpy, to_nhwc
 
 # (x shape NCHW, out channels, (kh, kw), conv2d keyword arguments with input_dilation)
 CASES = [
@@ -60,10 +60,6 @@ def lax_conv(x, w, *, input_dilation=1, stride=1, padding=0, dilation=1, groups=
         feature_group_count=groups,
         precision="highest",
     )
-
-
-def nhwc(x, w):
-    return x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
 
 
 def numpy_reference(x, w, kwargs):
@@ -124,7 +120,7 @@ def test_forward_matches_numpy_and_lax(method, case):
     expected = numpy_reference(x, w, kw) + b[:, None, None]
     layout = "NHWC" if method in ("taps", "banded") else "NCHW"  # both layouts, kept short
     if layout == "NHWC":
-        x, w = nhwc(x, w)
+        x, w = to_nhwc(x, w)
         expected = expected.transpose(0, 2, 3, 1)
     y = jconv.conv2d(x, w, b, layout=layout, method=method, precision="highest", **kw)
     assert y.shape == expected.shape and y.dtype == np.float32
