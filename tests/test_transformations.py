@@ -1,8 +1,9 @@
 """Every method under every transformation lax's convolution supports, against lax.
 
-One matrix: jconv.METHODS x TRANSFORMATIONS, sampled (see below). Each
+One matrix: jconv.METHODS x TRANSFORMATIONS, all of it. Each
 transformation is applied to jconv.conv2d(..., method=m) and to
-lax.conv_general_dilated (Precision.HIGHEST) and the results compared. The
+lax.conv_general_dilated (Precision.HIGHEST), inside one jit whose arguments are
+the inputs (one compiled program a case), and the results compared. The
 problem is small (a 2x3 'SAME' convolution, two channels in and out, so that
 'banded' and 'winograd' run their own code and a scan can chain it) and the
 inputs come from NumPy.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,38 +24,54 @@ from jax.sharding import PartitionSpec as P
 import jconv
 from jconv._auto import choose_method
 from jconv._checks import check_conv_args
-from tests._helpers import assert_runs_own_code, sample_product
+from tests._helpers import assert_runs_own_code
 from tests.reference import assert_close, conv_lax
 
+
+class Data(NamedTuple):
+    """The arrays every transformation takes: arguments of its compiled program."""
+
+    x: np.ndarray  # N, C, H, W
+    w: np.ndarray  # O, C, kh, kw
+    tx: np.ndarray  # tangents
+    tw: np.ndarray
+    ct: np.ndarray  # output cotangent ('SAME': y like x)
+    xs: np.ndarray  # a stack of inputs
+    ws: np.ndarray  # and of kernels
+
+
 RNG = np.random.default_rng(2024)
-X = RNG.standard_normal((2, 2, 5, 5)).astype(np.float32)  # N, C, H, W
-W = RNG.standard_normal((2, 2, 2, 3)).astype(np.float32)  # O, C, kh, kw
-TX, TW = (RNG.standard_normal(a.shape).astype(np.float32) for a in (X, W))  # tangents
-CT = RNG.standard_normal(X.shape).astype(np.float32)  # output cotangent ('SAME': y like x)
-XS = RNG.standard_normal((3, *X.shape)).astype(np.float32)  # a stack of inputs
-WS = RNG.standard_normal((3, *W.shape)).astype(np.float32)  # and of kernels
+X = RNG.standard_normal((2, 2, 5, 5)).astype(np.float32)
+W = RNG.standard_normal((2, 2, 2, 3)).astype(np.float32)
+DATA = Data(
+    X,
+    W,
+    *(RNG.standard_normal(a.shape).astype(np.float32) for a in (X, W, X)),
+    RNG.standard_normal((3, *X.shape)).astype(np.float32),
+    RNG.standard_normal((3, *W.shape)).astype(np.float32),
+)
 
 ConvFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def loss(conv: ConvFn) -> Callable:
+def loss(conv: ConvFn, ct) -> Callable:
     """A scalar whose second derivatives are not zero: sum(ct * y**2)."""
-    return lambda x, w: jnp.sum(CT * conv(x, w) ** 2)
+    return lambda x, w: jnp.sum(ct * conv(x, w) ** 2)
 
 
-def _scan(conv: ConvFn):
+def _scan(conv: ConvFn, d: Data):
     """Three layers through lax.scan, differentiated with respect to all the kernels."""
 
     def net(ws):
         def layer(h, w):
             return jnp.tanh(conv(h, w)), None
 
-        return jnp.sum(CT * jax.lax.scan(layer, X, ws)[0])
+        return jnp.sum(d.ct * jax.lax.scan(layer, d.x, ws)[0])
 
-    return jax.value_and_grad(net)(WS)
+    return jax.value_and_grad(net)(d.ws)
 
 
-def _shard_map(conv: ConvFn):
+def _shard_map(conv: ConvFn, d: Data):
     """The batch split over two devices; JAX sums the replicated kernel's gradient."""
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
 
@@ -65,31 +83,38 @@ def _shard_map(conv: ConvFn):
     f = jax.shard_map(
         local, mesh=mesh, in_specs=(P("data"), P(), P("data")), out_specs=(P("data"), P())
     )
-    return jax.jit(f)(X, W, CT)
+    return f(d.x, d.w, d.ct)
 
 
-TRANSFORMATIONS: dict[str, Callable[[ConvFn], object]] = {
-    "jit": lambda c: jax.jit(c)(X, W),
-    "grad": lambda c: jax.grad(loss(c), argnums=(0, 1))(X, W),
-    "vjp": lambda c: jax.vjp(c, X, W)[1](CT),
-    "jvp": lambda c: jax.jvp(c, (X, W), (TX, TW)),
-    "jacfwd": lambda c: jax.jacfwd(c, argnums=1)(X, W),
-    "jacrev": lambda c: jax.jacrev(c, argnums=0)(X[:1], W),
-    "hessian": lambda c: jax.hessian(loss(c), argnums=1)(X, W),
-    "hvp": lambda c: jax.jvp(jax.grad(loss(c), argnums=(0, 1)), (X, W), (TX, TW))[1],
-    "vmap_x": lambda c: jax.vmap(lambda x: c(x, W))(XS),
-    "vmap_kernel": lambda c: jax.vmap(lambda w: c(X, w))(WS),
-    "vmap_both": lambda c: jax.vmap(c)(XS, WS),
-    "vmap_grad": lambda c: jax.vmap(jax.grad(loss(c), argnums=(0, 1)))(XS, WS),
-    "linear_transpose_x": lambda c: jax.linear_transpose(lambda x: c(x, W), X)(CT),
-    "linear_transpose_kernel": lambda c: jax.linear_transpose(lambda w: c(X, w), W)(CT),
-    "remat": lambda c: jax.grad(jax.checkpoint(loss(c)), argnums=(0, 1))(X, W),
+TRANSFORMATIONS: dict[str, Callable[[ConvFn, Data], object]] = {
+    "jit": lambda c, d: jax.jit(c)(d.x, d.w),
+    "grad": lambda c, d: jax.grad(loss(c, d.ct), argnums=(0, 1))(d.x, d.w),
+    "vjp": lambda c, d: jax.vjp(c, d.x, d.w)[1](d.ct),
+    "jvp": lambda c, d: jax.jvp(c, (d.x, d.w), (d.tx, d.tw)),
+    "jacfwd": lambda c, d: jax.jacfwd(c, argnums=1)(d.x, d.w),
+    "jacrev": lambda c, d: jax.jacrev(c, argnums=0)(d.x[:1], d.w),
+    "hessian": lambda c, d: jax.hessian(loss(c, d.ct), argnums=1)(d.x, d.w),
+    "hvp": lambda c, d: jax.jvp(jax.grad(loss(c, d.ct), argnums=(0, 1)), (d.x, d.w), (d.tx, d.tw))[
+        1
+    ],
+    "vmap_x": lambda c, d: jax.vmap(lambda x: c(x, d.w))(d.xs),
+    "vmap_kernel": lambda c, d: jax.vmap(lambda w: c(d.x, w))(d.ws),
+    "vmap_both": lambda c, d: jax.vmap(c)(d.xs, d.ws),
+    "vmap_grad": lambda c, d: jax.vmap(jax.grad(loss(c, d.ct), argnums=(0, 1)))(d.xs, d.ws),
+    "linear_transpose_x": lambda c, d: jax.linear_transpose(lambda x: c(x, d.w), d.x)(d.ct),
+    "linear_transpose_kernel": lambda c, d: jax.linear_transpose(lambda w: c(d.x, w), d.w)(d.ct),
+    "remat": lambda c, d: jax.grad(jax.checkpoint(loss(c, d.ct)), argnums=(0, 1))(d.x, d.w),
     "scan": _scan,
-    "eval_shape": lambda c: jax.tree.map(
-        lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(c, X, W)
+    "eval_shape": lambda c, d: jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(c, d.x, d.w)
     ),
     "shard_map": _shard_map,
 }
+
+
+def transformed(transformation: str, conv: ConvFn):
+    """The transformation of conv, applied to DATA as one compiled program."""
+    return jax.jit(lambda d: TRANSFORMATIONS[transformation](conv, d))(DATA)
 
 
 def lax_conv(x, w):
@@ -99,7 +124,7 @@ def lax_conv(x, w):
 @functools.cache
 def expected(transformation: str):
     """lax's result, computed once for all methods."""
-    return TRANSFORMATIONS[transformation](lax_conv)
+    return transformed(transformation, lax_conv)
 
 
 # 'xla' is lax itself; 'auto' runs 'banded' on this problem (checked below), so both
@@ -118,17 +143,17 @@ def test_each_method_runs_its_own_code_here(method):
     """No method hands this problem to another, forward or backward."""
     conv = lambda x, w: jconv.conv2d(x, w, padding="SAME", method=method)
     assert_runs_own_code(method, conv, X, W)
-    assert_runs_own_code(method, jax.grad(loss(conv), argnums=(0, 1)), X, W)
+    assert_runs_own_code(method, jax.grad(loss(conv, DATA.ct), argnums=(0, 1)), X, W)
 
 
-# The whole matrix with `pytest --full-product`; by default each transformation meets two
-# of the methods, each method seven or so of the transformations (tests/_helpers.py).
-@sample_product("transformation,method", list(TRANSFORMATIONS), METHODS, per=2)
+# The whole matrix: under jit it costs about what a third of it cost eagerly.
+@pytest.mark.parametrize("transformation", TRANSFORMATIONS)
+@pytest.mark.parametrize("method", METHODS)
 def test_method_under_transformation(method, transformation):
     def conv(x, w):
         return jconv.conv2d(x, w, padding="SAME", method=method, precision="highest")
 
-    got, want = TRANSFORMATIONS[transformation](conv), expected(transformation)
+    got, want = transformed(transformation, conv), expected(transformation)
     assert jax.tree.structure(got) == jax.tree.structure(want)
     for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert g.shape == e.shape and g.dtype == e.dtype
