@@ -11,9 +11,11 @@ CPU (`choose_method`; a 2-core Intel Xeon with AVX-512 and AMX, BENCHMARKS.md): 
 of jconv's own lowerings where it ran faster than lax, else 'xla' (issue #16: 'auto'
 at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
 
-- depthwise (one input channel per group): 'vmap', whose products are all
-  elementwise: a multiply-add per tap, no matrix product to waste (lax's CPU
-  depthwise convolution is about 50x slower forward);
+- depthwise (one input channel per group): 'taps', whose per-tap products are
+  elementwise there (jconv/_method_depthwise.py): a multiply-add per tap, no
+  matrix product to waste (lax's CPU depthwise convolution is about 50x slower
+  forward), and a kernel gradient that holds one window at a time ('vmap', the
+  same forward, ran its gradients 5x slower);
 - few input channels (C/groups * kh * kw <= 256): 'banded', one GEMM whose extra
   multiply-adds (the band's zeros, `banded_overhead`) cost less than the many
   shallow GEMMs of the other lowerings, where it won: at most BANDED_MAX_CHANNELS
@@ -97,7 +99,7 @@ def _banded_wins(spec: ConvSpec) -> bool:
 def choose_method(spec: ConvSpec) -> str:
     """The lowering that 'auto' runs for spec on a CPU (see the module docstring)."""
     if spec.cg == 1 and spec.groups > 1:  # depthwise: every product is elementwise
-        return "vmap"
+        return "taps"
     if spec.kh * spec.kw > 1 and spec.cg * spec.kh * spec.kw <= BANDED_MAX_CONTRACTION:
         return "banded" if _banded_wins(spec) else "xla"
     if winograd_supported(spec) and spec.c >= WINOGRAD_MIN_CHANNELS:

@@ -33,6 +33,9 @@ class Lowering(NamedTuple):
     dx: Callable[[Array, Array, ConvSpec], Array] | None = None  # (dy, w) -> dx; None: JAX's
     dw: Callable[[Array, Array, ConvSpec, Any], Array] | None = None  # (x, dy, sharding) -> dw
     grouped: Lowering | None = None  # what runs instead when vmapped kernels become groups
+    # Whether its results are checked for Infs and NaNs (jconv/_finite_guard.py): lowerings
+    # that mix values before multiplying them ('banded', 'winograd') must be.
+    guarded: bool = True
 
 
 def _x_shape(spec: ConvSpec) -> tuple[int, ...]:

@@ -5,7 +5,9 @@ with the tap's (O, C/groups) weights over the input channels; the taps' results
 are summed. Written for one output channel and vmapped over output channels,
 as the lesson does, the contraction becomes one matrix product per tap
 (N*mh*mw x C/groups times C/groups x O), which is where the speed comes from:
-no patches in memory, kh*kw GEMMs.
+no patches in memory, kh*kw GEMMs. With one input channel per group (depthwise
+convolution, or a single-channel input) there is nothing to contract, and each
+tap's share is an elementwise product: jconv/_method_depthwise.py.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import jax.numpy as jnp
 
 from jconv._checks import ConvSpec
 from jconv._lowering import Lowering
+from jconv._method_depthwise import conv_depthwise
 from jconv._padding import pad_input
 from jconv._typing import Array
 from jconv._windows import tap_window
@@ -49,8 +52,8 @@ def _contract_tap(window: Array, w_tap: Array, spec: ConvSpec) -> Array:
     return y.reshape(n, mh, mw, spec.o) if spec.layout == "NHWC" else y.reshape(n, spec.o, mh, mw)
 
 
-def conv_taps(x: Array, w: Array, spec: ConvSpec) -> Array:
-    """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout."""
+def _taps_gemm(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output; a GEMM per tap."""
     # in float16, one tap's share of the gradient could overflow where the sum does not
     x, w = pad_input(x, spec).astype(spec.gemm_dtype), w.astype(spec.gemm_dtype)
     y = None
@@ -62,6 +65,13 @@ def conv_taps(x: Array, w: Array, spec: ConvSpec) -> Array:
     return y.astype(spec.out_dtype)
 
 
+def conv_taps(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout."""
+    if spec.cg == 1:
+        return conv_depthwise(x, w, spec)
+    return _taps_gemm(x, w, spec)
+
+
 # As a lowering (jconv/_lowering.py): its gradients are JAX's transposes of the per-tap
 # GEMMs, which form exactly the products the gradients' definitions form.
-TAPS = Lowering("taps", conv_taps)
+TAPS = Lowering("taps", _taps_gemm)

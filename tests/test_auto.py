@@ -25,7 +25,7 @@ CPU_CHOICES = [
     ((2, 64, 56, 56), (64, 64, 3, 3), {"dilation": 2}, "xla"),  # 'taps' lost to lax
     ((2, 64, 56, 56), (64, 64, 7, 7), {}, "xla"),  # beyond F(2, 5): nothing measured faster
     ((2, 256, 56, 56), (64, 256, 1, 1), {}, "taps"),  # 1x1
-    ((4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "vmap"),  # depthwise
+    ((4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "taps"),  # depthwise
     # outside the bench suite (bench_conv.py's EXTRA): 'banded' for a handful of channels
     # only, on images narrow enough to slice its windows one by one; lax elsewhere
     ((64, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "banded"),  # CIFAR's first layer

@@ -1,0 +1,164 @@
+"""'taps' on one input channel per group (jconv/_method_depthwise.py): elementwise products,
+its own primitive member for the kernel gradient (a scan over the taps).
+
+Against the NumPy loops of tests/reference.py (forward and both gradients, float64) and
+lax at HIGHEST (dtypes), under jit, grad, vmap (of x, and of the kernel, which turns into
+more groups), jvp, linear_transpose and second order; non-finite values where the
+definition's products put them (no finiteness check runs on this path).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jconv
+from tests._helpers import lowerings_run
+from tests.reference import assert_close, conv_lax, conv_numpy, conv_numpy_vjp
+
+# (x shape NCHW, kernel OIHW, keyword arguments): depthwise, a channel multiplier, one
+# input channel without groups, stride, dilation, asymmetric and 'SAME' padding
+CASES = [
+    ((2, 4, 7, 9), (4, 1, 3, 3), {"groups": 4, "padding": "SAME"}),
+    ((1, 3, 8, 6), (6, 1, 3, 2), {"groups": 3, "stride": (2, 1), "padding": ((1, 0), (2, 1))}),
+    ((2, 5, 9, 9), (5, 1, 3, 3), {"groups": 5, "dilation": (2, 1), "padding": 2}),
+    ((3, 1, 6, 7), (4, 1, 2, 3), {"padding": "VALID"}),
+    (
+        (1, 6, 11, 10),
+        (6, 1, 5, 5),
+        {"groups": 6, "stride": 2, "dilation": (1, 2), "padding": "SAME"},
+    ),
+]
+IDS = ["3x3-same", "multiplier-strided", "dilated", "one-channel", "5x5-strided-dilated"]
+
+
+def _arrays(x_shape, k_shape, seed, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(k_shape).astype(dtype)
+    return x, w, rng
+
+
+def _numpy_kwargs(x_shape, k_shape, kwargs):
+    spec = jconv._checks.check_conv_args(
+        x_shape, k_shape, x_dtype="float32", kernel_dtype="float32", **kwargs
+    )
+    return dict(stride=spec.stride, dilation=spec.dilation, pads=spec.pads, groups=spec.groups)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("x_shape,k_shape,kwargs", CASES, ids=IDS)
+def test_value_and_gradients_match_the_numpy_loops(x_shape, k_shape, kwargs, layout):
+    with jax.enable_x64(True):
+        x, w, rng = _arrays(x_shape, k_shape, seed=3)
+        ref_kwargs = _numpy_kwargs(x_shape, k_shape, kwargs)
+        y_ref = conv_numpy(x, w, **ref_kwargs)
+        dy = rng.standard_normal(y_ref.shape)
+        dx_ref, dw_ref = conv_numpy_vjp(x, w, dy, **ref_kwargs)
+        to = (lambda a: a.transpose(0, 2, 3, 1)) if layout == "NHWC" else (lambda a: a)
+        w_in = w.transpose(2, 3, 1, 0) if layout == "NHWC" else w
+        conv = jax.jit(lambda x, w: jconv.conv2d(x, w, method="taps", layout=layout, **kwargs))
+        y, vjp = jax.vjp(conv, to(x), w_in)
+        dx, dw = jax.jit(vjp)(to(dy))
+        assert_close(y, to(y_ref), jnp.float64)
+        assert_close(dx, to(dx_ref), jnp.float64)
+        dw_ref = dw_ref.transpose(2, 3, 1, 0) if layout == "NHWC" else dw_ref
+        assert_close(dw, dw_ref, jnp.float64)
+        assert lowerings_run(conv, to(x), w_in) == {"taps"}  # its own member, not the GEMMs
+        # the kernel gradient is a scan over the taps (a while loop): one window at a time
+        grad_w = jax.jit(jax.grad(lambda w: jnp.vdot(conv(to(x), w), to(dy))))
+        assert "stablehlo.while" in grad_w.lower(w_in).as_text()
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_dtypes_against_lax(dtype):
+    x_shape, k_shape, kwargs = CASES[1]
+    x, w, rng = _arrays(x_shape, k_shape, seed=5, dtype=np.float32)
+    x, w = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
+    conv = lambda x, w: jconv.conv2d(x, w, method="taps", **kwargs)
+    ref = lambda x, w: conv_lax(x, w, **kwargs)
+    y, vjp = jax.vjp(jax.jit(conv), x, w)
+    y_ref, vjp_ref = jax.vjp(ref, x.astype(jnp.float32), w.astype(jnp.float32))
+    assert y.dtype == dtype
+    assert_close(y, y_ref, dtype)
+    ct = jnp.asarray(rng.standard_normal(y.shape), dtype)
+    for got, want in zip(jax.jit(vjp)(ct), vjp_ref(ct.astype(jnp.float32))):
+        assert got.dtype == dtype
+        assert_close(got, want, dtype)
+
+
+def test_preferred_element_type_widens_every_member():
+    x_shape, k_shape, kwargs = CASES[0]
+    x, w, rng = _arrays(x_shape, k_shape, seed=6, dtype=np.float32)
+    x, w = jnp.asarray(x, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
+    conv = lambda x, w: jconv.conv2d(
+        x, w, method="taps", preferred_element_type=jnp.float32, **kwargs
+    )
+    y, vjp = jax.vjp(jax.jit(conv), x, w)
+    assert y.dtype == jnp.float32
+    # the products of bfloat16 values are exact in float32: lax's float32 result on them
+    wide = x.astype(jnp.float32), w.astype(jnp.float32)
+    y_ref, vjp_ref = jax.vjp(lambda x, w: conv_lax(x, w, **kwargs), *wide)
+    assert_close(y, y_ref)
+    ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    for got, want in zip(jax.jit(vjp)(ct), vjp_ref(ct)):  # each rounded to bfloat16 once
+        assert got.dtype == jnp.bfloat16
+        assert_close(got, want, jnp.bfloat16)
+
+
+@pytest.mark.parametrize("x_shape,k_shape,kwargs", [CASES[1], CASES[3]], ids=[IDS[1], IDS[3]])
+def test_transformations(x_shape, k_shape, kwargs):
+    with jax.enable_x64(True):
+        x, w, rng = _arrays(x_shape, k_shape, seed=7)
+        conv = lambda x, w: jconv.conv2d(x, w, method="taps", **kwargs)
+        ref = lambda x, w: conv_lax(x, w, **kwargs)
+        check_grads(conv, (x, w), order=2, modes=["fwd", "rev"])
+        # jvp and linear_transpose against lax's
+        tx, tw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+        _, t = jax.jit(lambda: jax.jvp(conv, (x, w), (tx, tw)))()
+        _, t_ref = jax.jvp(ref, (x, w), (tx, tw))
+        assert_close(t, t_ref, jnp.float64)
+        y = ref(x, w)
+        ct = rng.standard_normal(y.shape)
+        (dw,) = jax.linear_transpose(lambda w: conv(x, w), w)(ct)
+        (dw_ref,) = jax.linear_transpose(lambda w: ref(x, w), w)(ct)
+        assert_close(dw, dw_ref, jnp.float64)
+        # vmap over the batch, and over kernels (each kernel its own set of groups)
+        xs = rng.standard_normal((3, *x.shape))
+        assert_close(
+            jax.jit(jax.vmap(lambda x: conv(x, w)))(xs),
+            jax.vmap(lambda x: ref(x, w))(xs),
+            jnp.float64,
+        )
+        ws = rng.standard_normal((2, *w.shape))
+        loss = lambda w: jnp.sum(jax.vmap(lambda w: conv(x, w))(w) ** 2)
+        loss_ref = lambda w: jnp.sum(jax.vmap(lambda w: ref(x, w))(w) ** 2)
+        assert_close(jax.jit(jax.grad(loss))(ws), jax.grad(loss_ref)(ws), jnp.float64)
+
+
+@pytest.mark.parametrize("where", ["x", "w"])
+def test_non_finite_values_land_where_the_definition_puts_them(where):
+    """An Inf in x (a corner) or in the kernel: Inf and NaN where the NumPy loops, which
+    form exactly the definition's products (zero border included), put them."""
+    with jax.enable_x64(True):
+        x_shape, k_shape, kwargs = CASES[0]
+        x, w, rng = _arrays(x_shape, k_shape, seed=9)
+        if where == "x":
+            x[0, 1, 0, 0] = np.inf
+        else:
+            w[2, 0, 1, 1] = -np.inf
+        ref_kwargs = _numpy_kwargs(x_shape, k_shape, kwargs)
+        y_ref = conv_numpy(x, w, **ref_kwargs)
+        dy = rng.standard_normal(y_ref.shape)
+        dx_ref, dw_ref = conv_numpy_vjp(x, w, dy, **ref_kwargs)
+        conv = lambda x, w: jconv.conv2d(x, w, method="taps", **kwargs)
+        y, vjp = jax.vjp(jax.jit(conv), x, w)
+        for got, want in zip((y, *jax.jit(vjp)(dy)), (y_ref, dx_ref, dw_ref)):
+            got = np.asarray(got)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+            finite = np.isfinite(want)
+            assert_close(got[finite], want[finite], jnp.float64)
