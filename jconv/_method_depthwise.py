@@ -106,9 +106,8 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
     channel = LAYOUT_INFO[spec.layout].channel_axis
     kept = (channel, channel + 1) if multiplier else (channel,)
     summed = tuple(a for a in range(dy.ndim) if a not in kept)
-    offsets = np.array(
-        [(i * dh, j * dw) for i in range(spec.kh) for j in range(spec.kw)], dtype=np.int32
-    )
+    taps = [(i * dh, j * dw) for i in range(spec.kh) for j in range(spec.kw)]
+    offsets = jnp.asarray(np.array(taps, dtype=np.int32))
 
     def one_tap(carry: None, offset: Array) -> tuple[None, Array]:
         zero = jnp.zeros((), offset.dtype)
