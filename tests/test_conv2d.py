@@ -348,7 +348,8 @@ def test_check_grads(method, kwargs):
     """Numerical against automatic derivatives, forward and reverse (second order for 'taps')."""
     with jax.enable_x64(True):
         x, w, b = make(((1, 2, 5, 6), 2, (2, 3), {}), np.float64, seed=8)
-        conv = lambda x, w, b: jconv.conv2d(x, w, b, method=method, **kwargs)
+        # jitted: check_grads traces it many times, and jit's transformations are cached
+        conv = jax.jit(lambda x, w, b: jconv.conv2d(x, w, b, method=method, **kwargs))
         # On an H200 (jax 0.11.2) XLA aborts compiling taps' float64 second derivatives
         # (triton_tiling_propagation.cc: "Check failed: subdim_size_accumulator ==
         # dim_size"), killing the process: second order on CPUs only (README, Known issues)
