@@ -20,9 +20,11 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   multiply-adds (the band's zeros, `banded_overhead`) cost less than the many
   shallow GEMMs of the other lowerings, where it won: at most BANDED_MAX_CHANNELS
   input channels (LeNet's 1 and 6, a 3-channel first layer), stride 1, and few
-  enough block windows to slice one by one. Elsewhere in this class lax won:
-  CIFAR's 16-channel 3x3 layers (banded 0.14x to 0.3x lax), 16 channels on wide
-  images, the 7x7 stride-2 stem on 3 channels, 3 channels at 112x112 (a tie);
+  enough block windows to slice one by one, or, on wider images, up to 3 input
+  channels and 32 outputs (where lax ran at 5 to 20 GFLOP/s: `_banded_wins`).
+  Elsewhere in this class lax won: CIFAR's 16-channel 3x3 layers (banded 0.14x to
+  0.3x lax), 16 channels on wide images, the 7x7 stride-2 stem on 3 channels, 64
+  outputs from 3 channels at 224x224;
 - stride-1 kernels up to 5x5 with at least WINOGRAD_MIN_CHANNELS input channels
   (ResNet's 3x3 layers, the lesson's 5x5 layer): 'winograd', which does 4/9 (3x3)
   or 9/25 (5x5) of the multiply-adds;
@@ -80,17 +82,31 @@ BANDED_MAX_CONTRACTION = 256  # C/groups * kh * kw: the direct GEMMs' depth is t
 BANDED_MAX_CHANNELS = 8  # C/groups: with more, lax's own convolution won (CIFAR's 16)
 BANDED_MAX_OVERHEAD = 3.0  # at most this many times the convolution's multiply-adds
 BANDED_MAX_WEIGHT_BYTES = 32 * 2**20  # and a banded weight matrix of at most this size
+BANDED_SHIFT_MAX_CHANNELS = 3  # C/groups where windows cut by shift beat lax (RGB, gray)
+BANDED_SHIFT_MAX_OUTPUTS = 32  # O/groups, likewise
+BANDED_SHIFT_MIN_CONTRACTION = 16  # C/groups * kh * kw: 1 -> 32 3x3 (9) ran lax 3x faster
 WINOGRAD_MIN_CHANNELS = 32  # C: below, the GEMMs are too shallow to pay for the transforms
 
 
 def _banded_wins(spec: ConvSpec) -> bool:
     """Where 'banded' ran faster than lax on a CPU: a handful of input channels, stride 1,
-    its windows sliced one by one (kh * blocks up to MAX_BLOCK_SLICES)."""
+    its windows sliced one by one (kh * blocks up to MAX_BLOCK_SLICES), or cut by shift
+    on wide images with at most BANDED_SHIFT_MAX_CHANNELS input channels and
+    BANDED_SHIFT_MAX_OUTPUTS outputs per group, where lax's CPU convolution ran at 5 to
+    20 GFLOP/s (3 -> 32 at 112x112, 1 -> 16 5x5 at 128x128, 3 -> 24 5x5 at 56x56:
+    'banded' 1.4x to 8.9x lax; with 64 outputs, 4 or 8 channels, or a contraction of 9
+    (1 -> 32 3x3), lax won forward; BENCHMARKS.md)."""
+    sliced = banded_unrolled(spec) <= MAX_BLOCK_SLICES
+    shifted = (
+        spec.cg <= BANDED_SHIFT_MAX_CHANNELS
+        and spec.og <= BANDED_SHIFT_MAX_OUTPUTS
+        and spec.cg * spec.kh * spec.kw >= BANDED_SHIFT_MIN_CONTRACTION
+    )
     return (
         spec.cg <= BANDED_MAX_CHANNELS
         and spec.stride == (1, 1)
         and spec.dilation == (1, 1)
-        and banded_unrolled(spec) <= MAX_BLOCK_SLICES
+        and (sliced or shifted)
         and banded_overhead(spec) <= BANDED_MAX_OVERHEAD
         and banded_weight_bytes(spec) <= BANDED_MAX_WEIGHT_BYTES
     )

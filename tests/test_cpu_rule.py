@@ -133,3 +133,27 @@ def test_auto_running_lax_compiles_as_lax(on_cpu):
 
     auto = convolutions("auto")
     assert len(auto) == 2 and auto == convolutions("xla")  # dx and dw (a sum needs no y)
+
+
+# (name, x NCHW, kernel OIHW, conv2d kwargs, the CPU rule's lowering): the shapes the
+# 'banded' rule was measured on (jconv/_auto.py, BENCHMARKS.md), including where it must
+# leave them to lax, and the depthwise layer
+RULE_SHAPES = [
+    ("rgb112", (4, 3, 112, 112), (32, 3, 3, 3), {"padding": "SAME"}, "banded"),  # by shift
+    ("gray128", (8, 1, 128, 128), (16, 1, 5, 5), {"padding": "SAME"}, "banded"),
+    ("rgb56_5x5", (16, 3, 56, 56), (24, 3, 5, 5), {}, "banded"),
+    ("cifar_in", (64, 3, 32, 32), (16, 3, 3, 3), {"padding": "SAME"}, "banded"),  # sliced
+    ("vgg224", (2, 3, 224, 224), (64, 3, 3, 3), {"padding": "SAME"}, "xla"),  # 64 outputs
+    ("c4_wide", (4, 4, 64, 256), (32, 4, 3, 3), {"padding": "SAME"}, "xla"),  # 4 channels
+    ("gray96", (4, 1, 96, 96), (32, 1, 3, 3), {"padding": "SAME"}, "xla"),  # contracts 9
+    ("stem7", (2, 3, 224, 224), (64, 3, 7, 7), {"stride": 2, "padding": 3}, "xla"),
+    ("depthwise", (4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "taps"),
+]
+
+
+@pytest.mark.parametrize(
+    "x_shape,k_shape,kwargs,method", [c[1:] for c in RULE_SHAPES], ids=[c[0] for c in RULE_SHAPES]
+)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_rule_on_the_measured_shapes(x_shape, k_shape, kwargs, method, dtype):
+    assert choose_method(spec_of(x_shape, k_shape, kwargs, dtype)) == method
