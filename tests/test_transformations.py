@@ -1,6 +1,7 @@
 """Every method under every transformation lax's convolution supports, against lax.
 
-One matrix: jconv.METHODS x TRANSFORMATIONS, all of it. Each
+One matrix: jconv.METHODS x TRANSFORMATIONS, sampled (all of it with
+`--full-product`), each transformation under several methods. Each
 transformation is applied to jconv.conv2d(..., method=m) and to
 lax.conv_general_dilated (Precision.HIGHEST), inside one jit whose arguments are
 the inputs (one compiled program a case), and the results compared. The
@@ -24,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 import jconv
 from jconv._auto import choose_method
 from jconv._checks import check_conv_args
-from tests._helpers import assert_runs_own_code
+from tests._helpers import assert_runs_own_code, sample_product
 from tests.reference import assert_close, conv_lax
 
 
@@ -146,9 +147,10 @@ def test_each_method_runs_its_own_code_here(method):
     assert_runs_own_code(method, jax.grad(loss(conv, DATA.ct), argnums=(0, 1)), X, W)
 
 
-# The whole matrix: under jit it costs about what a third of it cost eagerly.
-@pytest.mark.parametrize("transformation", TRANSFORMATIONS)
-@pytest.mark.parametrize("method", METHODS)
+# The matrix is declared whole; by default half of it runs, 9 transformations for each
+# method, which together take every transformation two or three times (tests/_helpers.py,
+# sample_product); `pytest --full-product` runs all 90 cases.
+@sample_product("method,transformation", METHODS, list(TRANSFORMATIONS), per=9)
 def test_method_under_transformation(method, transformation):
     def conv(x, w):
         return jconv.conv2d(x, w, padding="SAME", method=method, precision="highest")
