@@ -136,13 +136,13 @@ def cpu_compute_dtype(spec: ConvSpec, method: str) -> Any:
     'banded' (its windows and band) and 'taps' with more than one tap (a window and a
     sum per tap) ran faster in float32 than in bfloat16. Not widened: a 1x1 'taps',
     one bfloat16 GEMM; 'winograd', which already transforms in float32 and keeps its
-    GEMM operands in bfloat16; 'vmap', which computes in float32; and lax, whose
-    convolution, fed by a conversion to float32, ran up to 20x slower with its
-    gradients (BENCHMARKS.md).
+    GEMM operands in bfloat16; 'vmap' and 'taps' on one input channel per group, which
+    compute in float32 themselves; and lax, whose convolution, fed by a conversion to
+    float32, ran up to 20x slower with its gradients (BENCHMARKS.md).
     """
     if jnp.dtype(spec.dtype).itemsize >= 4:
         return None
-    if method == "banded" or (method == "taps" and spec.kh * spec.kw > 1):
+    if method == "banded" or (method == "taps" and spec.kh * spec.kw > 1 and spec.cg > 1):
         return jnp.dtype(jnp.float32)
     return None
 

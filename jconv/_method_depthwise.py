@@ -49,9 +49,8 @@ def _split_groups(a: Array, spec: ConvSpec, per_group: int) -> Array:
 
 
 def _weights(w_tap: Array, spec: ConvSpec) -> Array:
-    """One tap's weights, (O,) = (groups * og,), shaped to broadcast against a split activation."""
-    w_tap = w_tap.reshape(spec.groups, spec.og)
-    return w_tap if spec.layout == "NHWC" else w_tap[:, :, None, None]
+    """One tap's weights, (O,) = (groups * og,), as (G, og, 1, 1): against a split NCHW one."""
+    return w_tap.reshape(spec.groups, spec.og, 1, 1)
 
 
 def _merge_groups(a: Array, spec: ConvSpec) -> Array:
@@ -60,7 +59,7 @@ def _merge_groups(a: Array, spec: ConvSpec) -> Array:
 
 
 def _depthwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
-    """x: batched, zero-padded by spec; w: (O, 1, kh, kw) -> y, batched, spec.layout.
+    """x: batched, spec.layout (zero-padded here); w: (O, 1, kh, kw) -> y, spec.layout.
 
     Computed in NCHW (x transposed first where it is NHWC, y transposed back): each
     window a slice of the two minor axes. With the channels minor instead, XLA's CPU
@@ -99,10 +98,8 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
         dy = _split_groups(dy, spec, spec.og)
     (mh, mw), (sh, sw), (dh, dw) = spec.out_hw, spec.stride, spec.dilation
     ah, aw = LAYOUT_INFO[spec.layout].spatial_axes
-    sizes = list(x.shape)
+    sizes = list(x.shape)  # what every tap's strided window spans
     sizes[ah], sizes[aw] = (mh - 1) * sh + 1, (mw - 1) * sw + 1
-    strides = [1, 1, 1, 1]
-    strides[ah], strides[aw] = sh, sw
     channel = LAYOUT_INFO[spec.layout].channel_axis
     kept = (channel, channel + 1) if multiplier else (channel,)
     summed = tuple(a for a in range(dy.ndim) if a not in kept)
@@ -113,9 +110,7 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
         zero = jnp.zeros((), offset.dtype)
         start = [zero, zero, zero, zero]
         start[ah], start[aw] = offset[0], offset[1]
-        window = jax.lax.dynamic_slice(x, start, sizes)
-        if (sh, sw) != (1, 1):
-            window = jax.lax.slice(window, [0, 0, 0, 0], window.shape, strides)
+        window = tap_window(jax.lax.dynamic_slice(x, start, sizes), spec, 0, 0)  # strided
         product = (_split_groups(window, spec, 1) if multiplier else window) * dy
         return carry, product.sum(summed)  # (G, og) or (O,)
 

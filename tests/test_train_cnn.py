@@ -98,16 +98,11 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module", autouse=True)
 def free_failed_reads():
     """After this file, free quietly what orbax's failed reads of the damaged checkpoints
-    below left behind (as experiments/cnn/checkpoints.py does after each failed restore):
+    below left behind, as experiments/cnn/checkpoints.py does after each failed restore:
     coroutines whose errors nobody retrieved, which Python reports when it frees them, in
     whichever later test its garbage collector happens to run."""
     yield
-    hook = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None
-    try:
-        gc.collect()
-    finally:
-        sys.unraisablehook = hook
+    checkpoints.collect_failed_reads()
 
 
 @pytest.fixture(scope="module")

@@ -78,7 +78,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, target: State) -> State:
         state = mngr.restore(step, args=ocp.args.StandardRestore(target))
         expected = (mngr.metadata(step).custom_metadata or {}).get(DIGEST)
     except Exception as e:  # tensorstore, orbax and the file system raise many kinds
-        _collect_failed_reads()
+        collect_failed_reads()
         root = e  # the innermost error says what is wrong (orbax's wrappers print specs)
         while root.__cause__ or root.__context__:
             root = root.__cause__ or root.__context__
@@ -106,7 +106,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, target: State) -> State:
     return state
 
 
-def _collect_failed_reads() -> None:
+def collect_failed_reads() -> None:
     """Free, quietly, what a failed restore leaves behind.
 
     When one array cannot be read, orbax gives up on the others' reads without
