@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
@@ -130,9 +131,13 @@ def pmap_data_parallel_step(
 
 
 def replicate(tree: PyTree, devices: int | None = None) -> PyTree:
-    """Stack `devices` (default: all local devices) copies of every leaf, for pmap."""
+    """Stack `devices` (default: all local devices) copies of every leaf, for pmap.
+
+    The copies are a read-only NumPy view on the host (`np.broadcast_to`), which pmap
+    sends to its devices one copy each: no device holds all of them at once, and no
+    leaf's shape costs a compilation."""
     n = jax.local_device_count() if devices is None else devices
-    return jax.tree.map(lambda a: jnp.broadcast_to(a, (n, *jnp.shape(a))), tree)
+    return jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (n, *np.shape(a))), tree)
 
 
 def split_batch(batch: PyTree, devices: int | None = None) -> PyTree:

@@ -113,13 +113,45 @@ def collect_failed_reads() -> None:
     retrieving their errors: coroutines that Python would report, traceback and
     all, whenever it frees them (at exit, say, after the run's own message). The
     error that matters is already in the CorruptCheckpoint.
+
+    The reads themselves (tensorstore's) go on in its threads, and each one that
+    finishes after orbax has closed its event loop reports "Event loop is closed"
+    from that thread, at a moment nobody controls. From the first failed restore
+    on, those reports, and only those, are dropped (`_drop_late_read_reports`).
     """
+    _drop_late_read_reports()
     hook = sys.unraisablehook
     sys.unraisablehook = lambda unraisable: None
     try:
         gc.collect()
     finally:
         sys.unraisablehook = hook
+
+
+def _is_late_read_report(unraisable: Any) -> bool:
+    """A finished read's callback finding orbax's event loop closed: what it tried to
+    tell has no one left to hear it."""
+    error = unraisable.exc_value
+    return (
+        unraisable.object is None
+        and isinstance(error, RuntimeError)
+        and str(error) == "Event loop is closed"
+    )
+
+
+def _drop_late_read_reports() -> None:
+    """Put a filter of _is_late_read_report in front of the process's unraisable hook
+    (once); every other report goes on to the hook that was there."""
+    if getattr(sys.unraisablehook, "_drops_late_read_reports", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not _is_late_read_report(unraisable):
+            previous(unraisable)
+
+    hook._drops_late_read_reports = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def _spec(leaf: Any) -> str:

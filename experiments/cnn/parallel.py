@@ -92,5 +92,7 @@ class Parallelism:
     def whole(self, tree: PyTree) -> PyTree:
         """The training step's state back as whole arrays, replicated on the mesh."""
         if self.pmap:  # every device holds the same copy: take the first, via the host
-            return self.replicated(jax.device_get(jax.tree.map(lambda a: a[0], tree)))
+            return self.replicated(
+                jax.tree.map(lambda a: np.asarray(a.addressable_data(0))[0], tree)
+            )
         return tree

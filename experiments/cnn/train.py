@@ -226,10 +226,14 @@ def set_aside(workdir: Path, corrupt: tuple[checkpoints.CorruptCheckpoint, ...])
         print(f"{error}; set aside in {path}")
 
 
+# Whether each leaf is all finite, in one program (eager jnp calls compile one per shape).
+_all_finite = jax.jit(lambda tree: jax.tree.map(lambda a: jnp.isfinite(a).all(), tree))
+
+
 def check_finite(epoch: int, record: metrics.Record, params: Params) -> None:
     """Stop the run, before the epoch's checkpoint is written, if it diverged."""
-    leaves = jax.tree.leaves_with_path(params)
-    bad = [jax.tree_util.keystr(p) for p, a in leaves if not bool(jnp.isfinite(a).all())]
+    finite = jax.tree.leaves_with_path(_all_finite(params))
+    bad = [jax.tree_util.keystr(p) for p, ok in finite if not bool(ok)]
     if math.isfinite(record["train_loss"]) and not bad:
         return
     last = f"the one after epoch {epoch - 1}" if epoch > 1 else "none"
@@ -271,7 +275,8 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, 
     decay_steps = config.lr_decay_epochs * steps
     train_step, eval_step = make_steps(graphdef, parallelism, config.learning_rate, decay_steps)
     tx = optimizer(config.learning_rate, decay_steps)
-    state = parallelism.replicated({"params": params, "opt_state": tx.init(params)})
+    # (one compiled init: eager, each leaf's zeros would compile on its own)
+    state = parallelism.replicated({"params": params, "opt_state": jax.jit(tx.init)(params)})
     start_epoch, corrupt = 0, ()
     if config.resume:
         restored = restore_for_resume(workdir, config, state)
