@@ -50,6 +50,8 @@ from jconv._winograd_matrices import winograd_matrices
 
 TILE = 2  # output pixels per tile along each axis: F(2, k), the most accurate choice
 MAX_KERNEL = 5
+# Kernels this tall or wide transform as one matrix product (_kernel_transform).
+DENSE_KERNEL_TRANSFORM = 4
 
 Grid = list[list[Array]]  # grid[u][v]: one array per position of a 2-D tile
 
@@ -91,6 +93,30 @@ def _transform_2d(rows: np.ndarray, cols: np.ndarray, grid: Grid) -> Grid:
     return [
         _combine(cols, [along_rows[v][p] for v in range(len(grid[0]))]) for p in range(len(rows))
     ]
+
+
+def _kernel_transform(rows: np.ndarray, cols: np.ndarray, k: Array | Grid) -> Grid:
+    """out[p][q] = sum_{i, j} rows[p, i] * cols[q, j] * k[i][j]; k[i][j] and out[p][q]: (C, O).
+
+    U = G g GT of a kernel (k: (kh, kw, C, O)), and GT dU G of the kernel gradient (k:
+    a grid). Up to 3x3 it is written out coefficient by coefficient (_transform_2d), as
+    the tiles are. From DENSE_KERNEL_TRANSFORM on, it is one matrix product, (rows ⊗
+    cols) @ k viewed as (i * j, C * O), which needs no layout change of the kernel:
+    written out, a 5x5 kernel's transforms were 1424 of the 3804 operations of the
+    lesson's forward program. On 3x3 kernels the product ran slower than the written-out
+    form (BENCHMARKS.md, session 4). HIGHEST: sums exact in the accumulation dtype on
+    every platform, as the written-out form's are.
+    """
+    (p, i), (q, j) = rows.shape, cols.shape
+    if max(min(p, i), min(q, j)) < DENSE_KERNEL_TRANSFORM:  # the kernel's side: a = k + 1
+        grid = k if isinstance(k, list) else [[k[a, b] for b in range(j)] for a in range(i)]
+        return _transform_2d(rows, cols, grid)
+    if isinstance(k, list):
+        k = jnp.stack([jnp.stack(row) for row in k])
+    flat = k.reshape(i * j, -1)
+    out = jnp.dot(jnp.asarray(np.kron(rows, cols), k.dtype), flat, precision="highest")
+    out = out.reshape(p, q, *k.shape[2:])
+    return [[out[a, b] for b in range(q)] for a in range(p)]
 
 
 def _tile_counts(mh: int, mw: int) -> tuple[int, int]:
@@ -173,10 +199,7 @@ def _correlate(x: Array, w: Array, spec: ConvSpec, pads, *, transposed: bool) ->
     mh, mw = x.shape[1] + top + bottom - kh + 1, x.shape[2] + left + right - kw + 1
     fh, fw = winograd_matrices(TILE, kh), winograd_matrices(TILE, kw)
     v_grid = _input_transform(x, (kh, kw), (top, left), _tile_counts(mh, mw))
-    taps = [
-        [w[kh - 1 - i, kw - 1 - j] if transposed else w[i, j] for j in range(kw)] for i in range(kh)
-    ]
-    u_grid = _transform_2d(fh.g, fw.g, taps)  # (C, O) each
+    u_grid = _kernel_transform(fh.g, fw.g, w[::-1, ::-1] if transposed else w)  # (C, O) each
     m_grid = _matmul_grid(spec, "nhwo,co->nhwc" if transposed else "nhwc,co->nhwo", v_grid, u_grid)
     y_grid = _transform_2d(fh.at, fw.at, m_grid)  # y_grid[p][q]: (N, th, tw, out)
     return _interleave(y_grid)[:, :mh, :mw]
@@ -220,7 +243,7 @@ def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec, tap_sharding: Any) -> 
     # three contracted axes left separate, XLA copied V to a transposed layout first.
     flat = lambda grid: [[a.reshape(-1, a.shape[-1]) for a in row] for row in grid]
     du_grid = _matmul_grid(spec, "mc,mo->co", flat(v_grid), flat(dm_grid), tap_sharding)
-    dw_grid = _transform_2d(fh.g.T, fw.g.T, du_grid)
+    dw_grid = _kernel_transform(fh.g.T, fw.g.T, du_grid)
     return jnp.stack([jnp.stack(row) for row in dw_grid])
 
 
