@@ -10,7 +10,7 @@ from jax.test_util import check_grads
 
 import jconv
 from jconv._checks import check_conv_args
-from jconv._method_winograd import winograd_supported
+from jconv._method_winograd import DENSE_KERNEL_TRANSFORM, _kernel_transform, winograd_supported
 from jconv._winograd_matrices import winograd_matrices
 from tests._helpers import assert_runs_own_code
 from tests.reference import assert_close, conv_lax
@@ -38,6 +38,23 @@ def test_f23_matrices_are_the_known_ones():
 def test_too_many_points_is_refused():
     with pytest.raises(ValueError, match="points"):
         winograd_matrices(4, 6)
+
+
+@pytest.mark.parametrize("kh,kw", [(2, 2), (3, 3), (3, 5), (4, 4), (5, 5), (5, 2)])
+def test_kernel_transforms_match_numpy(kh, kw):
+    """U = G g GT and the kernel gradient's GT dU G, written out (below 4x4) or as one
+    Kronecker GEMM (from 4x4 on), against NumPy's einsum in float64."""
+    rng = np.random.default_rng(kh * 10 + kw)
+    gh, gw = winograd_matrices(2, kh).g, winograd_matrices(2, kw).g
+    k = rng.standard_normal((kh, kw, 3, 4)).astype(np.float32)
+    u = np.asarray(jnp.stack([jnp.stack(row) for row in _kernel_transform(gh, gw, jnp.asarray(k))]))
+    np.testing.assert_allclose(u, np.einsum("pi,qj,ijco->pqco", gh, gw, k), rtol=1e-6, atol=1e-6)
+    du = rng.standard_normal(u.shape).astype(np.float32)
+    grid = [[jnp.asarray(a) for a in row] for row in du]
+    dw = np.asarray(jnp.stack([jnp.stack(row) for row in _kernel_transform(gh.T, gw.T, grid)]))
+    want = np.einsum("pi,qj,pqco->ijco", gh, gw, du)
+    np.testing.assert_allclose(dw, want, rtol=1e-6, atol=1e-6)
+    assert (max(kh, kw) >= DENSE_KERNEL_TRANSFORM) == ((kh, kw) in [(4, 4), (5, 5), (3, 5), (5, 2)])
 
 
 @pytest.mark.parametrize(
