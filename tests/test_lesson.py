@@ -92,7 +92,9 @@ def test_jit_vmap_grad(fn, x_shape, k_shape):
     y = fn(x, k)
     assert_close(jax.jit(fn)(x, k), y)
     xs = jnp.stack([x, 2.0 * x])
-    assert_close(jax.vmap(fn, in_axes=(0, None))(xs, k)[1], 2.0 * y)
+    # vmap and grad each as one compiled program (op by op, each of the lesson's small
+    # operations would compile on its own); the eager call above is the user's
+    assert_close(jax.jit(jax.vmap(fn, in_axes=(0, None)))(xs, k)[1], 2.0 * y)
     # gradients against the same function written with lax (independent of jconv)
     x4 = x.reshape((1,) * (4 - x.ndim) + x.shape) if x.ndim < 4 else x
     k4 = k.reshape((1,) * (4 - k.ndim) + k.shape)
@@ -104,7 +106,7 @@ def test_jit_vmap_grad(fn, x_shape, k_shape):
         return out.reshape(y.shape)
 
     cot = randn(13, y.shape)
-    got = jax.grad(lambda x, k: jnp.sum(fn(x, k) * cot), (0, 1))(x, k)
+    got = jax.jit(jax.grad(lambda x, k: jnp.sum(fn(x, k) * cot), (0, 1)))(x, k)
     want = jax.grad(lambda x, k: jnp.sum(via_lax(x, k) * cot), (0, 1))(x, k)
     for g, e in zip(got, want):
         assert_close(g, e)
