@@ -95,8 +95,8 @@ def _transform_2d(rows: np.ndarray, cols: np.ndarray, grid: Grid) -> Grid:
     ]
 
 
-def _kernel_transform(rows: np.ndarray, cols: np.ndarray, k: Array | Grid) -> Grid:
-    """out[p][q] = sum_{i, j} rows[p, i] * cols[q, j] * k[i][j]; k[i][j] and out[p][q]: (C, O).
+def _kernel_transform(rows: np.ndarray, cols: np.ndarray, k: Array | Grid) -> Array:
+    """out[p, q] = sum_{i, j} rows[p, i] * cols[q, j] * k[i][j]; k[i][j] and out[p, q]: (C, O).
 
     U = G g GT of a kernel (k: (kh, kw, C, O)), and GT dU G of the kernel gradient (k:
     a grid). Up to 3x3 it is written out coefficient by coefficient (_transform_2d), as
@@ -110,13 +110,12 @@ def _kernel_transform(rows: np.ndarray, cols: np.ndarray, k: Array | Grid) -> Gr
     (p, i), (q, j) = rows.shape, cols.shape
     if max(min(p, i), min(q, j)) < DENSE_KERNEL_TRANSFORM:  # the kernel's side: a = k + 1
         grid = k if isinstance(k, list) else [[k[a, b] for b in range(j)] for a in range(i)]
-        return _transform_2d(rows, cols, grid)
+        return jnp.stack([jnp.stack(row) for row in _transform_2d(rows, cols, grid)])
     if isinstance(k, list):
         k = jnp.stack([jnp.stack(row) for row in k])
     flat = k.reshape(i * j, -1)
     out = jnp.dot(jnp.asarray(np.kron(rows, cols), k.dtype), flat, precision="highest")
-    out = out.reshape(p, q, *k.shape[2:])
-    return [[out[a, b] for b in range(q)] for a in range(p)]
+    return out.reshape(p, q, *k.shape[2:])
 
 
 def _tile_counts(mh: int, mw: int) -> tuple[int, int]:
@@ -199,7 +198,8 @@ def _correlate(x: Array, w: Array, spec: ConvSpec, pads, *, transposed: bool) ->
     mh, mw = x.shape[1] + top + bottom - kh + 1, x.shape[2] + left + right - kw + 1
     fh, fw = winograd_matrices(TILE, kh), winograd_matrices(TILE, kw)
     v_grid = _input_transform(x, (kh, kw), (top, left), _tile_counts(mh, mw))
-    u_grid = _kernel_transform(fh.g, fw.g, w[::-1, ::-1] if transposed else w)  # (C, O) each
+    u = _kernel_transform(fh.g, fw.g, w[::-1, ::-1] if transposed else w)
+    u_grid = [list(row) for row in u]  # (C, O) each
     m_grid = _matmul_grid(spec, "nhwo,co->nhwc" if transposed else "nhwc,co->nhwo", v_grid, u_grid)
     y_grid = _transform_2d(fh.at, fw.at, m_grid)  # y_grid[p][q]: (N, th, tw, out)
     return _interleave(y_grid)[:, :mh, :mw]
@@ -243,8 +243,7 @@ def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec, tap_sharding: Any) -> 
     # three contracted axes left separate, XLA copied V to a transposed layout first.
     flat = lambda grid: [[a.reshape(-1, a.shape[-1]) for a in row] for row in grid]
     du_grid = _matmul_grid(spec, "mc,mo->co", flat(v_grid), flat(dm_grid), tap_sharding)
-    dw_grid = _kernel_transform(fh.g.T, fw.g.T, du_grid)
-    return jnp.stack([jnp.stack(row) for row in dw_grid])
+    return _kernel_transform(fh.g.T, fw.g.T, du_grid)
 
 
 def _tap_sharding(kernel_sharding: Any) -> Any:

@@ -47,11 +47,11 @@ def test_kernel_transforms_match_numpy(kh, kw):
     rng = np.random.default_rng(kh * 10 + kw)
     gh, gw = winograd_matrices(2, kh).g, winograd_matrices(2, kw).g
     k = rng.standard_normal((kh, kw, 3, 4)).astype(np.float32)
-    u = np.asarray(jnp.stack([jnp.stack(row) for row in _kernel_transform(gh, gw, jnp.asarray(k))]))
+    u = np.asarray(_kernel_transform(gh, gw, jnp.asarray(k)))
     np.testing.assert_allclose(u, np.einsum("pi,qj,ijco->pqco", gh, gw, k), rtol=1e-6, atol=1e-6)
     du = rng.standard_normal(u.shape).astype(np.float32)
     grid = [[jnp.asarray(a) for a in row] for row in du]
-    dw = np.asarray(jnp.stack([jnp.stack(row) for row in _kernel_transform(gh.T, gw.T, grid)]))
+    dw = np.asarray(_kernel_transform(gh.T, gw.T, grid))
     want = np.einsum("pi,qj,pqco->ijco", gh, gw, du)
     np.testing.assert_allclose(dw, want, rtol=1e-6, atol=1e-6)
     assert (max(kh, kw) >= DENSE_KERNEL_TRANSFORM) == ((kh, kw) in [(4, 4), (5, 5), (3, 5), (5, 2)])
