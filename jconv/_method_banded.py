@@ -33,20 +33,27 @@ from jconv._padding import pad_input, zero_pad_or_crop
 from jconv._typing import Array
 
 BLOCK_COLUMNS = 32  # aim for GEMMs at least this wide: block * O columns
+# And at least this many output columns per block: a 1-column block is im2col, whose rows
+# repeat each input pixel kh * kw times; 2 columns share their middle input columns.
+MIN_BLOCK = 2
 # Block windows sliced one by one up to this many (kh * blocks); beyond, by shift. Compile
 # time grows about linearly with the count (BENCHMARKS.md).
 MAX_BLOCK_SLICES = 128
 
 
 def banded_block(spec: ConvSpec) -> int:
-    """Output columns per block: enough for BLOCK_COLUMNS GEMM columns, at most mw.
+    """Output columns per block: enough for BLOCK_COLUMNS GEMM columns, at least
+    MIN_BLOCK, at most mw.
 
     Narrow blocks waste little on the band's zeros (a block of b columns reads
-    (b - 1) * sw + (kw - 1) * dw + 1 input columns); wide ones make wider GEMMs.
-    On LeNet's second layer (O = 16), 2-column blocks are faster than whole rows,
-    forward and forward-plus-backward (BENCHMARKS.md).
+    (b - 1) * sw + (kw - 1) * dw + 1 input columns); wide ones make wider GEMMs and
+    smaller stacked inputs (a row of the stacked input holds kh * that many * C
+    values for b output pixels). On LeNet's second layer (O = 16), 2-column blocks
+    are faster than whole rows, forward and forward-plus-backward; with 32 outputs
+    on 3 channels (3x3 at 112x112, 5x5 at 64x64), 2-column blocks ran the forward
+    pass 1.5x faster than 1-column ones (BENCHMARKS.md).
     """
-    return max(1, min(spec.out_hw[1], -(-BLOCK_COLUMNS // spec.o)))
+    return max(1, min(spec.out_hw[1], max(MIN_BLOCK, -(-BLOCK_COLUMNS // spec.o))))
 
 
 def banded_overhead(spec: ConvSpec) -> float:

@@ -20,7 +20,7 @@ from tests.reference import assert_close, conv_lax
 @pytest.mark.parametrize(
     "x_shape,k_shape,kwargs",
     [
-        ((1, 2, 4, 62), (32, 2, 3, 3), {"padding": "SAME"}),  # one column per block
+        ((1, 2, 4, 124), (32, 2, 3, 3), {"padding": "SAME"}),  # MIN_BLOCK columns per block
         ((2, 3, 5, 1000), (8, 3, 2, 3), {"stride": (2, 3), "padding": 1}),  # 4 per block
         ((1, 4, 6, 300), (6, 2, 3, 2), {"dilation": (2, 3), "groups": 2}),
     ],
