@@ -22,9 +22,13 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   input channels (LeNet's 1 and 6, a 3-channel first layer), stride 1, and few
   enough block windows to slice one by one, or, on wider images, up to 3 input
   channels and 32 outputs (where lax ran at 5 to 20 GFLOP/s: `_banded_wins`).
-  Elsewhere in this class lax won: CIFAR's 16-channel 3x3 layers (banded 0.14x to
-  0.3x lax), 16 channels on wide images, the 7x7 stride-2 stem on 3 channels, 64
-  outputs from 3 channels at 224x224;
+  The members are chosen one by one (`_banded_choice`): where lax's forward pass
+  won but the band's gradients did (3x3 kernels on 4 to 8 channels, or with 64
+  outputs, or on 1 channel; 1.1x to 1.5x lax forward+backward), lax's forward
+  pass with the band's gradients (BANDED_GRADIENTS, a lowering only this rule
+  picks). Elsewhere in this class lax won: CIFAR's 16-channel 3x3 layers (banded
+  0.14x to 0.3x lax), 16 channels on wide images, 8 channels on wide images, the
+  7x7 stride-2 stem on 3 channels;
 - stride-1 kernels up to 5x5 with at least WINOGRAD_MIN_CHANNELS input channels
   (ResNet's 3x3 layers, the lesson's 5x5 layer): 'winograd', which does 4/9 (3x3)
   or 9/25 (5x5) of the multiply-adds;
@@ -86,6 +90,53 @@ BANDED_SHIFT_MAX_CHANNELS = 3  # C/groups where windows cut by shift beat lax (R
 BANDED_SHIFT_MAX_OUTPUTS = 32  # O/groups, likewise
 BANDED_SHIFT_MIN_CONTRACTION = 16  # C/groups * kh * kw: 1 -> 32 3x3 (9) ran lax 3x faster
 WINOGRAD_MIN_CHANNELS = 32  # C: below, the GEMMs are too shallow to pay for the transforms
+BANDED_FORWARD_MIN_TAPS = 25  # kh * kw: 5x5 kernels' bands won forward at any channel count
+BANDED_GRADIENTS_MAX_CHANNELS = 4  # C/groups: windows cut by shift, band's gradients won
+# lax's forward pass with 'banded''s gradients: a lowering only the rule picks (not a method)
+BANDED_GRADIENTS = "banded_gradients"
+
+
+def _banded_class(spec: ConvSpec) -> bool:
+    """Shapes 'banded' can run well: a handful of input channels, stride 1, no dilation,
+    few wasted multiply-adds and a banded matrix of bounded size."""
+    return (
+        spec.cg <= BANDED_MAX_CHANNELS
+        and spec.stride == (1, 1)
+        and spec.dilation == (1, 1)
+        and banded_overhead(spec) <= BANDED_MAX_OVERHEAD
+        and banded_weight_bytes(spec) <= BANDED_MAX_WEIGHT_BYTES
+    )
+
+
+def _banded_forward_wins(spec: ConvSpec) -> bool:
+    """Where the band's forward pass ran faster than lax's: kernels of 5x5 and up (LeNet's
+    layers, 6 -> 48 channels at 14x14: 1.2x to 3.8x), and smaller kernels on at most 3
+    input channels and 32 outputs with a contraction of at least 16 (3 -> 16 and 3 -> 32
+    3x3: 1.7x to 3.1x). With more channels or outputs, or 1 -> 32 3x3, lax's forward won
+    (0.64x to 0.88x: 8 -> 32 at 16x16, 4 -> 64 at 28x28, 3 -> 64 at 224x224, 4 -> 32 at
+    64x256; BENCHMARKS.md, session 5)."""
+    return spec.kh * spec.kw >= BANDED_FORWARD_MIN_TAPS or (
+        spec.cg <= BANDED_SHIFT_MAX_CHANNELS
+        and spec.og <= BANDED_SHIFT_MAX_OUTPUTS
+        and spec.cg * spec.kh * spec.kw >= BANDED_SHIFT_MIN_CONTRACTION
+    )
+
+
+def _banded_choice(spec: ConvSpec) -> str:
+    """'banded', BANDED_GRADIENTS (lax's forward pass, the band's gradients) or 'xla' for a
+    shape with a shallow contraction (C/groups * kh * kw <= BANDED_MAX_CONTRACTION).
+
+    The band's gradients beat lax's across the class (1.1x to 1.5x forward+backward
+    where its forward lost), but its forward pass does not: a convolution's members
+    are chosen one by one, lax's forward where it is faster.
+    """
+    if not _banded_class(spec):
+        return "xla"
+    if _banded_wins(spec):
+        return "banded" if _banded_forward_wins(spec) else BANDED_GRADIENTS
+    if spec.cg <= BANDED_GRADIENTS_MAX_CHANNELS:
+        return BANDED_GRADIENTS
+    return "xla"
 
 
 def _banded_wins(spec: ConvSpec) -> bool:
@@ -102,14 +153,7 @@ def _banded_wins(spec: ConvSpec) -> bool:
         and spec.og <= BANDED_SHIFT_MAX_OUTPUTS
         and spec.cg * spec.kh * spec.kw >= BANDED_SHIFT_MIN_CONTRACTION
     )
-    return (
-        spec.cg <= BANDED_MAX_CHANNELS
-        and spec.stride == (1, 1)
-        and spec.dilation == (1, 1)
-        and (sliced or shifted)
-        and banded_overhead(spec) <= BANDED_MAX_OVERHEAD
-        and banded_weight_bytes(spec) <= BANDED_MAX_WEIGHT_BYTES
-    )
+    return _banded_class(spec) and (sliced or shifted)
 
 
 def choose_method(spec: ConvSpec) -> str:
@@ -117,7 +161,7 @@ def choose_method(spec: ConvSpec) -> str:
     if spec.cg == 1 and spec.groups > 1:  # depthwise: every product is elementwise
         return "taps"
     if spec.kh * spec.kw > 1 and spec.cg * spec.kh * spec.kw <= BANDED_MAX_CONTRACTION:
-        return "banded" if _banded_wins(spec) else "xla"
+        return _banded_choice(spec)
     if winograd_supported(spec) and spec.c >= WINOGRAD_MIN_CHANNELS:
         return "winograd"
     if spec.dilation == (1, 1) and spec.kh * spec.kw == 1:
@@ -142,7 +186,9 @@ def cpu_compute_dtype(spec: ConvSpec, method: str) -> Any:
     """
     if jnp.dtype(spec.dtype).itemsize >= 4:
         return None
-    if method == "banded" or (method == "taps" and spec.kh * spec.kw > 1 and spec.cg > 1):
+    if method in ("banded", BANDED_GRADIENTS) or (
+        method == "taps" and spec.kh * spec.kw > 1 and spec.cg > 1
+    ):
         return jnp.dtype(jnp.float32)
     return None
 

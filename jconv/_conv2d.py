@@ -9,11 +9,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jconv._auto import PHASES, auto_methods, choose_method, cpu_compute_dtype
+from jconv._auto import BANDED_GRADIENTS, PHASES, auto_methods, choose_method, cpu_compute_dtype
 from jconv._checks import ConvSpec, check_conv_args
 from jconv._layouts import LAYOUT_INFO
 from jconv._lowering import Forward
-from jconv._method_banded import conv_banded
+from jconv._method_banded import conv_banded, conv_banded_gradients
 from jconv._method_im2col import conv_im2col
 from jconv._method_pallas import conv_pallas
 from jconv._method_taps import conv_taps
@@ -36,6 +36,9 @@ LOWERINGS: dict[str, Forward] = {  # (batched x, OIHW kernel, spec) -> y
 BIAS_LOWERINGS: dict[str, Callable[..., Array]] = {"pallas": conv_pallas}
 
 METHODS: tuple[str, ...] = ("auto", *LOWERINGS)
+# What 'auto''s rules may pick: the methods, and lowerings that only a rule picks
+# (jconv/_auto.py).
+RULE_LOWERINGS: dict[str, Forward] = {**LOWERINGS, BANDED_GRADIENTS: conv_banded_gradients}
 
 
 def check_method(method: str) -> str:
@@ -207,11 +210,11 @@ def _lower(x: Array, w: Array, *, method: str, spec: ConvSpec) -> Array:
     lax as it is ('xla'), or through the sub-pixel phases, each by the method (PHASES:
     each by the CPU's rule); the lowerings themselves see plain specs only."""
     if spec.is_plain:
-        return LOWERINGS[method](x, w, spec)
+        return RULE_LOWERINGS[method](x, w, spec)
     if method == "xla":
         x, spec = crop_undilated(x, spec)
         return conv_xla(x, w, spec)
-    lower = _cpu_rule if method == PHASES else LOWERINGS[method]
+    lower = _cpu_rule if method == PHASES else RULE_LOWERINGS[method]
     return conv_subpixel(x, w, spec, lower)
 
 
@@ -222,7 +225,7 @@ def _cpu_rule(x: Array, w: Array, spec: ConvSpec) -> Array:
     method = choose_method(spec)
     wide = cpu_compute_dtype(spec, method)
     if wide is None:
-        return LOWERINGS[method](x, w, spec)
+        return RULE_LOWERINGS[method](x, w, spec)
     wide_spec = dataclasses.replace(spec, dtype=wide, preferred_element_type=None)
-    y = LOWERINGS[method](x.astype(wide), w.astype(wide), wide_spec)
+    y = RULE_LOWERINGS[method](x.astype(wide), w.astype(wide), wide_spec)
     return y.astype(spec.out_dtype)

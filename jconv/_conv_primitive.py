@@ -80,7 +80,7 @@ def _im2col_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
 # 'vmap''s transposes there made most of a guarded forward-plus-backward program's
 # compile time; 'taps' for the result slowed the compiled forward pass on a CPU even
 # when the branch was never taken (BENCHMARKS.md).
-EXACT = Lowering("exact", _lax_exact, dx=_im2col_dx, guarded=False)
+EXACT = Lowering("exact", _lax_exact, dx=_im2col_dx, guarded=frozenset())
 LAX = Lowering("xla", conv_xla)  # only to type results: one lax operation per member
 
 
@@ -113,9 +113,9 @@ def _exact(op: ConvOp, a: Array, b: Array) -> Array:
 
 
 def _evaluate(a: Array, b: Array, *, op: ConvOp) -> Array:
-    """The lowering's member, or EXACT's where a guarded lowering's result is not all finite."""
+    """The lowering's member, or EXACT's where a guarded member's result is not all finite."""
     result = _call(op.lowering, op, a, b)
-    if not op.lowering.guarded:
+    if op.role not in op.lowering.guarded:
         return result
     return finite_or_exact(result, functools.partial(_exact, op), a, b)
 

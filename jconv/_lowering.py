@@ -18,6 +18,7 @@ from jconv._checks import ConvSpec
 from jconv._typing import Array
 
 Forward = Callable[[Array, Array, ConvSpec], Array]  # (x, w) -> y, in spec.out_dtype
+ROLES = ("y", "dx", "dw")  # the members: y(x, w), dx(dy, w), dw(x, dy)
 
 
 class Lowering(NamedTuple):
@@ -33,9 +34,9 @@ class Lowering(NamedTuple):
     dx: Callable[[Array, Array, ConvSpec], Array] | None = None  # (dy, w) -> dx; None: JAX's
     dw: Callable[[Array, Array, ConvSpec, Any], Array] | None = None  # (x, dy, sharding) -> dw
     grouped: Lowering | None = None  # what runs instead when vmapped kernels become groups
-    # Whether its results are checked for Infs and NaNs (jconv/_finite_guard.py): lowerings
-    # that mix values before multiplying them ('banded', 'winograd') must be.
-    guarded: bool = True
+    # The members whose results are checked for Infs and NaNs (jconv/_finite_guard.py):
+    # those that mix values before multiplying them ('banded', 'winograd') must be.
+    guarded: frozenset[str] = frozenset(ROLES)
 
 
 def _x_shape(spec: ConvSpec) -> tuple[int, ...]:

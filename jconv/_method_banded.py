@@ -29,6 +29,7 @@ from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
 from jconv._lowering import Lowering
 from jconv._method_taps import TAPS
+from jconv._method_xla import conv_xla
 from jconv._padding import pad_input, zero_pad_or_crop
 from jconv._typing import Array
 
@@ -282,6 +283,13 @@ def _banded_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Arr
 
 
 BANDED = Lowering("banded", _banded_y, _banded_dx, _banded_dw, grouped=TAPS)
+# lax's forward pass with the band's gradients, for 'auto' where lax's CPU convolution ran
+# the forward pass faster than the band but its gradients slower (jconv/_auto.py). lax's
+# result needs no check: it mixes nothing before multiplying.
+BANDED_GRADIENTS = Lowering(
+    "banded_gradients", conv_xla, _banded_dx, _banded_dw, grouped=TAPS,
+    guarded=frozenset({"dx", "dw"}),
+)  # fmt: skip
 
 
 def conv_banded(x: Array, w: Array, spec: ConvSpec) -> Array:
@@ -293,3 +301,8 @@ def conv_banded(x: Array, w: Array, spec: ConvSpec) -> Array:
     it is not all finite.
     """
     return lowered_conv(x, w, spec, BANDED)
+
+
+def conv_banded_gradients(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """lax's convolution, differentiated by 'banded''s members (BANDED_GRADIENTS)."""
+    return lowered_conv(x, w, spec, BANDED_GRADIENTS)

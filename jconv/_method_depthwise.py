@@ -119,7 +119,7 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
     return dw_taps.transpose(2, 0, 1)[:, None].astype(spec.dtype)
 
 
-DEPTHWISE = Lowering("taps", _depthwise_y, dw=_depthwise_dw, guarded=False)
+DEPTHWISE = Lowering("taps", _depthwise_y, dw=_depthwise_dw, guarded=frozenset())
 
 
 def conv_depthwise(x: Array, w: Array, spec: ConvSpec) -> Array:

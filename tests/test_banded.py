@@ -7,14 +7,20 @@ here, problems wide enough for the second.
 
 from __future__ import annotations
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jconv
+from jconv._auto import BANDED_GRADIENTS, choose_method, cpu_compute_dtype
 from jconv._checks import check_conv_args
 from jconv._method_banded import MAX_BLOCK_SLICES, banded_unrolled
-from tests.reference import assert_close, conv_lax
+from tests._helpers import lowerings_run
+from tests.reference import assert_close, conv_lax, conv_numpy_vjp
+from tests.test_finite_guard import assert_same_non_finite
 
 
 @pytest.mark.parametrize(
@@ -44,3 +50,103 @@ def test_windows_cut_by_shift(x_shape, k_shape, kwargs, layout):
     ct = rng.standard_normal(y.shape).astype(np.float32)
     for got, want in zip(vjp(ct), vjp_ref(ct)):
         assert_close(got, want)
+
+
+# Shapes 'auto' runs as lax's forward pass with the band's gradients (BANDED_GRADIENTS in
+# jconv/_auto.py): 3x3 kernels on 4 channels, and on 1 channel contracting only 9 values
+GRADIENT_CASES = [
+    ((2, 4, 6, 40), (8, 4, 3, 3), {"padding": "SAME"}),
+    ((2, 1, 9, 12), (32, 1, 3, 3), {"padding": 1}),
+]
+
+
+def auto_conv(kwargs, layout="NCHW", dtype="float32"):
+    """conv2d by 'auto', at HIGHEST in float32."""
+    precision = "highest" if dtype == "float32" else None
+    return lambda x, w: jconv.conv2d(x, w, layout=layout, precision=precision, **kwargs)
+
+
+@pytest.mark.parametrize("x_shape,k_shape,kwargs", GRADIENT_CASES)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_band_gradients_of_lax_forward(x_shape, k_shape, kwargs, layout):
+    """y is lax's own convolution; dx, dw (and everything built on them) are the band's,
+    each against lax at HIGHEST: grad, jvp, vmap of x and of the kernel, the transpose
+    in x and a second derivative, all under jit."""
+    spec = check_conv_args(x_shape, k_shape, x_dtype="float32", kernel_dtype="float32", **kwargs)
+    assert choose_method(spec) == BANDED_GRADIENTS
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(k_shape).astype(np.float32)
+    if layout == "NHWC":
+        x, w = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
+    conv = auto_conv(kwargs, layout)
+    ref = lambda x, w: conv_lax(x, w, layout=layout, **kwargs)
+    assert lowerings_run(conv, x, w) == {BANDED_GRADIENTS}
+    y_shape = jax.eval_shape(ref, x, w).shape
+    ct = rng.standard_normal(y_shape).astype(np.float32)
+    tx, tw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+    tx, tw = tx.astype(np.float32), tw.astype(np.float32)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def transformed(conv, x, w, ct, tx, tw):
+        loss = lambda x, w: jnp.vdot(conv(x, w), ct)
+        return {
+            "y": conv(x, w),
+            "grad": jax.grad(loss, (0, 1))(x, w),
+            "jvp": jax.jvp(conv, (x, w), (tx, tw))[1],
+            "vmap x": jax.vmap(conv, in_axes=(0, None))(x[:, None], w),
+            "vmap w": jax.vmap(conv, in_axes=(None, 0))(x, jnp.stack([w, tw])),
+            "transpose": jax.linear_transpose(lambda x: conv(x, w), x)(ct),
+            "second": jax.grad(lambda x: jnp.sum(jax.grad(loss, 1)(x, w) ** 2))(x),
+        }
+
+    got, want = transformed(conv, x, w, ct, tx, tw), transformed(ref, x, w, ct, tx, tw)
+    for name in want:
+        jax.tree.map(assert_close, got[name], want[name])
+
+
+def test_band_gradients_compute_bfloat16_in_float32():
+    """bfloat16 inputs: computed in float32 on the CPU (cpu_compute_dtype), within
+    bfloat16's tolerance of lax in float32."""
+    x_shape, k_shape, kwargs = GRADIENT_CASES[0]
+    spec = check_conv_args(x_shape, k_shape, x_dtype="bfloat16", kernel_dtype="bfloat16", **kwargs)
+    assert choose_method(spec) == BANDED_GRADIENTS
+    assert cpu_compute_dtype(spec, BANDED_GRADIENTS) == jnp.float32
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal(k_shape), jnp.bfloat16)
+    conv = auto_conv(kwargs, dtype="bfloat16")
+    y, vjp = jax.vjp(conv, x, w)
+    assert y.dtype == jnp.bfloat16
+    ref = lambda x, w: conv_lax(x.astype(jnp.float32), w.astype(jnp.float32), **kwargs)
+    y_ref, vjp_ref = jax.vjp(ref, x, w)
+    assert_close(y, y_ref, jnp.bfloat16)
+    ct = jnp.asarray(rng.standard_normal(y.shape), jnp.bfloat16)
+    for got, want in zip(vjp(ct), vjp_ref(ct.astype(jnp.float32))):
+        assert got.dtype == jnp.bfloat16
+        assert_close(got, want, jnp.bfloat16)
+
+
+@pytest.mark.parametrize("where", ["x", "w"])
+def test_band_gradients_place_non_finite_values(where):
+    """An Inf and a NaN in x or in the kernel: y where lax has them (it is lax's), dx and
+    dw where the NumPy loop's gradients have them (the band's results are checked and
+    recomputed exactly; jconv/_conv_primitive.py)."""
+    x_shape, k_shape, kwargs = GRADIENT_CASES[0]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(k_shape).astype(np.float32)
+    poisoned = x if where == "x" else w
+    poisoned[0, 1, 2, 2] = np.inf
+    poisoned[-1, 2, 1, 0] = np.nan
+    conv = auto_conv(kwargs)
+    y, vjp = jax.vjp(conv, x, w)
+    ct = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw = jax.jit(vjp)(ct)
+    spec = check_conv_args(x_shape, k_shape, x_dtype="float32", kernel_dtype="float32", **kwargs)
+    dx_want, dw_want = conv_numpy_vjp(x, w, ct, pads=spec.pads)
+    assert_same_non_finite(y, conv_lax(x, w, **kwargs), "y")
+    assert_same_non_finite(dx, dx_want, "dx")
+    assert_same_non_finite(dw, dw_want, "dw")
+    # the gradient the poison reaches (dw = x * dy, dx = dy * w) was the band's to check
+    assert not np.isfinite(dw if where == "x" else dx).all()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jconv
-from jconv._auto import choose_method, cpu_compute_dtype
+from jconv._auto import BANDED_GRADIENTS, choose_method, cpu_compute_dtype
 from jconv._checks import check_conv_args
 from tests.reference import assert_close, conv_lax
 
@@ -136,16 +136,23 @@ def test_auto_running_lax_compiles_as_lax(on_cpu):
 
 
 # (name, x NCHW, kernel OIHW, conv2d kwargs, the CPU rule's lowering): the shapes the
-# 'banded' rule was measured on (jconv/_auto.py, BENCHMARKS.md), including where it must
-# leave them to lax, and the depthwise layer
+# 'banded' rule was measured on (jconv/_auto.py, BENCHMARKS.md), including where lax's
+# forward pass won (there the band's gradients only, BANDED_GRADIENTS) or lax won both
+# ways, and the depthwise layer
+G = BANDED_GRADIENTS
 RULE_SHAPES = [
     ("rgb112", (4, 3, 112, 112), (32, 3, 3, 3), {"padding": "SAME"}, "banded"),  # by shift
     ("gray128", (8, 1, 128, 128), (16, 1, 5, 5), {"padding": "SAME"}, "banded"),
     ("rgb56_5x5", (16, 3, 56, 56), (24, 3, 5, 5), {}, "banded"),
+    ("rgb64_5x5", (8, 3, 64, 64), (32, 3, 5, 5), {"padding": "SAME"}, "banded"),
     ("cifar_in", (64, 3, 32, 32), (16, 3, 3, 3), {"padding": "SAME"}, "banded"),  # sliced
-    ("vgg224", (2, 3, 224, 224), (64, 3, 3, 3), {"padding": "SAME"}, "xla"),  # 64 outputs
-    ("c4_wide", (4, 4, 64, 256), (32, 4, 3, 3), {"padding": "SAME"}, "xla"),  # 4 channels
-    ("gray96", (4, 1, 96, 96), (32, 1, 3, 3), {"padding": "SAME"}, "xla"),  # contracts 9
+    ("c6_5x5_48", (64, 6, 14, 14), (48, 6, 5, 5), {}, "banded"),  # 5x5: any channels
+    ("vgg224", (2, 3, 224, 224), (64, 3, 3, 3), {"padding": "SAME"}, G),  # 64 outputs
+    ("c4_wide", (4, 4, 64, 256), (32, 4, 3, 3), {"padding": "SAME"}, G),  # 4 channels
+    ("gray96", (4, 1, 96, 96), (32, 1, 3, 3), {"padding": "SAME"}, G),  # contracts 9
+    ("c8_16px", (32, 8, 16, 16), (32, 8, 3, 3), {"padding": "SAME"}, G),  # sliced, 8 -> 32
+    ("c4_28_64", (16, 4, 28, 28), (64, 4, 3, 3), {"padding": "SAME"}, G),  # sliced, 4 -> 64
+    ("c8_96", (8, 8, 96, 96), (16, 8, 3, 3), {"padding": "SAME"}, "xla"),  # 8 channels, wide
     ("stem7", (2, 3, 224, 224), (64, 3, 7, 7), {"stride": 2, "padding": 3}, "xla"),
     ("depthwise", (4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "taps"),
 ]
