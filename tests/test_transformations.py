@@ -23,9 +23,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import jconv
-from jconv._auto import choose_method
+from jconv._auto import BANDED_GRADIENTS, choose_method
 from jconv._checks import check_conv_args
-from tests._helpers import assert_runs_own_code, sample_product
+from tests._helpers import assert_runs_own_code, lowerings_run, sample_product
 from tests.reference import assert_close, conv_lax
 
 
@@ -128,18 +128,22 @@ def expected(transformation: str):
     return transformed(transformation, lax_conv)
 
 
-# 'xla' is lax itself; 'auto' runs 'banded' on this problem (checked below), so both
-# would only repeat a column of the matrix. 'pallas' runs its GPU kernels in Pallas's
-# interpret mode here, seconds per compile: test_pallas.py transforms it.
-METHODS = [m for m in jconv.METHODS if m not in ("xla", "auto", "pallas")]
+# 'xla' is lax itself, and would only repeat a column of the matrix. 'auto' runs lax's
+# forward pass with 'banded''s gradients on this problem (checked below), a lowering of
+# its own. 'pallas' runs its GPU kernels in Pallas's interpret mode here, seconds per
+# compile: test_pallas.py transforms it.
+METHODS = [m for m in jconv.METHODS if m not in ("xla", "pallas")]
 
 
-def test_auto_runs_banded_here():
+def test_auto_runs_banded_gradients_here():
     spec = check_conv_args(X.shape, W.shape, x_dtype=X.dtype, kernel_dtype=W.dtype, padding="SAME")
-    assert choose_method(spec) == "banded"
+    assert choose_method(spec) == BANDED_GRADIENTS
+    conv = lambda x, w: jconv.conv2d(x, w, padding="SAME")
+    assert lowerings_run(conv, X, W) == {BANDED_GRADIENTS}
+    assert lowerings_run(jax.grad(loss(conv, DATA.ct), argnums=(0, 1)), X, W) == {BANDED_GRADIENTS}
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "auto"])
 def test_each_method_runs_its_own_code_here(method):
     """No method hands this problem to another, forward or backward."""
     conv = lambda x, w: jconv.conv2d(x, w, padding="SAME", method=method)
@@ -149,7 +153,7 @@ def test_each_method_runs_its_own_code_here(method):
 
 # The matrix is declared whole; by default half of it runs, 9 transformations for each
 # method, which together take every transformation two or three times (tests/_helpers.py,
-# sample_product); `pytest --full-product` runs all 90 cases.
+# sample_product); `pytest --full-product` runs all 108 cases.
 @sample_product("method,transformation", METHODS, list(TRANSFORMATIONS), per=9)
 def test_method_under_transformation(method, transformation):
     def conv(x, w):
