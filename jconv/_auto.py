@@ -92,7 +92,8 @@ BANDED_SHIFT_MIN_CONTRACTION = 16  # C/groups * kh * kw: 1 -> 32 3x3 (9) ran lax
 WINOGRAD_MIN_CHANNELS = 32  # C: below, the GEMMs are too shallow to pay for the transforms
 BANDED_FORWARD_MIN_TAPS = 25  # kh * kw: 5x5 kernels' bands won forward at any channel count
 BANDED_GRADIENTS_MAX_CHANNELS = 4  # C/groups: windows cut by shift, band's gradients won
-# lax's forward pass with 'banded''s gradients: a lowering only the rule picks (not a method)
+# lax's forward pass with 'banded''s gradients: a lowering only the rule picks (not a
+# method), the name of jconv/_method_banded.py's BANDED_GRADIENTS
 BANDED_GRADIENTS = "banded_gradients"
 
 
