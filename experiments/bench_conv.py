@@ -102,11 +102,13 @@ SUITE = (
     Layer("dcgan", 256, 128, 4, 16, 2, 1, 1, 8, 128, "DCGAN 4x4 s2 up, 16 -> 32", True),
 )
 # Shapes outside the suite that 'auto''s CPU rule must also win on (issue #16): wide
-# images with few channels, a first layer on 3 channels, dilation, CIFAR-sized layers.
+# images with few channels, first layers on 3 channels (VGG's: lax's forward with the
+# band's gradients), dilation, CIFAR-sized layers.
 EXTRA = (
     Layer("wide16", 16, 64, 3, 64, 1, "SAME", 1, 2, 16, "16 -> 64 3x3 on 64x256", width=256),
     Layer("stem7", 3, 64, 7, 224, 2, 3, 1, 2, 64, "ResNet stem: 3 -> 64 7x7 s2, 224 -> 112"),
     Layer("rgb112", 3, 32, 3, 112, 1, "SAME", 1, 4, 64, "3 -> 32 3x3 at 112x112"),
+    Layer("vgg_in", 3, 64, 3, 224, 1, "SAME", 1, 2, 64, "VGG first layer 3 -> 64 3x3, 224x224"),
     Layer("dilated", 64, 64, 3, 28, 1, "SAME", 1, 4, 64, "64 -> 64 3x3 dilation 2, 28x28",
           dilation=2),
     Layer("cifar_in", 3, 16, 3, 32, 1, "SAME", 1, 64, 256, "CIFAR first layer 3 -> 16, 32x32"),
