@@ -73,6 +73,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from jconv._checks import ConvSpec
+from jconv._method_banded import BANDED_GRADIENTS as BANDED_GRADIENTS_LOWERING
 from jconv._method_banded import (
     MAX_BLOCK_SLICES,
     banded_overhead,
@@ -92,9 +93,8 @@ BANDED_SHIFT_MIN_CONTRACTION = 16  # C/groups * kh * kw: 1 -> 32 3x3 (9) ran lax
 WINOGRAD_MIN_CHANNELS = 32  # C: below, the GEMMs are too shallow to pay for the transforms
 BANDED_FORWARD_MIN_TAPS = 25  # kh * kw: 5x5 kernels' bands won forward at any channel count
 BANDED_GRADIENTS_MAX_CHANNELS = 4  # C/groups: windows cut by shift, band's gradients won
-# lax's forward pass with 'banded''s gradients: a lowering only the rule picks (not a
-# method), the name of jconv/_method_banded.py's BANDED_GRADIENTS
-BANDED_GRADIENTS = "banded_gradients"
+# lax's forward pass with 'banded''s gradients: a lowering only the rule picks (not a method)
+BANDED_GRADIENTS = BANDED_GRADIENTS_LOWERING.name
 
 
 def _banded_class(spec: ConvSpec) -> bool:
@@ -116,7 +116,14 @@ def _banded_forward_wins(spec: ConvSpec) -> bool:
     3x3: 1.7x to 3.1x). With more channels or outputs, or 1 -> 32 3x3, lax's forward won
     (0.64x to 0.88x: 8 -> 32 at 16x16, 4 -> 64 at 28x28, 3 -> 64 at 224x224, 4 -> 32 at
     64x256; BENCHMARKS.md, session 5)."""
-    return spec.kh * spec.kw >= BANDED_FORWARD_MIN_TAPS or (
+    return spec.kh * spec.kw >= BANDED_FORWARD_MIN_TAPS or _rgb_like(spec)
+
+
+def _rgb_like(spec: ConvSpec) -> bool:
+    """At most BANDED_SHIFT_MAX_CHANNELS input channels and BANDED_SHIFT_MAX_OUTPUTS
+    outputs per group, contracting at least BANDED_SHIFT_MIN_CONTRACTION values: where
+    lax's CPU convolution ran at 5 to 20 GFLOP/s and the band won both ways."""
+    return (
         spec.cg <= BANDED_SHIFT_MAX_CHANNELS
         and spec.og <= BANDED_SHIFT_MAX_OUTPUTS
         and spec.cg * spec.kh * spec.kw >= BANDED_SHIFT_MIN_CONTRACTION
@@ -141,20 +148,12 @@ def _banded_choice(spec: ConvSpec) -> str:
 
 
 def _banded_wins(spec: ConvSpec) -> bool:
-    """Where 'banded' ran faster than lax on a CPU: a handful of input channels, stride 1,
-    its windows sliced one by one (kh * blocks up to MAX_BLOCK_SLICES), or cut by shift
-    on wide images with at most BANDED_SHIFT_MAX_CHANNELS input channels and
-    BANDED_SHIFT_MAX_OUTPUTS outputs per group, where lax's CPU convolution ran at 5 to
-    20 GFLOP/s (3 -> 32 at 112x112, 1 -> 16 5x5 at 128x128, 3 -> 24 5x5 at 56x56:
+    """Where 'banded' (in its class) ran faster than lax on a CPU: its windows sliced one
+    by one (kh * blocks up to MAX_BLOCK_SLICES), or cut by shift on wide images where
+    `_rgb_like` (3 -> 32 at 112x112, 1 -> 16 5x5 at 128x128, 3 -> 24 5x5 at 56x56:
     'banded' 1.4x to 8.9x lax; with 64 outputs, 4 or 8 channels, or a contraction of 9
     (1 -> 32 3x3), lax won forward; BENCHMARKS.md)."""
-    sliced = banded_unrolled(spec) <= MAX_BLOCK_SLICES
-    shifted = (
-        spec.cg <= BANDED_SHIFT_MAX_CHANNELS
-        and spec.og <= BANDED_SHIFT_MAX_OUTPUTS
-        and spec.cg * spec.kh * spec.kw >= BANDED_SHIFT_MIN_CONTRACTION
-    )
-    return _banded_class(spec) and (sliced or shifted)
+    return banded_unrolled(spec) <= MAX_BLOCK_SLICES or _rgb_like(spec)
 
 
 def choose_method(spec: ConvSpec) -> str:

@@ -221,3 +221,17 @@ def conv_input_dilated_numpy(
     return conv_numpy(
         z, w, stride=stride, pads=tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads), **kwargs
     )
+
+
+NON_FINITE_CLASSES = {"nan": np.isnan, "+inf": np.isposinf, "-inf": np.isneginf}
+
+
+def assert_same_non_finite(actual, expected, what: str) -> None:
+    """NaN, +Inf and -Inf exactly where expected has them."""
+    actual, expected = np.asarray(actual, np.float32), np.asarray(expected, np.float32)
+    for name, test in NON_FINITE_CLASSES.items():
+        got, want = test(actual), test(expected)
+        assert (got == want).all(), (
+            f"{what}: {name} at {int(got.sum())} entries, the reference has {int(want.sum())} "
+            f"({int((got != want).sum())} differ)"
+        )

@@ -19,8 +19,7 @@ from jconv._auto import BANDED_GRADIENTS, choose_method, cpu_compute_dtype
 from jconv._checks import check_conv_args
 from jconv._method_banded import MAX_BLOCK_SLICES, banded_unrolled
 from tests._helpers import lowerings_run
-from tests.reference import assert_close, conv_lax, conv_numpy_vjp
-from tests.test_finite_guard import assert_same_non_finite
+from tests.reference import assert_close, assert_same_non_finite, conv_lax, conv_numpy_vjp
 
 
 @pytest.mark.parametrize(

@@ -28,23 +28,17 @@ from hypothesis import strategies as st
 import jconv
 from jconv._checks import check_conv_args
 from jconv._finite_guard import finite_or_exact, is_all_finite
-from tests.reference import assert_close, conv_lax, conv_numpy, conv_numpy_vjp
+from tests.reference import (
+    assert_close,
+    assert_same_non_finite,
+    conv_lax,
+    conv_numpy,
+    conv_numpy_vjp,
+)
 
-CLASSES = {"nan": np.isnan, "+inf": np.isposinf, "-inf": np.isneginf}
 # 'pallas' runs its GPU kernels in Pallas's interpret mode here, seconds per compile;
 # 'auto' runs one of the others (tests/test_auto.py)
 METHODS = [m for m in jconv.METHODS if m not in ("pallas", "auto")]
-
-
-def assert_same_non_finite(actual, expected, what: str) -> None:
-    """NaN, +Inf and -Inf exactly where expected has them."""
-    actual, expected = np.asarray(actual, np.float32), np.asarray(expected, np.float32)
-    for name, test in CLASSES.items():
-        got, want = test(actual), test(expected)
-        assert (got == want).all(), (
-            f"{what}: {name} at {int(got.sum())} entries, lax has {int(want.sum())} "
-            f"({int((got != want).sum())} differ)"
-        )
 
 
 @functools.partial(jax.jit, static_argnums=0)
