@@ -9,6 +9,13 @@ Timing follows the device tool's method: compile and warm up first, then queue
 `calls` calls before a single block_until_ready, and take the median over
 `repeats` such batches. Inputs are fresh normal random numbers per layer.
 
+On a GPU the times are the device's own (experiments/_device_timer.py: the
+kernels' times from a jax.profiler trace, summed per call), not the host's
+clock: dispatching a jitted call costs the host about as long as a ResNet
+layer runs on the card. The host-clock time is kept as `wall_ms`. torch is
+timed by replaying a CUDA graph of its step, which the host's clock times
+well (one launch for the whole graph).
+
     python experiments/bench_conv.py                       # the whole suite
     python experiments/bench_conv.py --layers lesson lenet2 --dtypes float32 \
         --methods auto xla --directions fwd
@@ -32,6 +39,7 @@ import csv
 import dataclasses
 import datetime
 import functools
+import glob
 import json
 import math
 import os
@@ -39,8 +47,9 @@ import pathlib
 import platform
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -287,6 +296,104 @@ def _set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+# --- the device's own time on a GPU ---
+# A jitted call costs the host tens of microseconds to dispatch, about as long as
+# one ResNet layer runs on an H200: a host clock around queued calls measures the
+# host. On the H200 machine (jax 0.11.2, 2026-11-26) lax's forward on ResNet's
+# 14x14 layer took 73 us a call by the host's clock and 29 us of GPU time. So on a
+# GPU the times are the kernels' own, from a jax.profiler trace (CUPTI): inside one
+# trace each function runs `calls` times back to back, then the host waits for the
+# device and sleeps, so that each run's kernels form one burst on the GPU's
+# timeline; a function's time per call is its burst's summed kernel times over
+# `calls` (the device's busy time, without the host's gaps).
+
+GAP_S = 0.02  # idle time between bursts; a burst ends at a gap of half this
+
+
+def bursts(events: Sequence[tuple[int, int]], gap_ns: int) -> list[list[tuple[int, int]]]:
+    """Group (start_ns, duration_ns) events, in time order, at idle gaps longer than gap_ns."""
+    groups: list[list[tuple[int, int]]] = []
+    end = None
+    for start, duration in sorted(events):
+        if end is None or start - end > gap_ns:
+            groups.append([])
+        groups[-1].append((start, duration))
+        end = max(start + duration, end or 0)
+    return groups
+
+
+def gpu_events(trace_dir: str) -> list[tuple[int, int]]:
+    """(start_ns, duration_ns) of every kernel, copy and memset on the GPU's streams."""
+    [path] = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    data = jax.profiler.ProfileData.from_file(path)
+    events = []
+    for plane in data.planes:
+        if not plane.name.startswith("/device:GPU"):
+            continue
+        for line in plane.lines:
+            if line.name.startswith("Stream"):  # not the derived "XLA Ops"/"XLA Modules" lines
+                events += [(int(e.start_ns), int(e.duration_ns)) for e in line.events]
+    return events
+
+
+def device_seconds(
+    fns: Mapping[str, Callable[[], Any]], calls: int, repeats: int = 1, gap_s: float = GAP_S
+) -> dict[str, list[float]] | None:
+    """GPU busy seconds per call of each fn (one value per repeat), or None without a GPU trace.
+
+    fns: name -> a function of no arguments that launches device work (a
+    compiled JAX function with its arguments bound); each is warmed up first.
+    """
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    order = [name for _ in range(repeats) for name in fns]
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            time.sleep(gap_s)
+            for name in order:
+                out = None
+                for _ in range(calls):
+                    out = fns[name]()
+                jax.block_until_ready(out)
+                time.sleep(gap_s)
+        try:
+            events = gpu_events(trace_dir)
+        except ValueError:  # no trace file, or several
+            return None
+    groups = bursts(events, int(gap_s * 1e9 / 2))
+    if len(groups) != len(order):  # not one burst per run: do not guess which is which
+        return None
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for name, group in zip(order, groups):
+        times[name].append(sum(d for _, d in group) / calls / 1e9)
+    return times
+
+
+TORCH_GRAPH_STEPS = 4  # torch steps per captured CUDA graph on a GPU
+
+
+def _torch_graph(step: Callable[[], Any], steps: int) -> Callable[[], Any]:
+    """`steps` runs of a torch step captured in one CUDA graph; a call replays the graph."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up outside the graph, as torch asks
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(steps):
+            step()
+
+    def replay():
+        graph.replay()
+
+    replay.sync = step.sync
+    return replay
+
+
 def _time_batch(fn: Callable[[], Any], calls: int) -> float:
     """Seconds per call: `calls` calls queued, then one block (fn.sync for torch)."""
     sync = getattr(fn, "sync", jax.block_until_ready)
@@ -346,15 +453,33 @@ def bench_case(
         torch_fn = _torch_step(layer, config.layout, direction, x, w, ct)
         if torch_fn is not None:  # eager: nothing to compile
             fns[TORCH], peaks[TORCH], compile_s[TORCH] = torch_fn, None, None
+    steps = {m: 1 for m in fns}  # steps per call of fns[m]
+    if TORCH in fns and platform != "cpu":
+        try:
+            fns[TORCH] = _torch_graph(fns[TORCH], TORCH_GRAPH_STEPS)
+            steps[TORCH] = TORCH_GRAPH_STEPS
+        except Exception as e:  # a step torch cannot capture: timed eagerly
+            print(f"torch on {layer.name}: no CUDA graph ({type(e).__name__}: {e}); timed eagerly")
     calls = {}
     for m, fn in fns.items():  # compile, warm up, size the batches
         per_call = _time_batch(fn, 1)
         per_call = min(per_call, _time_batch(fn, 1))
         calls[m] = config.calls or max(1, min(100, round(config.target_s / max(per_call, 1e-6))))
-    times: dict[str, list[float]] = {m: [] for m in fns}
+    wall: dict[str, list[float]] = {m: [] for m in fns}
     for _ in range(config.repeats):
         for m, fn in fns.items():
-            times[m].append(_time_batch(fn, calls[m]))
+            wall[m].append(_time_batch(fn, calls[m]) / steps[m])
+    times, timer = dict(wall), {m: "host clock" for m in fns}
+    if platform != "cpu":
+        jax_fns = {m: fn for m, fn in fns.items() if m != TORCH}
+        device = device_seconds(jax_fns, calls=10, repeats=config.repeats)
+        if device is None:
+            print(f"{layer.name}: no GPU trace; host-clock times")
+        else:
+            times.update(device)
+            timer.update({m: "device" for m in device})
+            if TORCH in fns and steps[TORCH] > 1:
+                timer[TORCH] = "CUDA graph"
     base = statistics.median(times[BASELINE])
     torch_t = statistics.median(times[TORCH]) if TORCH in times else None
     rows = []
@@ -376,6 +501,8 @@ def bench_case(
                 "peak_mb": None if peaks[m] is None else peaks[m] / 2**20,
                 "calls": calls[m],
                 "repeats": config.repeats,
+                "timer": timer[m],
+                "wall_ms": 1e3 * statistics.median(wall[m]),
             }
         )
     return rows

@@ -11,9 +11,11 @@ candidate BlockConfigs, the default first, and keeps the fastest. It writes:
 - tune.json: every candidate's time, and the environment;
 
 and prints one line per (layer, dtype, kernel): the default's time, the best
-one's, and the best setting. Timing is bench_conv's: compile and warm up, then
-queue enough calls for about `target_s` before one block_until_ready, median
-over `repeats` such batches. A candidate that fails to compile (too much shared
+one's, and the best setting. Timing is bench_conv's: on a GPU the kernels' own
+time from a profiler trace (`bench_conv.device_seconds`: the host's dispatch of
+a call costs about as long as a small layer's kernel runs), median over
+`repeats` runs of 10 calls; elsewhere (interpret mode) the host's clock around
+enough queued calls for about `target_s`. A candidate that fails to compile (too much shared
 memory, say) is recorded and skipped. No new candidate is started once
 `budget_s` has passed (default 420 s, so that a run ends within the 8 minutes a
 lent H100 allows; classes not reached keep the default settings), and the
@@ -45,7 +47,7 @@ from typing import Any
 
 import jax
 
-from experiments.bench_conv import DTYPES, LAYERS, Layer, environment
+from experiments.bench_conv import DTYPES, LAYERS, Layer, device_seconds, environment
 from jconv import _pallas_triton
 from jconv._checks import check_conv_args
 from jconv._pallas_geometry import ConvGeometry
@@ -53,6 +55,7 @@ from jconv._pallas_tuning import (
     MIN_DOT,
     BlockConfig,
     default_config,
+    max_split_k,
     problem_class,
     table_to_json,
 )
@@ -70,6 +73,9 @@ PIXEL_GRIDS = {
         (256, 128, 32, 8, 3),
         (128, 256, 32, 8, 3),
         (64, 64, 32, 4, 2),
+        (256, 128, 64, 8, 3),
+        (128, 256, 64, 8, 3),
+        (128, 128, 16, 4, 4),
     ],
     "small": [(128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (64, 128, 64, 4, 3), (64, 64, 32, 4, 4)],
     "tiny": [(16, 16, 16, 4, 2)],
@@ -77,7 +83,16 @@ PIXEL_GRIDS = {
 # Depthwise problems run elementwise kernels: (pixels per block, channels per block,
 # num_warps, split_k factor for 'w'); pixels are block_m for 'y' and 'x', block_k for 'w'.
 DEPTHWISE_GRIDS = {
-    "full": [(64, 128, 4, 1), (128, 128, 8, 1), (32, 128, 4, 2), (64, 64, 4, 1), (128, 64, 4, 2)],
+    "full": [
+        (64, 128, 4, 1),
+        (128, 128, 8, 1),
+        (32, 128, 4, 2),
+        (64, 64, 4, 1),
+        (128, 64, 4, 2),
+        (256, 128, 8, 1),
+        (512, 128, 8, 0.5),
+        (256, 64, 4, 1),
+    ],
     "small": [(64, 128, 4, 1), (128, 128, 8, 1), (32, 128, 4, 2)],
     "tiny": [(16, 16, 4, 2)],
 }
@@ -91,6 +106,12 @@ W_GRIDS = {
         (64, 64, 64, 4, 3, 2),
         (128, 128, 32, 8, 4, 0.5),
         (64, 64, 32, 4, 3, 0.5),
+        (128, 256, 64, 8, 3, 1),
+        (64, 128, 64, 4, 3, 1),
+        (128, 64, 64, 4, 3, 1),
+        (128, 128, 64, 8, 4, 4),
+        (64, 128, 128, 4, 3, 1),
+        (128, 128, 128, 8, 3, 1),
     ],
     "small": [(128, 128, 64, 8, 3, 1), (64, 64, 64, 4, 3, 1), (64, 64, 64, 4, 3, 2)],
     "tiny": [(16, 16, 16, 4, 2, 2)],
@@ -135,8 +156,18 @@ def _pow2_at_most(limit: int, value: int) -> int:
 
 
 def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[BlockConfig]:
-    """The default first, then the grid's settings fitted to this problem, without repeats."""
+    """The default first, then the grid's settings fitted to this problem, without repeats.
+
+    Kernel-gradient splits stay within max_split_k (their memory). Where blocks of
+    channels would be partly padding (a contraction of, say, 100 channels in blocks
+    of 64 runs 128), the 'full' grid also tries the flattened (tap, channel) contraction.
+    """
     base = default_config(product, geo, dtype)
+    most_splits = max_split_k(geo, dtype)
+
+    def splits(factor: float) -> int:
+        return max(1, min(most_splits, round(base.split_k * factor)))
+
     out = [base]
     if geo.depthwise:
         for pixels, bn, warps, split in DEPTHWISE_GRIDS[grid]:
@@ -145,7 +176,7 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 block_n=_pow2_at_most(geo.c, bn),
                 num_warps=warps,
                 **(
-                    dict(block_k=pixels, split_k=max(1, round(base.split_k * split)))
+                    dict(block_k=pixels, split_k=splits(split))
                     if product == "w"
                     else dict(block_m=pixels)
                 ),
@@ -163,24 +194,29 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 block_k=bk,
                 num_warps=warps,
                 num_stages=stages,
-                split_k=max(1, round(base.split_k * split)),
+                split_k=splits(split),
             )
             if config not in out:
                 out.append(config)
         return out
     k, cols = (geo.cg, geo.og) if product == "y" else (geo.og, geo.cg)
-    k = geo.kh * geo.kw * k if base.flat else k
-    for bm, bn, bk, warps, stages in PIXEL_GRIDS[grid]:
-        config = dataclasses.replace(
-            base,
-            block_m=bm,
-            block_n=_pow2_at_most(cols, bn),
-            block_k=_pow2_at_most(k, bk),
-            num_warps=warps,
-            num_stages=stages,
-        )
-        if config not in out:
-            out.append(config)
+    flats = [base.flat]
+    if grid == "full" and not base.flat and geo.kh * geo.kw > 1 and k % 64 and k % 64 < 48:
+        flats.append(True)  # blocks of 64 channels would be a quarter padding or more
+    for flat in flats:
+        contraction = geo.kh * geo.kw * k if flat else k
+        for bm, bn, bk, warps, stages in PIXEL_GRIDS[grid]:
+            config = dataclasses.replace(
+                base,
+                block_m=bm,
+                block_n=_pow2_at_most(cols, bn),
+                block_k=_pow2_at_most(contraction, bk),
+                num_warps=warps,
+                num_stages=stages,
+                flat=flat,
+            )
+            if config not in out:
+                out.append(config)
     return out
 
 
@@ -227,19 +263,32 @@ def tune_one(
     batch = config.batch or layer.batch_gpu
     geo = layer_geometry(layer, batch)
     args = operands(product, geo, dtype, key)
-    results = []
-    for cand in candidates(product, geo, dtype, config.grid):
+    results, compiled = [], {}
+    for i, cand in enumerate(candidates(product, geo, dtype, config.grid)):
         if results and time.perf_counter() > deadline:
             break
         row: dict[str, Any] = {"config": dataclasses.asdict(cand)}
         try:
             fn = product_fn(product, geo, dtype, cand, config.interpret)
-            fn = fn.lower(*args).compile()
-            row["ms"] = 1e3 * time_config(fn, args, config.repeats, config.target_s)
-            row["tflops"] = geo.flops() / (row["ms"] * 1e-3) / 1e12
-        except Exception as e:  # a setting that does not compile or run: recorded, skipped
+            compiled[i] = functools.partial(fn.lower(*args).compile(), *args)
+        except Exception as e:  # a setting that does not compile: recorded, skipped
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         results.append(row)
+    device = None
+    if not config.interpret and compiled:
+        try:
+            device = device_seconds(compiled, calls=10, repeats=config.repeats)
+        except Exception as e:  # a setting that fails at run time: each is timed alone below
+            print(f"device timing failed ({type(e).__name__}); host clock", file=sys.stderr)
+    for i, fn in compiled.items():
+        row = results[i]
+        try:
+            row["timer"] = "device" if device else "host clock"
+            seconds = device[i] if device else time_config(fn, (), config.repeats, config.target_s)
+            row["ms"] = 1e3 * (statistics.median(seconds) if device else seconds)
+            row["tflops"] = geo.flops() / (row["ms"] * 1e-3) / 1e12
+        except Exception as e:  # a setting that does not run: recorded, skipped
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     timed = [r for r in results if "ms" in r]
     best = min(timed, key=lambda r: r["ms"]) if timed else None
     default = results[0] if results and "ms" in results[0] else None

@@ -81,10 +81,28 @@ def problem_class(product: str, geometry: ConvGeometry, dtype: Any) -> str:
     )
 
 
+def max_split_k(geometry: ConvGeometry, dtype: Any) -> int:
+    """The most pixel splits the kernel gradient may use, for its memory.
+
+    Each split writes a partial sum of the whole kernel gradient in the
+    accumulation dtype (float32, or float64), added up afterwards: split_k of
+    them are temporary memory that lax's gradient does not hold. They are kept
+    within one activation's size (the larger of x and dy), so that peak memory
+    stays near lax's: on the H200, ResNet's 3x3 at 14x14 with 7 splits held
+    1.67x lax's peak with the gradient (BENCHMARKS.md).
+    """
+    g = geometry
+    itemsize = np.dtype(dtype).itemsize
+    activation = max(int(np.prod(g.x_shape())), int(np.prod(g.y_shape()))) * itemsize
+    partial = int(np.prod(g.w_shape())) * g.groups * max(itemsize, 4)
+    return max(1, activation // partial)
+
+
 def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockConfig:
     """A reasonable tiling for any problem: what runs when TABLE has no entry."""
     g = geometry
     itemsize = np.dtype(dtype).itemsize
+    most_splits = max_split_k(g, dtype)
     kmax = {2: 64, 4: 32}.get(itemsize, 16)  # keep a stage of A and B blocks in shared memory
     if g.depthwise:  # elementwise kernels: blocks of pixels x channels (of every group)
         block_n = _pow2(g.c, MIN_DOT, 128)
@@ -93,7 +111,7 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
         mh, mw = g.out_hw
         pixel_blocks = -(-g.n * mh * mw // 64)
         programs = g.kh * g.kw * -(-g.c // block_n)
-        split = max(1, min(pixel_blocks, SM_TARGET_PROGRAMS // programs))
+        split = max(1, min(pixel_blocks, SM_TARGET_PROGRAMS // programs, most_splits))
         return BlockConfig(MIN_DOT, block_n, 64, 4, 2, split)
     if product == "w":
         flat = g.cg < MIN_DOT
@@ -103,9 +121,18 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
         block_k = kmax
         mh, mw = g.out_hw
         pixel_blocks = -(-g.n * mh * mw // block_k)
-        row_blocks = -(-rows // block_m) * (1 if flat else g.kh * g.kw)
-        programs = row_blocks * -(-g.og // block_n) * g.groups
-        split = max(1, min(pixel_blocks, SM_TARGET_PROGRAMS // max(programs, 1)))
+
+        def programs() -> int:
+            row_blocks = -(-rows // block_m) * (1 if flat else g.kh * g.kw)
+            return row_blocks * -(-g.og // block_n) * g.groups
+
+        # where the splits that memory allows leave SMs idle, smaller tiles instead
+        while programs() * most_splits < SM_TARGET_PROGRAMS and max(block_m, block_n) > 64:
+            if block_m >= block_n:
+                block_m //= 2
+            else:
+                block_n //= 2
+        split = max(1, min(pixel_blocks, -(-SM_TARGET_PROGRAMS // programs()), most_splits))
         warps = 8 if block_m * block_n >= 128 * 128 else 4
         return BlockConfig(block_m, block_n, block_k, warps, 3, split, flat)
     k, cols = (g.cg, g.og) if product == "y" else (g.og, g.cg)
@@ -165,10 +192,14 @@ def config_for(
     dtype: Any,
     table: Mapping[str, BlockConfig] | None = None,
 ) -> BlockConfig:
-    """TABLE's setting for this problem's class, else default_config's."""
+    """TABLE's setting for this problem's class (splits within max_split_k), else the default."""
     table = TABLE if table is None else table
     found = table.get(problem_class(product, geometry, dtype))
-    return found if found is not None else default_config(product, geometry, dtype)
+    if found is None:
+        return default_config(product, geometry, dtype)
+    if found.split_k > 1:  # a class spans shapes: the memory bound is this shape's
+        return dataclasses.replace(found, split_k=min(found.split_k, max_split_k(geometry, dtype)))
+    return found
 
 
 def pixel_config(problem: PixelProblem, config: BlockConfig) -> BlockConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from experiments import bench_conv
@@ -136,3 +137,19 @@ def test_summary_against_lax_torch_and_compile_time():
     # is over max(3 * 1 s, 2 s); 'b''s 1.5 s, 15x lax's, is under 2 s
     assert "vs lax 1.00x (lowest 0.50x b" in line and "vs torch 1.41x (lowest 0.50x b" in line
     assert "compile worst 5.00 s, limit 3.00 s (a); over max(3x lax, 2 s): a" in line
+
+
+def test_bursts_split_the_trace_at_idle_gaps():
+    """Kernel events (start, duration) in ns, out of order; a gap over 1000 ns starts a burst."""
+    events = [(5000, 100), (0, 300), (350, 500), (7200, 10), (1200, 50), (5200, 900)]
+    groups = bench_conv.bursts(events, 1000)
+    assert groups == [[(0, 300), (350, 500), (1200, 50)], [(5000, 100), (5200, 900)], [(7200, 10)]]
+    # the gap is measured from the latest end so far, not the last event's
+    assert len(bench_conv.bursts([(0, 5000), (100, 10), (5500, 1)], 1000)) == 1
+
+
+def test_device_seconds_is_none_without_a_gpu_timeline():
+    """On a CPU the trace has no GPU plane: the caller keeps the host's clock."""
+    fn = jax.jit(lambda a: a * 2)
+    a = jnp.ones(8)
+    assert bench_conv.device_seconds({"double": lambda: fn(a)}, calls=2, gap_s=0.001) is None
