@@ -122,17 +122,21 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
         mh, mw = g.out_hw
         pixel_blocks = -(-g.n * mh * mw // block_k)
 
-        def programs() -> int:
+        def tiles(block_m: int, block_n: int) -> int:
             row_blocks = -(-rows // block_m) * (1 if flat else g.kh * g.kw)
             return row_blocks * -(-g.og // block_n) * g.groups
 
         # where the splits that memory allows leave SMs idle, smaller tiles instead
-        while programs() * most_splits < SM_TARGET_PROGRAMS and max(block_m, block_n) > 64:
+        while (
+            tiles(block_m, block_n) * most_splits < SM_TARGET_PROGRAMS
+            and max(block_m, block_n) > 64
+        ):
             if block_m >= block_n:
                 block_m //= 2
             else:
                 block_n //= 2
-        split = max(1, min(pixel_blocks, -(-SM_TARGET_PROGRAMS // programs()), most_splits))
+        wanted = -(-SM_TARGET_PROGRAMS // tiles(block_m, block_n))
+        split = max(1, min(pixel_blocks, wanted, most_splits))
         warps = 8 if block_m * block_n >= 128 * 128 else 4
         return BlockConfig(block_m, block_n, block_k, warps, 3, split, flat)
     k, cols = (g.cg, g.og) if product == "y" else (g.og, g.cg)
