@@ -197,14 +197,15 @@ ACCELERATOR_PLATFORMS = ("cuda", "rocm", "tpu")  # as jax.lax.platform_dependent
 PALLAS_PLATFORMS = ("cuda",)  # where 'pallas' lowers to Triton (elsewhere: interpret mode)
 PALLAS_DTYPES = (jnp.dtype(jnp.bfloat16),)  # the one dtype timed on a card
 PALLAS_MAX_PIXELS = 2**31  # the kernels index padded pixels with int32
+CUDNN_CHANNEL_MULTIPLE = 8  # cuDNN's tensor-core convolutions pad channels to this multiple
 
 
 def pallas_class(spec: ConvSpec) -> str | None:
     """The shape class in which 'pallas' was measured faster than lax that spec is in, or None.
 
-    'few channels' (C < 16), 'strided' or '1x1', in that order; only bfloat16
-    NHWC convolutions without groups or dilation, as measured (see
-    `choose_accelerator_method`).
+    'few channels' (C < 16), 'unaligned channels' (C not a multiple of 8) or
+    'strided', in that order; only bfloat16 NHWC convolutions without groups or
+    dilation, as measured (see `choose_accelerator_method`).
     """
     hp, wp = spec.padded_hw
     if (
@@ -217,10 +218,10 @@ def pallas_class(spec: ConvSpec) -> str | None:
         return None
     if spec.c < MIN_DOT:
         return "few channels"
+    if spec.c % CUDNN_CHANNEL_MULTIPLE:
+        return "unaligned channels"
     if max(spec.stride) > 1:
         return "strided"
-    if spec.kh == spec.kw == 1:
-        return "1x1"
     return None
 
 
@@ -228,27 +229,30 @@ def choose_accelerator_method(spec: ConvSpec, platform: str) -> str:
     """The lowering that 'auto' runs for spec on a GPU or TPU (or any platform but the CPU).
 
     'pallas' on CUDA for the shape classes where it ran faster than lax in both
-    directions, forward and forward-plus-backward, within 1.5x lax's peak memory;
+    directions, forward and forward-plus-backward, within lax's peak memory;
     'xla' everywhere else. Measured on an NVIDIA H200 (jax 0.11.2, Triton 3.6.0,
-    2026-11-26; bfloat16, NHWC, the bench suite's GPU batch sizes, the tuned
-    table of jconv/_pallas_tuning.py; BENCHMARKS.md has the table), speed against
-    lax forward / forward-plus-backward, and peak memory against lax's:
+    2026-11-26, session 6; bfloat16, NHWC, the bench suite's GPU batch sizes,
+    the tuned table of jconv/_pallas_tuning.py; BENCHMARKS.md has the table) by
+    the GPU's own kernel times (a profiler trace: the host's dispatch of a call
+    takes as long as these layers run), speed against lax forward /
+    forward-plus-backward, and peak memory against lax's:
 
     - few input channels (C < 16, where the kernel contracts over (tap, channel)
-      flattened): LeNet's 5x5 layers, 1 -> 6 channels 2.23x / 2.35x (memory 1.00x
-      / 0.58x) and 6 -> 16 channels 2.04x / 2.11x (0.64x / 0.78x);
-    - strided: 3x3 stride 2, 64 -> 128 channels, 56 -> 28 pixels, 1.72x / 1.53x
-      (0.59x / 0.85x);
-    - 1x1: 256 -> 64 channels at 56x56, 1.37x / 1.11x (1.00x / 1.00x).
+      flattened): LeNet's 5x5 layers, 1 -> 6 channels 3.47x / 2.66x (memory 1.00x
+      / 0.58x) and 6 -> 16 channels 3.35x / 2.13x (0.64x / 0.78x);
+    - input channels not a multiple of 8, which cuDNN's tensor-core kernels pad
+      first (its padding kernels took 150 of lax's 530 us on the lesson's
+      layer): the lesson's 100 -> 100 channels 5x5, 1.26x / 1.10x (0.49x / 0.58x);
+    - strided: 3x3 stride 2, 64 -> 128 channels, 56 -> 28 pixels, 1.91x / 1.40x
+      (0.59x / 0.85x).
 
-    Left to lax: stride-1 kernels of 3x3 and up with 16 or more input channels,
-    where the measurements are mixed: ResNet's 3x3 at 28x28 1.28x / 1.37x, but at
-    56x56 1.30x / 0.97x, at 14x14 1.56x / 0.96x (1.67x lax's memory with the
-    gradient), at 7x7 0.81x / 0.59x, the lesson's 5x5 0.97x / 0.98x; depthwise
-    3x3 0.72x / 0.71x (groups in general); and what was not measured: float32
-    and float16 ('pallas' was timed in bfloat16 only), the NCHW layout (a
-    transpose on each side of the kernel), dilation. ROCm and TPUs have no
-    Triton lowering of 'pallas' here.
+    Left to lax: stride-1 layers with aligned channels, where 'pallas' lost or
+    tied: ResNet's 3x3 at 56x56 0.94x / 0.89x, 28x28 0.95x / 1.02x, 14x14 0.95x
+    / 0.79x, 7x7 0.77x / 0.83x; 1x1 at 56x56 1.07x / 1.00x; depthwise 3x3 0.78x /
+    0.74x (groups in general); and what was not measured: float32 and float16
+    ('pallas' was timed in bfloat16 only), the NCHW layout (a transpose on each
+    side of the kernel), dilation. ROCm and TPUs have no Triton lowering of
+    'pallas' here.
 
     A program that runs 'pallas' holds a Triton custom call: exporting it with
     jax.export for CUDA needs DisabledSafetyCheck.custom_call('__gpu$xla.gpu.triton').

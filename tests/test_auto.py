@@ -76,11 +76,13 @@ PALLAS_CLASSES = [
     ((32, 224, 224, 3), (7, 7, 3, 64), {"stride": 2, "padding": 3}, "bfloat16", "few channels"),
     ((64, 56, 56, 64), (3, 3, 64, 128), {"stride": 2, "padding": 1}, "bfloat16", "strided"),
     ((64, 56, 56, 256), (1, 1, 256, 512), {"stride": 2}, "bfloat16", "strided"),
-    ((64, 56, 56, 256), (1, 1, 256, 64), {}, "bfloat16", "1x1"),
-    ((64, 7, 7, 2048), (1, 1, 2048, 512), {}, "bfloat16", "1x1"),
+    ((64, 56, 56, 256), (1, 1, 256, 64), {}, "bfloat16", None),  # 1x1: a tie
+    ((64, 7, 7, 2048), (1, 1, 2048, 512), {}, "bfloat16", None),
+    ((8, 32, 32, 20), (3, 3, 20, 64), {"padding": 1}, "bfloat16", "unaligned channels"),
     ((64, 56, 56, 64), (3, 3, 64, 64), {"padding": 1}, "bfloat16", None),  # ResNet 3x3: mixed
     ((64, 28, 28, 128), (3, 3, 128, 128), {"padding": 1}, "bfloat16", None),
-    ((64, 68, 68, 100), (5, 5, 100, 100), {}, "bfloat16", None),  # the lesson's layer
+    ((64, 68, 68, 100), (5, 5, 100, 100), {}, "bfloat16", "unaligned channels"),  # the lesson
+    ((64, 28, 28, 128), (3, 3, 128, 100), {"padding": 1}, "bfloat16", None),  # O unaligned
     ((64, 56, 56, 128), (3, 3, 1, 128), {"padding": 1, "groups": 128}, "bfloat16", None),
     ((64, 56, 56, 64), (3, 3, 32, 64), {"stride": 2, "groups": 2}, "bfloat16", None),
     ((64, 56, 56, 64), (3, 3, 64, 64), {"stride": 2, "dilation": 2}, "bfloat16", None),
