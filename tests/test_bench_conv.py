@@ -148,8 +148,14 @@ def test_bursts_split_the_trace_at_idle_gaps():
     assert len(bench_conv.bursts([(0, 5000), (100, 10), (5500, 1)], 1000)) == 1
 
 
-def test_device_seconds_is_none_without_a_gpu_timeline():
-    """On a CPU the trace has no GPU plane: the caller keeps the host's clock."""
+def test_device_seconds_from_the_gpu_timeline_or_none():
+    """On a GPU, one positive time per repeat from the kernels' own times; on a CPU the
+    trace has no GPU timeline, and the caller keeps the host's clock."""
     fn = jax.jit(lambda a: a * 2)
-    a = jnp.ones(8)
-    assert bench_conv.device_seconds({"double": lambda: fn(a)}, calls=2, gap_s=0.001) is None
+    a = jnp.ones(1 << 20)
+    times = bench_conv.device_seconds({"double": lambda: fn(a)}, calls=2, repeats=2, gap_s=0.005)
+    if jax.default_backend() == "gpu":  # seen on an H200: 0.86 us for 8 floats
+        assert times is not None and len(times["double"]) == 2
+        assert all(0 < t < 1e-2 for t in times["double"])
+    else:
+        assert times is None
