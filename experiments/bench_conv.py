@@ -300,7 +300,7 @@ def _set_torch_threads(threads: int) -> None:
 # A jitted call costs the host tens of microseconds to dispatch, about as long as
 # one ResNet layer runs on an H200: a host clock around queued calls measures the
 # host. On the H200 machine (jax 0.11.2, 2026-11-26) lax's forward on ResNet's
-# 14x14 layer took 73 us a call by the host's clock and 29 us of GPU time. So on a
+# 28x28 layer took 57 us a call by the host's clock and 29 us of GPU time. So on a
 # GPU the times are the kernels' own, from a jax.profiler trace (CUPTI): inside one
 # trace each function runs `calls` times back to back, then the host waits for the
 # device and sleeps, so that each run's kernels form one burst on the GPU's
