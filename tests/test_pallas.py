@@ -227,13 +227,26 @@ def test_too_many_pixels_is_refused():
 GEOMETRY = ConvGeometry(2, 6, 7, 40, 24, 3, 2, 2, (2, 1), (1, 2), ((1, 0), (2, 1)))
 
 
-def test_other_block_settings():
-    """Small blocks, flattened contractions and split-K kernel gradients give lax's answer."""
-    configs = {  # 20 input and 12 output channels per group: masked blocks of 16
+OTHER_SETTINGS = {
+    "small": {  # 20 input and 12 output channels per group: masked blocks of 16
         "y": BlockConfig(16, 16, 16),
         "x": BlockConfig(32, 16, 16, flat=True),
         "w": BlockConfig(16, 16, 16, split_k=3),
-    }
+    },
+    "wide": {  # the kinds the tuned table holds: 256 rows over a flattened contraction,
+        # 128 pixels a step of the kernel gradient (here all rows of a block but a few masked)
+        "y": BlockConfig(256, 16, 64, 8, 3, flat=True),
+        "x": BlockConfig(256, 16, 32, 8, 3, flat=True),
+        "w": BlockConfig(16, 16, 128, 4, 4, split_k=2),
+    },
+}
+
+
+@pytest.mark.parametrize("settings", OTHER_SETTINGS)
+def test_other_block_settings(settings):
+    """Small and wide blocks, flattened contractions and split-K kernel gradients give
+    lax's answer."""
+    configs = OTHER_SETTINGS[settings]
     g = GEOMETRY
     rng = np.random.default_rng(8)
     x, w = rng.standard_normal(g.x_shape()), rng.standard_normal(g.w_shape())
