@@ -255,6 +255,36 @@ def time_config(fn: Callable, args: tuple, repeats: int, target_s: float) -> flo
     return statistics.median(_seconds_per_call(call, calls) for _ in range(repeats))
 
 
+AGREEMENT = {"bfloat16": 2e-2, "float16": 2e-2}  # else 5e-3: float32 dots may run as tf32
+
+
+def _drop_disagreeing(compiled: dict[int, Callable], results: list[dict], dtype_name: str) -> None:
+    """Run each compiled candidate once; drop (as an error) any whose result differs from
+    the first one's (the default settings') by more than rounding: a setting the kernels
+    index wrongly must not win on speed.
+
+    The bound is on max |difference| / max |first|; settings differ only in the order of
+    their float32 sums, so honest differences are rounding (an output ulp or two).
+    """
+    first = None
+    for i in list(compiled):
+        try:
+            out = jax.device_get(compiled[i]()).astype("float32")
+        except Exception as e:  # a setting that fails at run time: recorded, skipped
+            results[i]["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            del compiled[i]
+            continue
+        if first is None:
+            first = out
+            continue
+        scale = max(float(abs(first).max()), 1e-30)
+        diff = float(abs(out - first).max()) / scale
+        results[i]["diff_from_default"] = diff
+        if not diff <= AGREEMENT.get(dtype_name, 5e-3):
+            results[i]["error"] = f"result differs from the first setting's by {diff:.2e}"
+            del compiled[i]
+
+
 def tune_one(
     layer: Layer, dtype_name: str, product: str, config: TuneConfig, deadline: float, key
 ) -> dict:
@@ -274,6 +304,7 @@ def tune_one(
         except Exception as e:  # a setting that does not compile: recorded, skipped
             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         results.append(row)
+    _drop_disagreeing(compiled, results, dtype_name)
     device = None
     if not config.interpret and compiled:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from experiments import bench_conv, check_pallas, gpu_pallas_summary, tune_pallas
@@ -109,3 +110,19 @@ def test_check_says_which_gpu_result_is_off(monkeypatch):
         assert off["over"] == off["size"] > 0 and len(off["index"]) == 4
         assert row[f"variants_{name}"]["split_k=1"] < 1e-5
     assert "device lax" in check_pallas.format_row(row)
+
+
+def test_a_setting_that_disagrees_with_the_default_is_dropped():
+    """A candidate whose result is off by more than rounding cannot win on speed."""
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((4, 8)).astype(np.float32)
+    compiled = {
+        0: lambda: ref,  # the default settings
+        1: lambda: ref * (1 + 1e-3),  # rounding-sized: kept
+        2: lambda: np.roll(ref, 1),  # wrong rows: dropped
+    }
+    results = [{}, {}, {}]
+    tune_pallas._drop_disagreeing(compiled, results, "bfloat16")
+    assert set(compiled) == {0, 1}
+    assert results[1]["diff_from_default"] < 2e-3 and "error" not in results[1]
+    assert "differs from the first setting's" in results[2]["error"]
