@@ -15,8 +15,9 @@ one's, and the best setting. Timing is bench_conv's: on a GPU the kernels' own
 time from a profiler trace (`bench_conv.device_seconds`: the host's dispatch of
 a call costs about as long as a small layer's kernel runs), median over
 `repeats` runs of 10 calls; elsewhere (interpret mode) the host's clock around
-enough queued calls for about `target_s`. A candidate that fails to compile (too much shared
-memory, say) is recorded and skipped. No new candidate is started once
+enough queued calls for about `target_s`. A candidate that fails to compile (too
+much shared memory, say), or whose result differs from the default settings' by
+more than rounding, is recorded and skipped. No new candidate is started once
 `budget_s` has passed (default 420 s, so that a run ends within the 8 minutes a
 lent H100 allows; classes not reached keep the default settings), and the
 layers are tuned in the order given, so put the important ones first.
