@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jconv._auto import BANDED_GRADIENTS, PHASES, auto_methods, choose_method, cpu_compute_dtype
 from jconv._checks import ConvSpec, check_conv_args
@@ -62,6 +64,7 @@ def conv2d(
     preferred_element_type: DTypeLike | None = None,
     method: str = "auto",
     input_dilation: IntPair = 1,
+    out_sharding: Any = None,
 ) -> Array:
     """2-D convolution (cross-correlation) with many input and output channels.
 
@@ -108,6 +111,11 @@ def conv2d(
         method asked for ('auto': each phase by the CPU's rule on a CPU; lax's
         own lhs_dilation elsewhere); 'xla' passes lhs_dilation to lax.
         jconv.conv_transpose2d is the transposed convolution built on it.
+      out_sharding: as in lax.conv_general_dilated, under JAX's explicit sharding
+        mode: the result's sharding (a PartitionSpec under jax.set_mesh, or a
+        NamedSharding). Required, as lax requires it, when the kernel or the bias
+        is sharded there (a kernel split along its output channels, say): jconv
+        then gathers them whole for the lowering and lays the result out as asked.
 
     Returns:
       (N, O, mh, mw) or (N, mh, mw, O) (without N if x had none), with
@@ -150,7 +158,46 @@ def conv2d(
         input_dilation=input_dilation,
         transposed_ok=True,
     )
-    return _conv2d(x, kernel, bias, spec=spec, method=method)
+    kernel, bias = whole_parameters(kernel, bias, out_sharding)
+    y = _conv2d(x, kernel, bias, spec=spec, method=method)
+    return y if out_sharding is None else jax.sharding.reshard(y, out_sharding)
+
+
+def _explicit_spec(a: Array) -> PartitionSpec | None:
+    """a's sharding over JAX's explicit mesh axes, or None where it is whole on every device."""
+    spec = getattr(jax.typeof(a).sharding, "spec", None)
+    return spec if spec is not None and any(entry is not None for entry in spec) else None
+
+
+def whole_parameters(
+    kernel: Array, bias: Array | None, out_sharding: Any
+) -> tuple[Array, Array | None]:
+    """kernel and bias gathered whole where explicit sharding splits them (out_sharding given).
+
+    Every lowering contracts over the kernel's axes as one array; lax itself refuses a
+    split kernel without out_sharding, and so does jconv, before anything is traced.
+    """
+    if out_sharding is not None and not isinstance(out_sharding, (PartitionSpec, NamedSharding)):
+        raise TypeError(
+            f"out_sharding must be None, a PartitionSpec or a NamedSharding, got {out_sharding!r}"
+        )
+    split = {
+        name: spec
+        for name, a in (("kernel", kernel), ("bias", bias))
+        if a is not None and (spec := _explicit_spec(a)) is not None
+    }
+    if not split:
+        return kernel, bias
+    if out_sharding is None:
+        said = ", ".join(f"{name} as {spec}" for name, spec in split.items())
+        raise ValueError(
+            f"under JAX's explicit sharding mode the {said} is split across devices: give "
+            "out_sharding, the result's sharding (lax.conv_general_dilated asks the same)"
+        )
+    whole = PartitionSpec()
+    kernel = jax.sharding.reshard(kernel, whole) if "kernel" in split else kernel
+    bias = jax.sharding.reshard(bias, whole) if "bias" in split else bias
+    return kernel, bias
 
 
 # inline: inside a caller's jit the body joins the caller's program. As a function of its

@@ -11,11 +11,12 @@ method.
 from __future__ import annotations
 
 import operator
+from typing import Any
 
 import jax.numpy as jnp
 
 from jconv._checks import check_transpose_args
-from jconv._conv2d import conv2d
+from jconv._conv2d import conv2d, whole_parameters
 from jconv._typing import Array, ArrayLike, DTypeLike, IntLike, IntPair, PaddingLike, PrecisionLike
 
 
@@ -52,6 +53,7 @@ def conv_transpose2d(
     precision: PrecisionLike = None,
     preferred_element_type: DTypeLike | None = None,
     method: str = "auto",
+    out_sharding: Any = None,
 ) -> Array:
     """2-D transposed convolution ("deconvolution"), torch.nn.functional.conv_transpose2d's.
 
@@ -74,8 +76,9 @@ def conv_transpose2d(
         smaller than the stride or the dilation, as in torch: what picks one
         of the input sizes that a strided conv2d maps to the same output size.
       dilation: kernel dilation. groups: as in torch (C and O divisible by it).
-      layout, precision, preferred_element_type, method: as in conv2d. The
-        method runs each sub-pixel phase (jconv/_subpixel.py); 'xla' is lax.
+      layout, precision, preferred_element_type, method, out_sharding: as in
+        conv2d. The method runs each sub-pixel phase (jconv/_subpixel.py); 'xla'
+        is lax.
 
     Returns:
       (N, O, Ho, Wo) or (N, Ho, Wo, O) (without N if x had none), with
@@ -103,6 +106,8 @@ def conv_transpose2d(
         layout=layout,
         transpose_kernel=transpose_kernel,
     )
+    bias = None if bias is None else jnp.asarray(bias)
+    kernel, bias = whole_parameters(kernel, bias, out_sharding)  # before it is rearranged
     if transpose_kernel:
         kernel = transposed_kernel(kernel, operator.index(groups), layout)
     return conv2d(
@@ -118,4 +123,5 @@ def conv_transpose2d(
         preferred_element_type=preferred_element_type,
         method=method,
         input_dilation=t.input_dilation,
+        out_sharding=out_sharding,
     )

@@ -38,6 +38,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jconv._checks import PADDING_STRINGS, conv_transpose_pads, is_int
 from jconv._conv2d import check_method, conv2d
@@ -289,8 +290,8 @@ def flax_conv(
         spatial axis.
       out_sharding: nnx.Conv's explicit-sharding argument: the sharding (a
         PartitionSpec under jax.set_mesh, or a NamedSharding) of the result with
-        its batch axes flattened into one, (N, *spatial, O); jconv reshards the
-        result to it.
+        its batch axes flattened into one, (N, *spatial, O), handed to conv2d
+        (which it lets take a kernel split across devices, as lax does).
 
     Returns:
       (*batch, mL, O) or (*batch, mh, mw, O): lax.conv_general_dilated's result
@@ -352,16 +353,26 @@ def flax_conv(
         preferred_element_type=preferred_element_type,
         method=method,
         input_dilation=lhs_dilation,
+        out_sharding=out_sharding if rank == 2 else _unit_height(out_sharding),
     )
     for axis in empty_axes:
         y = jax.lax.slice_in_dim(y, 0, 0, axis=1 + axis)
     if rank == 1:
         y = y[:, 0]
-    if out_sharding is not None:  # what lax's out_sharding asks of the (N, *spatial, O) result
-        y = jax.sharding.reshard(y, out_sharding)
     if bias is not None and not fuse_bias:
         y = y + bias
     return y.reshape((*batch_shape, *y.shape[1:]))
+
+
+def _unit_height(out_sharding: Any) -> Any:
+    """A 1-D convolution's out_sharding, (N, L, O), for the (N, 1, L, O) result conv2d gives."""
+    if out_sharding is None:
+        return None
+    named = isinstance(out_sharding, NamedSharding)
+    spec = tuple(out_sharding.spec if named else out_sharding)
+    spec += (None,) * (3 - len(spec))
+    unit = PartitionSpec(spec[0], None, *spec[1:])
+    return NamedSharding(out_sharding.mesh, unit) if named else unit
 
 
 def lax_padding(

@@ -112,6 +112,7 @@ def test_conv2d_signature():
         "preferred_element_type": None,
         "method": "auto",
         "input_dilation": 1,
+        "out_sharding": None,
     }
 
 
@@ -130,6 +131,7 @@ def test_conv_transpose2d_signature():
         "precision": None,
         "preferred_element_type": None,
         "method": "auto",
+        "out_sharding": None,
     }
 
 

@@ -471,3 +471,80 @@ def test_explicit_sharding_mode(method):
     assert_close(y, conv_lax(x, w, padding="SAME", layout="NHWC"))
     expected = jax.grad(lambda w: jnp.sum(conv_lax(x, w, padding="SAME", layout="NHWC") ** 2))(w)
     assert_close(grad_w, expected)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
+def test_explicit_sharding_kernel_split_on_output_channels(method):
+    """Tensor parallelism under explicit sharding: x split along the batch, the kernel and
+    bias along O, and out_sharding (as lax asks) saying where the result goes. y and both
+    gradients against lax; the gradients sharded as their arguments."""
+    from jax.sharding import AxisType, PartitionSpec
+
+    mesh = cpu_mesh((2, 4), ("b", "o"), axis_types=(AxisType.Explicit,) * 2)
+    x, w, b = make(((4, 3, 7, 6), 8, (3, 3), {}), seed=21, layout="NHWC")
+    out = PartitionSpec("b", None, None, "o")
+    with jax.set_mesh(mesh):
+        xs = jax.device_put(x, PartitionSpec("b"))
+        ws = jax.device_put(w, PartitionSpec(None, None, None, "o"))
+        bs = jax.device_put(b, PartitionSpec("o"))
+
+        def conv(x, w, b):
+            return jconv.conv2d(
+                x, w, b, padding="SAME", layout="NHWC", method=method, out_sharding=out
+            )
+
+        y = jax.jit(conv)(xs, ws, bs)
+        grads = jax.jit(jax.grad(lambda *a: jnp.sum(conv(*a) ** 2), argnums=(0, 1, 2)))(xs, ws, bs)
+
+    def spec(a):  # P('b') and P('b', None, None, None) say the same
+        return tuple(a.sharding.spec) + (None,) * (a.ndim - len(a.sharding.spec))
+
+    assert spec(y) == tuple(out)
+    assert [spec(g) for g in grads] == [spec(a) for a in (xs, ws, bs)]
+
+    def ref(x, w, b):
+        return conv_lax(x, w, padding="SAME", layout="NHWC") + b
+
+    assert_close(y, ref(x, w, b))
+    expected = jax.grad(lambda *a: jnp.sum(ref(*a) ** 2), argnums=(0, 1, 2))(x, w, b)
+    for got, want in zip(grads, expected):
+        assert_close(got, want)
+
+
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
+def test_explicit_sharding_split_kernel_needs_out_sharding():
+    """As lax: a kernel split across devices and no out_sharding is refused, by name;
+    out_sharding of the wrong kind too."""
+    from jax.sharding import AxisType, PartitionSpec
+
+    mesh = cpu_mesh((8,), ("o",), axis_types=(AxisType.Explicit,))
+    x, w, _ = make(((2, 3, 5, 5), 8, (3, 3), {}), seed=22, layout="NHWC")
+    with jax.set_mesh(mesh):
+        ws = jax.device_put(w, PartitionSpec(None, None, None, "o"))
+        with pytest.raises(ValueError, match=r"kernel as .*'o'.* give out_sharding"):
+            jconv.conv2d(x, ws, layout="NHWC")
+        with pytest.raises(ValueError, match="give out_sharding"):
+            jconv.conv_transpose2d(x, ws, layout="NHWC", transpose_kernel=False)
+    with pytest.raises(TypeError, match="out_sharding must be None, a PartitionSpec"):
+        jconv.conv2d(x, w, layout="NHWC", out_sharding=("b", None))
+
+
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
+def test_explicit_sharding_transposed_kernel_split():
+    """conv_transpose2d with its (torch-order) kernel split along O under explicit sharding."""
+    from jax.sharding import AxisType, PartitionSpec
+
+    mesh = cpu_mesh((8,), ("o",), axis_types=(AxisType.Explicit,))
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 8, 3, 3)).astype(np.float32)  # C, O, kh, kw
+    out = PartitionSpec(None, "o", None, None)
+    with jax.set_mesh(mesh):
+        ws = jax.device_put(w, PartitionSpec(None, "o"))
+        y = jax.jit(lambda w: jconv.conv_transpose2d(x, w, stride=2, out_sharding=out))(ws)
+    assert y.sharding.spec == out
+    assert_close(y, jconv.conv_transpose2d(x, w, stride=2, method="xla", precision="highest"))

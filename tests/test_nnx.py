@@ -422,6 +422,37 @@ def test_out_sharding_in_explicit_mode():
             assert_trees_close(y, y_ref, 1e-4)
 
 
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
+@pytest.mark.parametrize("kernel_size", [(3, 3), (3,)])
+def test_kernel_split_on_output_features_in_explicit_mode(kernel_size):
+    """Tensor parallelism as in Flax: the kernel and bias split along the output features on
+    an explicit mesh, out_sharding naming where the result goes; 2-D and 1-D kernels, the
+    result and the kernel's gradient as nnx.Conv's."""
+    mesh = cpu_mesh((2, 4), ("b", "o"), axis_types=(AxisType.Explicit,) * 2)
+    ref, mine = (
+        conv_cls(2, OUT, kernel_size, rngs=nnx.Rngs(3)) for conv_cls in (nnx.Conv, jconv.nnx.Conv)
+    )
+    rank = len(kernel_size)
+    out = PartitionSpec("b", *(None,) * rank, "o")
+    with jax.set_mesh(mesh):
+        x = jax.device_put(random_array((4, *(6,) * rank, 2)), PartitionSpec("b"))
+        for module in (ref, mine):
+            kernel = jax.device_put(module.kernel[...], PartitionSpec(*(None,) * (rank + 1), "o"))
+            module.kernel.set_value(kernel)
+            module.bias.set_value(jax.device_put(module.bias[...], PartitionSpec("o")))
+
+        def loss(module, x):
+            return jnp.sum(module(x, out_sharding=out) ** 2)
+
+        (y_ref, y) = (jax.jit(lambda m, x: m(x, out_sharding=out))(m, x) for m in (ref, mine))
+        g_ref, g = (nnx.grad(loss)(m, x) for m in (ref, mine))
+    assert y.sharding.spec == y_ref.sharding.spec
+    assert_trees_close(y, y_ref, 1e-4)
+    assert g.kernel[...].sharding.spec == g_ref.kernel[...].sharding.spec
+    assert_trees_close(g.kernel[...], g_ref.kernel[...], 1e-4)
+
+
 # Input dilation, as Flax's own nnx/linen equivalence tests use it: explicit padding, groups,
 # a mask, a float16 kernel; preferred_element_type as nnx's argument and as linen's partial.
 @pytest.mark.parametrize("strides", [None, (2, 3)])
