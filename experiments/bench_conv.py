@@ -310,20 +310,29 @@ def _set_torch_threads(threads: int) -> None:
 GAP_S = 0.02  # idle time between bursts; a burst ends at a gap of half this
 
 
-def bursts(events: Sequence[tuple[int, int]], gap_ns: int) -> list[list[tuple[int, int]]]:
-    """Group (start_ns, duration_ns) events, in time order, at idle gaps longer than gap_ns."""
-    groups: list[list[tuple[int, int]]] = []
+class KernelEvent(NamedTuple):
+    """One kernel, copy or memset on a GPU stream, as the profiler recorded it."""
+
+    start_ns: int
+    duration_ns: int
+    name: str = ""
+
+
+def bursts(events: Sequence[tuple], gap_ns: int) -> list[list[tuple]]:
+    """Group (start_ns, duration_ns, ...) events, in time order, at idle gaps over gap_ns."""
+    groups: list[list[tuple]] = []
     end = None
-    for start, duration in sorted(events):
+    for event in sorted(events):
+        start, duration = event[0], event[1]
         if end is None or start - end > gap_ns:
             groups.append([])
-        groups[-1].append((start, duration))
+        groups[-1].append(event)
         end = max(start + duration, end or 0)
     return groups
 
 
-def gpu_events(trace_dir: str) -> list[tuple[int, int]]:
-    """(start_ns, duration_ns) of every kernel, copy and memset on the GPU's streams."""
+def gpu_events(trace_dir: str) -> list[KernelEvent]:
+    """Every kernel, copy and memset on the GPU's streams in a jax.profiler trace."""
     [path] = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
     data = jax.profiler.ProfileData.from_file(path)
     events = []
@@ -332,14 +341,17 @@ def gpu_events(trace_dir: str) -> list[tuple[int, int]]:
             continue
         for line in plane.lines:
             if line.name.startswith("Stream"):  # not the derived "XLA Ops"/"XLA Modules" lines
-                events += [(int(e.start_ns), int(e.duration_ns)) for e in line.events]
+                events += [
+                    KernelEvent(int(e.start_ns), int(e.duration_ns), e.name) for e in line.events
+                ]
     return events
 
 
-def device_seconds(
-    fns: Mapping[str, Callable[[], Any]], calls: int, repeats: int = 1, gap_s: float = GAP_S
-) -> dict[str, list[float]] | None:
-    """GPU busy seconds per call of each fn (one value per repeat), or None without a GPU trace.
+def device_bursts(
+    fns: Mapping[Any, Callable[[], Any]], calls: int, repeats: int = 1, gap_s: float = GAP_S
+) -> dict[Any, list[list[KernelEvent]]] | None:
+    """The GPU's kernels of each fn, one list per repeat of `calls` calls; None without a
+    GPU timeline (a CPU), or where the trace does not split into one burst per run.
 
     fns: name -> a function of no arguments that launches device work (a
     compiled JAX function with its arguments bound); each is warmed up first.
@@ -363,10 +375,24 @@ def device_seconds(
     groups = bursts(events, int(gap_s * 1e9 / 2))
     if len(groups) != len(order):  # not one burst per run: do not guess which is which
         return None
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    runs: dict[Any, list[list[KernelEvent]]] = {name: [] for name in fns}
     for name, group in zip(order, groups):
-        times[name].append(sum(d for _, d in group) / calls / 1e9)
-    return times
+        runs[name].append(group)
+    return runs
+
+
+def device_seconds(
+    fns: Mapping[Any, Callable[[], Any]], calls: int, repeats: int = 1, gap_s: float = GAP_S
+) -> dict[Any, list[float]] | None:
+    """GPU busy seconds per call of each fn (one value per repeat), or None without a GPU
+    timeline: `device_bursts`' kernel times summed over a run, over `calls`."""
+    runs = device_bursts(fns, calls, repeats, gap_s)
+    if runs is None:
+        return None
+    return {
+        name: [sum(e[1] for e in group) / calls / 1e9 for group in groups]
+        for name, groups in runs.items()
+    }
 
 
 TORCH_GRAPH_STEPS = 4  # torch steps per captured CUDA graph on a GPU

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -159,3 +160,22 @@ def test_device_seconds_from_the_gpu_timeline_or_none():
         assert all(0 < t < 1e-2 for t in times["double"])
     else:
         assert times is None
+
+
+def test_gpu_kernels_smoke():
+    """experiments/gpu_kernels.py runs end to end; off a GPU each row says it saw no GPU
+    timeline, on a GPU it lists the step's kernels."""
+    from experiments import gpu_kernels
+
+    config = gpu_kernels.KernelsConfig(
+        layers=("lenet2",), methods=("xla",), directions=("fwd",), batch=2, calls=2, quiet=True
+    )
+    [row] = gpu_kernels.run(config)["rows"]
+    assert (row["layer"], row["method"], row["batch"]) == ("lenet2", "xla", 2)
+    if jax.default_backend() == "gpu":
+        assert row["busy_us"] > 0 and row["kernels"]
+    else:
+        assert row["kernels"] is None
+        assert "no GPU timeline" in gpu_kernels.format_row(row, 6)
+    with pytest.raises(ValueError, match="unknown layer"):
+        gpu_kernels.run(dataclasses.replace(config, layers=("nope",)))

@@ -1,0 +1,118 @@
+"""Where a GPU's time goes: each kernel of bench_conv's steps, from a jax.profiler trace.
+
+For each layer, direction and method, bench_conv's step (the forward conv, or its
+value and both gradients) runs `calls` times inside one trace, and the kernels the
+GPU ran are summed by name: which kernels a lowering launches (jconv's Triton
+kernels, cuDNN's, XLA's fusions and transposes) and how long each takes per call,
+beside the busy total that bench_conv reports. This is what showed that the
+host's clock measured the host on the small layers, and where 'pallas' loses to
+cuDNN (BENCHMARKS.md, "Session 6").
+
+    python -m experiments.gpu_kernels --layers resnet14 resnet7 --methods pallas xla
+
+Run it as a module from the repository root (it imports experiments.bench_conv).
+Off a GPU the trace has no GPU timeline: every row says so (kernels: None).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+import jax
+
+from experiments.bench_conv import (
+    ALL_LAYERS,
+    DIRECTIONS,
+    DTYPES,
+    device_bursts,
+    environment,
+    layer_arrays,
+    make_step,
+)
+
+
+@dataclasses.dataclass
+class KernelsConfig:
+    layers: Sequence[str] = ("resnet14",)
+    methods: Sequence[str] = ("pallas", "xla")
+    directions: Sequence[str] = DIRECTIONS
+    dtype: str = "bfloat16"
+    layout: str = "NHWC"
+    batch: int | None = None  # None: the layer's GPU batch size
+    calls: int = 20
+    top: int = 6  # kernels listed per row, the longest first
+    quiet: bool = False
+
+
+def profile_case(layer_name: str, direction: str, method: str, config: KernelsConfig) -> dict:
+    """One step's kernels: name -> (microseconds per call, launches per call), longest first."""
+    layer = ALL_LAYERS[layer_name]
+    batch = config.batch or layer.batch_gpu
+    x, w, ct = layer_arrays(layer, batch, DTYPES[config.dtype], config.layout, jax.random.key(0))
+    step = make_step(layer, config.layout, method, direction).lower(x, w, ct).compile()
+    runs = device_bursts({method: lambda: step(x, w, ct)}, calls=config.calls)
+    row = {"layer": layer_name, "direction": direction, "method": method, "batch": batch}
+    if runs is None:
+        return {**row, "busy_us": None, "kernels": None}
+    [events] = runs[method]
+    time_ns: collections.Counter[str] = collections.Counter()
+    count: collections.Counter[str] = collections.Counter()
+    for event in events:
+        time_ns[event.name] += event.duration_ns
+        count[event.name] += 1
+    kernels = [
+        (name, ns / config.calls / 1e3, count[name] / config.calls)
+        for name, ns in time_ns.most_common()
+    ]
+    return {**row, "busy_us": sum(time_ns.values()) / config.calls / 1e3, "kernels": kernels}
+
+
+def format_row(row: dict, top: int) -> str:
+    head = f"{row['layer']:<10} {row['direction']:<8} {row['method']:<8}"
+    if row["kernels"] is None:
+        return f"{head} no GPU timeline in the trace"
+    lines = [f"{head} {row['busy_us']:9.1f} us of kernels per call"]
+    for name, us, launches in row["kernels"][:top]:
+        lines.append(f"    {us:9.1f} us  x{launches:g}  {name[:70]}")
+    return "\n".join(lines)
+
+
+def run(config: KernelsConfig) -> dict:
+    """Profile every (layer, direction, method) asked for; returns {'environment', 'rows'}."""
+    for name in config.layers:
+        if name not in ALL_LAYERS:
+            raise ValueError(f"unknown layer {name!r}; choose from {list(ALL_LAYERS)}")
+    if config.dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {config.dtype!r}; choose from {list(DTYPES)}")
+    rows = []
+    for name in config.layers:
+        for direction in config.directions:
+            for method in config.methods:
+                row = profile_case(name, direction, method, config)
+                rows.append(row)
+                if not config.quiet:
+                    print(format_row(row, config.top), flush=True)
+    return {"environment": environment(), "rows": rows}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    d = KernelsConfig()
+    p.add_argument("--layers", nargs="+", default=list(d.layers), choices=list(ALL_LAYERS))
+    p.add_argument("--methods", nargs="+", default=list(d.methods))
+    p.add_argument("--directions", nargs="+", default=list(d.directions), choices=DIRECTIONS)
+    p.add_argument("--dtype", default=d.dtype, choices=list(DTYPES))
+    p.add_argument("--layout", default=d.layout, choices=["NCHW", "NHWC"])
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--calls", type=int, default=d.calls)
+    p.add_argument("--top", type=int, default=d.top)
+    run(KernelsConfig(**vars(p.parse_args(argv))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
