@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU run for method='pallas' (jax 0.11 with CUDA, no network needed): correctness
-# against lax, a trimmed tuning run, the benchmark. The steps' time limits (90 + 110 + 130 s by
-# default) bound it to about 6 minutes.
+# against lax, a trimmed tuning run, the benchmark, where the GPU's time goes. The steps' time
+# limits (90 + 110 + 130 + 60 s by default) bound it to about 7 minutes.
 #
 #   bash experiments/gpu_pallas_check.sh            # results under $OUT (runs/gpu_pallas if unset)
 #   QUICK=1 bash experiments/gpu_pallas_check.sh    # the lesson's check and five layers' bench, < 90 s
@@ -13,14 +13,17 @@
 #            stopped after its budget; winners in jconv's table format             -> $OUT/tune
 # 3. bench:  experiments/bench_conv.py, 'pallas' against 'xla' (and torch) in bfloat16 at the
 #            GPU batch sizes, with the tuned table if step 2 wrote one (else jconv's) -> $OUT/bench
-# 4. summary: experiments/gpu_pallas_summary.py, printed last.
+# 4. kernels: experiments/gpu_kernels.py, the kernels 'pallas' and lax launch on the layers
+#            where 'pallas' lost to cuDNN (session 6), and their times    -> $OUT/kernels.log
+# 5. summary: experiments/gpu_pallas_summary.py, printed last.
 #
 # Options, as environment variables:
 #   CHECK_LAYERS   the layers checked (default: every bench layer)
 #   TUNE=0         no tuning step
 #   BENCH_LAYERS   the layers timed (default: every bench layer)
 #   BENCH_METHODS  the methods timed besides torch (default: pallas xla)
-#   CHECK_S, TUNE_S, BENCH_S   each step's time limit in seconds (90, 110, 130)
+#   KERNEL_LAYERS  the layers profiled (default: resnet14 resnet7 depthwise; KERNELS=0: none)
+#   CHECK_S, TUNE_S, BENCH_S, KERNELS_S   each step's time limit in seconds (90, 110, 130, 60)
 #   QUICK=1        CHECK_LAYERS=lesson TUNE=0 BENCH_METHODS="auto pallas xla"
 #                  BENCH_LAYERS="lesson resnet28 lenet2 stride2 conv1x1" CHECK_S=35 BENCH_S=50:
 #                  the lesson's kernel gradient against the CPU's reference, and 'auto''s
@@ -88,6 +91,12 @@ fi
 step bench "${BENCH_S:-130}" "$PY" experiments/bench_conv.py --methods ${BENCH_METHODS:-pallas xla} \
   --dtypes bfloat16 --repeats 3 --target-s 0.1 ${table[@]+"${table[@]}"} --out "$OUT/bench" \
   $(layers --layers "${BENCH_LAYERS:-}")
+
+if [ "${KERNELS:-1}" != 0 ] && [ "${QUICK:-0}" != 1 ]; then
+  # shellcheck disable=SC2086  # the layer list is meant to split into words
+  step kernels "${KERNELS_S:-60}" "$PY" -m experiments.gpu_kernels --methods pallas xla \
+    --layers ${KERNEL_LAYERS:-resnet14 resnet7 depthwise}
+fi
 
 echo
 "$PY" experiments/gpu_pallas_summary.py "$OUT" 2>&1 | tee "$OUT/summary.txt"

@@ -55,6 +55,7 @@ from jconv._pallas_geometry import ConvGeometry
 from jconv._pallas_tuning import (
     MIN_DOT,
     BlockConfig,
+    config_for,
     default_config,
     max_split_k,
     problem_class,
@@ -157,7 +158,9 @@ def _pow2_at_most(limit: int, value: int) -> int:
 
 
 def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[BlockConfig]:
-    """The default first, then the grid's settings fitted to this problem, without repeats.
+    """The default first, then jconv's table's setting for the problem's class (so that a
+    run on a short grid never ends with a worse winner than the table holds), then the
+    grid's settings fitted to this problem, without repeats.
 
     Kernel-gradient splits stay within max_split_k (their memory). Where blocks of
     channels would be partly padding (a contraction of, say, 100 channels in blocks
@@ -170,6 +173,9 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
         return max(1, min(most_splits, round(base.split_k * factor)))
 
     out = [base]
+    tabled = config_for(product, geo, dtype)
+    if tabled not in out:
+        out.append(tabled)
     if geo.depthwise:
         for pixels, bn, warps, split in DEPTHWISE_GRIDS[grid]:
             config = dataclasses.replace(

@@ -82,6 +82,11 @@ def test_candidates_fit_each_problem():
         cands = tune_pallas.candidates(product, geo, "bfloat16", "full")
         assert cands[0] == _pallas_tuning.default_config(product, geo, "bfloat16")
         assert len(set(cands)) == len(cands) > 1
+        # the table's setting is always tried, even on a grid that does not hold it
+        assert _pallas_tuning.config_for(product, geo, "bfloat16") in cands[:2]
+        assert _pallas_tuning.config_for(product, geo, "bfloat16") in (
+            tune_pallas.candidates(product, geo, "bfloat16", "tiny")
+        )
         if product != "w":  # never wider than the (power-of-two) output channels need
             assert max(c.block_n for c in cands) == 16
     geo = tune_pallas.layer_geometry(bench_conv.LAYERS["depthwise"], 64)
