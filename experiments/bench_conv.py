@@ -360,7 +360,11 @@ def device_bursts(
         jax.block_until_ready(fn())
     order = [name for _ in range(repeats) for name in fns]
     with tempfile.TemporaryDirectory() as trace_dir:
-        with jax.profiler.trace(trace_dir):
+        try:
+            jax.profiler.start_trace(trace_dir)
+        except RuntimeError:  # a profile the caller started is running: one at a time
+            return None
+        try:
             time.sleep(gap_s)
             for name in order:
                 out = None
@@ -368,6 +372,8 @@ def device_bursts(
                     out = fns[name]()
                 jax.block_until_ready(out)
                 time.sleep(gap_s)
+        finally:
+            jax.profiler.stop_trace()
         try:
             events = gpu_events(trace_dir)
         except ValueError:  # no trace file, or several

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -160,6 +161,12 @@ def test_device_seconds_from_the_gpu_timeline_or_none():
         assert all(0 < t < 1e-2 for t in times["double"])
     else:
         assert times is None
+    with tempfile.TemporaryDirectory() as users_trace:  # the caller's own profile goes on
+        jax.profiler.start_trace(users_trace)
+        try:
+            assert bench_conv.device_seconds({"double": lambda: fn(a)}, calls=1) is None
+        finally:
+            jax.profiler.stop_trace()
 
 
 def test_gpu_kernels_smoke():
