@@ -98,6 +98,10 @@ DEPTHWISE_GRIDS = {
     "small": [(64, 128, 4, 1), (128, 128, 8, 1), (32, 128, 4, 2)],
     "tiny": [(16, 16, 4, 2)],
 }
+# Depthwise kernel gradients with every tap in one program (BlockConfig.flat): (pixels per
+# block, channels per block, num_warps, split_k factor); 'full' grid only, kernels of at
+# most 16 taps (an accumulator per tap).
+DEPTHWISE_ALL_TAPS = [(16, 64, 4, 2), (16, 128, 4, 2), (32, 64, 4, 2), (16, 64, 8, 1)]
 W_GRIDS = {
     "full": [
         (128, 128, 64, 8, 3, 1),
@@ -190,6 +194,18 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
             )
             if config not in out:
                 out.append(config)
+        if product == "w" and grid == "full" and geo.kh * geo.kw <= 16:
+            for pixels, bn, warps, split in DEPTHWISE_ALL_TAPS:
+                config = dataclasses.replace(
+                    base,
+                    block_k=pixels,
+                    block_n=_pow2_at_most(geo.c, bn),
+                    num_warps=warps,
+                    split_k=splits(split),
+                    flat=True,
+                )
+                if config not in out:
+                    out.append(config)
         return out
     if product == "w":
         rows = geo.kh * geo.kw * geo.cg if base.flat else geo.cg

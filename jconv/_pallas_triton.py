@@ -399,6 +399,50 @@ def _depthwise_tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, con
     _store(out_ref, s * geo.kh * geo.kw + tap, c, c_ok, total)
 
 
+def _depthwise_all_taps_kernel(
+    x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: BlockConfig
+):
+    """dw of a depthwise convolution, every tap in one program: block_n channels, one split.
+
+    Refs as for _depthwise_tap_kernel. One accumulator per tap: each block of dy is read
+    once for all kh * kw taps (a program per tap reads it kh * kw times), and the taps'
+    shifted blocks of x overlap, so they come mostly from the cache. For small kernels
+    and blocks: kh * kw accumulators of (block_k, block_n) live in registers.
+    """
+    geo = geometry
+    bn, bk, splits = config.block_n, config.block_k, config.split_k
+    (mh, mw), (sh, sw), (dh, dw) = geo.out_hw, geo.stride, geo.dilation
+    (top, _), (left, _) = geo.pads
+    fh = forward_phase(geo.height, mh, geo.kh, sh, dh, top)
+    fw = forward_phase(geo.width, mw, geo.kw, sw, dw, left)
+    pixels = geo.n * mh * mw
+    chunk = pl.cdiv(pl.cdiv(pixels, bk), splits)
+    s = pl.program_id(2)
+    c = (pl.program_id(1) * bn + jnp.arange(bn))[None, :]
+    c_ok = c < geo.c
+    taps = [(i, j) for i in range(geo.kh) for j in range(geo.kw)]
+    acc_t = acc_dtype(x_ref.dtype, dy_ref.dtype)
+
+    def body(t, accs):
+        p = (s * chunk + t) * bk + jnp.arange(bk)
+        p_ok = (p < pixels)[:, None]
+        n, a, b = split_pixel(p[:, None], mh, mw)
+        dy = _load(dy_ref, p[:, None], c, p_ok & c_ok).astype(acc_t)
+        out = []
+        for (i, j), acc in zip(taps, accs):
+            ih, ok_h = phase_input(fh, a, i)
+            iw, ok_w = phase_input(fw, b, j)
+            rows = image_row(n, ih, iw, (geo.height, geo.width))
+            x = _load(x_ref, rows, c, p_ok & ok_h & ok_w & c_ok)
+            out.append(acc + x.astype(acc_t) * dy)
+        return tuple(out)
+
+    accs = tuple(jnp.zeros((bk, bn), acc_t) for _ in taps)
+    accs = jax.lax.fori_loop(0, chunk, body, accs)
+    for tap, acc in enumerate(accs):
+        _store(out_ref, s * geo.kh * geo.kw + tap, c, c_ok, jnp.sum(acc, axis=0, keepdims=True))
+
+
 def kernel_grad(
     x: Array,
     dy: Array,
@@ -416,7 +460,10 @@ def kernel_grad(
     geo = geometry
     splits = config.split_k
     acc = acc_dtype(x.dtype, dy.dtype)
-    if geo.depthwise:
+    if geo.depthwise and config.flat:  # every tap in one program
+        grid = (1, pl.cdiv(geo.c, config.block_n), splits)
+        kernel = functools.partial(_depthwise_all_taps_kernel, geometry=geo, config=config)
+    elif geo.depthwise:
         grid = (geo.kh * geo.kw, pl.cdiv(geo.c, config.block_n), splits)
         kernel = functools.partial(_depthwise_tap_kernel, geometry=geo, config=config)
     else:

@@ -37,7 +37,9 @@ class BlockConfig:
     run elementwise kernels whose blocks span the channels of every group:
     block_n channels by block_m pixels ('y', 'x') or block_k pixels ('w').
     flat: contract over (tap, channel) as one flattened axis (for few channels
-    per group, where a block of channels per tap would be mostly padding).
+    per group, where a block of channels per tap would be mostly padding); for
+    a depthwise kernel gradient, every tap in one program (each block of dy read
+    once, one accumulator per tap).
     Block sizes are powers of two, at least 16.
     """
 

@@ -283,6 +283,35 @@ AXES = [  # (size, k, s, d, pad) with a non-empty output
 ]
 
 
+DEPTHWISE_GEOMETRY = ConvGeometry(2, 7, 9, 24, 24, 2, 3, 24, (2, 1), (1, 2), ((1, 0), (2, 1)))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [BlockConfig(16, 16, 16, split_k=3, flat=True), BlockConfig(16, 32, 32, 8, 2, flat=True)],
+    ids=["split3", "one-split"],
+)
+def test_depthwise_kernel_gradient_with_every_tap_in_one_program(config):
+    """The depthwise kernel gradient's all-taps program (flat) gives lax's dw: 2x3 taps,
+    stride (2, 1), dilation (1, 2), uneven padding, channels in masked blocks."""
+    g = DEPTHWISE_GEOMETRY
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(g.x_shape()).astype(np.float32)
+    w = rng.standard_normal(g.w_shape()).astype(np.float32)
+    dy = rng.standard_normal(g.y_shape()).astype(np.float32)
+    kw = dict(out_dtype=jnp.float32, precision="highest", interpret=True)
+    got = jax.jit(lambda x, dy: _pallas_triton.kernel_grad(x, dy, g, config=config, **kw))(x, dy)
+
+    def lax_conv(w):
+        return jax.lax.conv_general_dilated(
+            x, w, g.stride, g.pads, rhs_dilation=g.dilation, precision="highest",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g.groups,
+        )  # fmt: skip
+
+    (expected,) = jax.vjp(lax_conv, w)[1](dy)
+    assert_close(got, expected)
+
+
 @pytest.mark.parametrize("size,k,s,d,pad", AXES)
 def test_input_gradient_phases_cover_every_tap_once(size, k, s, d, pad):
     """Each (input position, tap) pair that meets an output is read by exactly one phase."""
