@@ -440,3 +440,25 @@ def test_lowers_for_cuda(name, dtype):
     expected = 2 + (4 if kwargs.get("stride", 1) == 2 else 1)
     assert text.count("__gpu$xla.gpu.triton") == expected
     assert "jconv_conv_y" in text and "jconv_conv_x" in text and "jconv_conv_w" in text
+
+
+@pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")  # jax >= 0.11
+def test_depthwise_all_taps_kernel_gradient_lowers_for_cuda():
+    """The all-taps depthwise kernel gradient (a tuple of accumulators in the loop) lowers to
+    one Triton kernel for CUDA, at the bench's depthwise shape."""
+    g = ConvGeometry(64, 56, 56, 128, 128, 3, 3, 128, (1, 1), (1, 1), ((1, 1), (1, 1)))
+    config = BlockConfig(16, 64, 16, 4, 2, split_k=58, flat=True)
+
+    def dw(x, dy):
+        return _pallas_triton.kernel_grad(x, dy, g, config=config, out_dtype=jnp.bfloat16)
+
+    exported = jax.export.export(
+        jax.jit(dw),
+        platforms=["cuda"],
+        disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
+    )(
+        jax.ShapeDtypeStruct(g.x_shape(), jnp.bfloat16),
+        jax.ShapeDtypeStruct(g.y_shape(), jnp.bfloat16),
+    )
+    text = exported.mlir_module()
+    assert text.count("__gpu$xla.gpu.triton") == 1 and "jconv_conv_w" in text
