@@ -14,6 +14,10 @@ def conv_xla(x: Array, w: Array, spec: ConvSpec) -> Array:
     pads = spec.pads
     if spec.padding_mode != "zeros":  # lax only pads with zeros: fill the border first
         x, pads = pad_input(x, spec), ((0, 0), (0, 0))
+    if spec.layout == "NHWC":
+        w, kernel_dims = w.transpose(2, 3, 1, 0), "HWIO"
+    else:
+        kernel_dims = "OIHW"
     y = jax.lax.conv_general_dilated(
         x,
         w,
@@ -21,7 +25,7 @@ def conv_xla(x: Array, w: Array, spec: ConvSpec) -> Array:
         padding=pads,
         lhs_dilation=spec.input_dilation,
         rhs_dilation=spec.dilation,
-        dimension_numbers=(spec.layout, "OIHW", spec.layout),
+        dimension_numbers=(spec.layout, kernel_dims, spec.layout),
         feature_group_count=spec.groups,
         precision=spec.precision,
         preferred_element_type=spec.preferred_element_type,

@@ -65,3 +65,28 @@ def test_vmapped_kernels_fold_into_groups(method):
     got = jax.vmap(lambda w: jconv.conv2d(X, w, method=method, precision="highest"))(WS)
     for k in range(5):
         assert_close(got[k], conv_lax(X, WS[k]))
+
+
+@pytest.mark.usefixtures("on_cpu")
+@pytest.mark.parametrize("method", ["winograd", "banded"])
+def test_exact_fallback_is_a_library_convolution_in_nhwc(method):
+    """The exact recomputation behind a guarded result (taken when it is not all finite) is
+    one of lax's convolutions with the kernel as HWIO in NHWC: XLA:CPU runs that through its
+    convolution library. With the kernel as OIHW inside the lax.cond branch, XLA:CPU emitted
+    naive loops instead: 13x slower on ResNet's 14x14 layer with an Inf in x, and 5% to 30%
+    of the compile time of a winograd program (BENCHMARKS.md, session 6)."""
+    rng = np.random.default_rng(31)  # arrays on the CPU (the fixture): a CPU program
+    x = jnp.asarray(rng.standard_normal((2, 10, 10, 8)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, 8, 16)), jnp.float32)
+
+    def step(x, w):
+        y = jconv.conv2d(x, w, padding="SAME", layout="NHWC", method=method)
+        return jax.grad(lambda x, w: jnp.sum(jconv.conv2d(x, w, layout="NHWC", method=method)))(
+            x, w
+        ), y
+
+    text = jax.jit(step).lower(x, w).compile().as_text()
+    convolutions = [line for line in text.splitlines() if " convolution(" in line]
+    assert convolutions  # the fallbacks are there, in their branches
+    for line in convolutions:
+        assert "dim_labels=b01f_01io->b01f" in line, line
