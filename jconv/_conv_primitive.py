@@ -51,6 +51,9 @@ from jconv._typing import Array
 def _lax_exact(x: Array, w: Array, spec: ConvSpec) -> Array:
     """lax's convolution of x zero-padded beforehand, in at least float32 at HIGHEST.
 
+    In NHWC with an HWIO kernel whatever the layout: inside the guard's lax.cond branch
+    nothing folds the layout into the convolution, and XLA:CPU ran any other form as
+    naive loops (13x slower on ResNet's 14x14 layer; BENCHMARKS.md, session 6).
     Padded first, behind an optimization barrier, so that the products with the
     border's zeros are formed as the definition forms them (an Inf in the kernel
     times a border zero is NaN; lax's own padding skips those products and XLA
@@ -58,13 +61,17 @@ def _lax_exact(x: Array, w: Array, spec: ConvSpec) -> Array:
     x * dy over the same padded x.
     """
     acc = spec.acc_dtype
-    x = jax.lax.optimization_barrier(pad_input(x.astype(acc), spec))
+    x = pad_input(x.astype(acc), spec)
+    if spec.layout == "NCHW":  # computed in NHWC, which XLA:CPU runs through its library
+        x = x.transpose(0, 2, 3, 1)
+    x = jax.lax.optimization_barrier(x)
     hp, wp = spec.padded_hw
     exact = dataclasses.replace(
         spec, height=hp, width=wp, pads=((0, 0), (0, 0)), dtype=acc, preferred_element_type=None,
-        precision=jax.lax.Precision.HIGHEST,
+        precision=jax.lax.Precision.HIGHEST, layout="NHWC",
     )  # fmt: skip
-    return conv_xla(x, w.astype(acc), exact).astype(spec.out_dtype)
+    y = conv_xla(x, w.astype(acc), exact)
+    return (y.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else y).astype(spec.out_dtype)
 
 
 def _im2col_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:

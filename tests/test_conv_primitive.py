@@ -68,22 +68,28 @@ def test_vmapped_kernels_fold_into_groups(method):
 
 
 @pytest.mark.usefixtures("on_cpu")
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("method", ["winograd", "banded"])
-def test_exact_fallback_is_a_library_convolution_in_nhwc(method):
+def test_exact_fallback_is_a_library_convolution(method, layout):
     """The exact recomputation behind a guarded result (taken when it is not all finite) is
-    one of lax's convolutions with the kernel as HWIO in NHWC: XLA:CPU runs that through its
-    convolution library. With the kernel as OIHW inside the lax.cond branch, XLA:CPU emitted
-    naive loops instead: 13x slower on ResNet's 14x14 layer with an Inf in x, and 5% to 30%
-    of the compile time of a winograd program (BENCHMARKS.md, session 6)."""
+    one of lax's convolutions in NHWC with an HWIO kernel, whatever the layout: XLA:CPU runs
+    that through its convolution library. With an OIHW kernel (or NCHW) inside the lax.cond
+    branch, XLA:CPU emitted naive loops instead: 13x slower on ResNet's 14x14 layer with an
+    Inf in x, and 5% to 33% of a winograd program's compile time (BENCHMARKS.md, session 6).
+    The kernel gradient's fallback (lax's transpose in the kernel) is left as XLA:CPU emits
+    it: the library's form would hold kh * kw copies of x in memory reserved for the branch."""
     rng = np.random.default_rng(31)  # arrays on the CPU (the fixture): a CPU program
-    x = jnp.asarray(rng.standard_normal((2, 10, 10, 8)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((3, 3, 8, 16)), jnp.float32)
+    x_shape, k_shape = ((2, 10, 10, 8), (3, 3, 8, 16))
+    if layout == "NCHW":
+        x_shape, k_shape = (2, 8, 10, 10), (16, 8, 3, 3)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(k_shape), jnp.float32)
 
-    def step(x, w):
-        y = jconv.conv2d(x, w, padding="SAME", layout="NHWC", method=method)
-        return jax.grad(lambda x, w: jnp.sum(jconv.conv2d(x, w, layout="NHWC", method=method)))(
-            x, w
-        ), y
+    def conv(x, w, **kwargs):
+        return jconv.conv2d(x, w, layout=layout, method=method, **kwargs)
+
+    def step(x, w):  # the result, and the input gradient ('im2col''s transpose: no conv)
+        return jax.grad(lambda x, w: jnp.sum(conv(x, w)))(x, w), conv(x, w, padding="SAME")
 
     text = jax.jit(step).lower(x, w).compile().as_text()
     convolutions = [line for line in text.splitlines() if " convolution(" in line]
