@@ -48,8 +48,10 @@ GPUs (CUDA, ROCm) and TPUs (`choose_accelerator_method`): 'xla', which is cuDNN
 faster than lax in both directions, or clearly faster overall, and within 1.5x
 lax's peak memory (the compiled program's memory analysis) in both. On an NVIDIA
 H100 (jax 0.11.2, bfloat16, NHWC, the suite's GPU batch sizes; the whole table in
-BENCHMARKS.md), the best of jconv's lowerings on each layer of the suite, against
-lax, forward / forward-plus-backward, speed and peak memory:
+BENCHMARKS.md; timed by the host's clock, which on the smallest of these layers also
+measures the host's dispatch, see BENCHMARKS.md's session 6), the best of jconv's
+lowerings on each layer of the suite, against lax, forward / forward-plus-backward,
+speed and peak memory:
 
 - the lesson's 5x5 layer, ResNet's 3x3 layers at 56, 28, 14 and 7 pixels:
   'winograd' or 'taps', 0.09x to 0.29x the speed at 4x to 12x the memory;
@@ -61,8 +63,9 @@ lax, forward / forward-plus-backward, speed and peak memory:
 - the 1x1 layer: 'taps' 1.23x forward, 0.95x with its gradient, the same memory.
 
 None of these lowerings passes on any layer. jconv's GPU kernel, 'pallas', does
-on some shape classes, measured on an NVIDIA H200: `choose_accelerator_method`
-says which, with the measurements; everything else runs 'xla'. ROCm and TPUs
+on some shape classes, measured on an NVIDIA H200 by the GPU's own kernel times:
+`choose_accelerator_method` says which, with the measurements; everything else runs
+'xla'. ROCm and TPUs
 were not timed: they run 'xla', lax being their vendor's convolution too.
 """
 
