@@ -9,12 +9,12 @@ Timing follows the device tool's method: compile and warm up first, then queue
 `calls` calls before a single block_until_ready, and take the median over
 `repeats` such batches. Inputs are fresh normal random numbers per layer.
 
-On a GPU the times are the device's own (experiments/_device_timer.py: the
-kernels' times from a jax.profiler trace, summed per call), not the host's
-clock: dispatching a jitted call costs the host about as long as a ResNet
-layer runs on the card. The host-clock time is kept as `wall_ms`. torch is
-timed by replaying a CUDA graph of its step, which the host's clock times
-well (one launch for the whole graph).
+On a GPU the times are the device's own (`device_seconds`: the kernels' times
+from a jax.profiler trace, summed per call), not the host's clock: dispatching
+a jitted call costs the host about as long as a ResNet layer runs on the card.
+The host-clock time is kept as `wall_ms`. torch is timed by replaying a CUDA
+graph of its step, which the host's clock times well (one launch for the whole
+graph).
 
     python experiments/bench_conv.py                       # the whole suite
     python experiments/bench_conv.py --layers lesson lenet2 --dtypes float32 \
@@ -396,7 +396,7 @@ def device_seconds(
     if runs is None:
         return None
     return {
-        name: [sum(e[1] for e in group) / calls / 1e9 for group in groups]
+        name: [sum(e.duration_ns for e in group) / calls / 1e9 for group in groups]
         for name, groups in runs.items()
     }
 
@@ -426,7 +426,7 @@ def _torch_graph(step: Callable[[], Any], steps: int) -> Callable[[], Any]:
     return replay
 
 
-def _time_batch(fn: Callable[[], Any], calls: int) -> float:
+def time_batch(fn: Callable[[], Any], calls: int) -> float:
     """Seconds per call: `calls` calls queued, then one block (fn.sync for torch)."""
     sync = getattr(fn, "sync", jax.block_until_ready)
     start = time.perf_counter()
@@ -494,13 +494,13 @@ def bench_case(
             print(f"torch on {layer.name}: no CUDA graph ({type(e).__name__}: {e}); timed eagerly")
     calls = {}
     for m, fn in fns.items():  # compile, warm up, size the batches
-        per_call = _time_batch(fn, 1)
-        per_call = min(per_call, _time_batch(fn, 1))
+        per_call = time_batch(fn, 1)
+        per_call = min(per_call, time_batch(fn, 1))
         calls[m] = config.calls or max(1, min(100, round(config.target_s / max(per_call, 1e-6))))
     wall: dict[str, list[float]] = {m: [] for m in fns}
     for _ in range(config.repeats):
         for m, fn in fns.items():
-            wall[m].append(_time_batch(fn, calls[m]) / steps[m])
+            wall[m].append(time_batch(fn, calls[m]) / steps[m])
     times, timer = dict(wall), {m: "host clock" for m in fns}
     if platform != "cpu":
         jax_fns = {m: fn for m, fn in fns.items() if m != TORCH}

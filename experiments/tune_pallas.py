@@ -48,7 +48,14 @@ from typing import Any
 
 import jax
 
-from experiments.bench_conv import DTYPES, LAYERS, Layer, device_seconds, environment
+from experiments.bench_conv import (
+    DTYPES,
+    LAYERS,
+    Layer,
+    device_seconds,
+    environment,
+    time_batch,
+)
 from jconv import _pallas_triton
 from jconv._checks import check_conv_args
 from jconv._pallas_geometry import ConvGeometry
@@ -261,21 +268,15 @@ def operands(product: str, geo: ConvGeometry, dtype: Any, key: jax.Array) -> tup
     return {"y": (x, w), "x": (dy, w), "w": (x, dy)}[product]
 
 
-def _seconds_per_call(fn: Callable[[], Any], calls: int) -> float:
-    start = time.perf_counter()
-    out = None
-    for _ in range(calls):
-        out = fn()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / calls
-
-
-def time_config(fn: Callable, args: tuple, repeats: int, target_s: float) -> float:
-    """Median seconds per call of a compiled fn, after a warm-up."""
-    call = functools.partial(fn, *args)
-    per_call = min(_seconds_per_call(call, 1), _seconds_per_call(call, 1))
+def time_config(call: Callable[[], Any], repeats: int, target_s: float) -> float:
+    """Median seconds per call by the host's clock, after a warm-up (off a GPU)."""
+    per_call = min(time_batch(call, 1), time_batch(call, 1))
     calls = max(1, min(200, round(target_s / max(per_call, 1e-6))))
-    return statistics.median(_seconds_per_call(call, calls) for _ in range(repeats))
+    return statistics.median(time_batch(call, calls) for _ in range(repeats))
+
+
+def _error(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
 
 
 AGREEMENT = {"bfloat16": 2e-2, "float16": 2e-2}  # else 5e-3: float32 dots may run as tf32
@@ -294,7 +295,7 @@ def _drop_disagreeing(compiled: dict[int, Callable], results: list[dict], dtype_
         try:
             out = jax.device_get(compiled[i]()).astype("float32")
         except Exception as e:  # a setting that fails at run time: recorded, skipped
-            results[i]["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            results[i]["error"] = _error(e)
             del compiled[i]
             continue
         if first is None:
@@ -325,24 +326,22 @@ def tune_one(
             fn = product_fn(product, geo, dtype, cand, config.interpret)
             compiled[i] = functools.partial(fn.lower(*args).compile(), *args)
         except Exception as e:  # a setting that does not compile: recorded, skipped
-            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            row["error"] = _error(e)
         results.append(row)
-    _drop_disagreeing(compiled, results, dtype_name)
+    _drop_disagreeing(compiled, results, dtype_name)  # also drops those that fail to run
     device = None
     if not config.interpret and compiled:
-        try:
-            device = device_seconds(compiled, calls=10, repeats=config.repeats)
-        except Exception as e:  # a setting that fails at run time: each is timed alone below
-            print(f"device timing failed ({type(e).__name__}); host clock", file=sys.stderr)
-    for i, fn in compiled.items():
+        device = device_seconds(compiled, calls=10, repeats=config.repeats)
+    for i, call in compiled.items():
         row = results[i]
-        try:
-            row["timer"] = "device" if device else "host clock"
-            seconds = device[i] if device else time_config(fn, (), config.repeats, config.target_s)
-            row["ms"] = 1e3 * (statistics.median(seconds) if device else seconds)
-            row["tflops"] = geo.flops() / (row["ms"] * 1e-3) / 1e12
-        except Exception as e:  # a setting that does not run: recorded, skipped
-            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        row["timer"] = "device" if device else "host clock"
+        seconds = (
+            statistics.median(device[i])
+            if device
+            else time_config(call, config.repeats, config.target_s)
+        )
+        row["ms"] = 1e3 * seconds
+        row["tflops"] = geo.flops() / seconds / 1e12
     timed = [r for r in results if "ms" in r]
     best = min(timed, key=lambda r: r["ms"]) if timed else None
     default = results[0] if results and "ms" in results[0] else None

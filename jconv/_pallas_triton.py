@@ -312,6 +312,17 @@ def input_grad(
 # --- 'w': rows are (tap, input channel), the contraction runs over output pixels ---
 
 
+def _pixel_splits(geo: ConvGeometry, config: BlockConfig) -> tuple[Any, Any, int, Any]:
+    """What the kernel-gradient kernels share: the forward pass's phase along each axis,
+    the output pixels they contract over, and the blocks of block_k pixels per split."""
+    (mh, mw), (sh, sw), (dh, dw) = geo.out_hw, geo.stride, geo.dilation
+    (top, _), (left, _) = geo.pads
+    fh = forward_phase(geo.height, mh, geo.kh, sh, dh, top)
+    fw = forward_phase(geo.width, mw, geo.kw, sw, dw, left)
+    pixels = geo.n * mh * mw
+    return fh, fw, pixels, pl.cdiv(pl.cdiv(pixels, config.block_k), config.split_k)
+
+
 def _tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: BlockConfig, precision):
     """One (block_m (tap, channel) x block_n output channel) tile of dw, one group, one split.
 
@@ -320,12 +331,8 @@ def _tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: Block
     """
     geo = geometry
     bm, bn, bk, splits = config.block_m, config.block_n, config.block_k, config.split_k
-    (mh, mw), (sh, sw), (dh, dw) = geo.out_hw, geo.stride, geo.dilation
-    (top, _), (left, _) = geo.pads
-    fh = forward_phase(geo.height, mh, geo.kh, sh, dh, top)
-    fw = forward_phase(geo.width, mw, geo.kw, sw, dw, left)
-    pixels = geo.n * mh * mw
-    chunk = pl.cdiv(pl.cdiv(pixels, bk), splits)  # pixel blocks per split
+    fh, fw, pixels, chunk = _pixel_splits(geo, config)
+    mh, mw = geo.out_hw
     g, s = divmod_nonneg(pl.program_id(2), splits)
     cols = pl.program_id(1) * bn + jnp.arange(bn)
     cols_ok = cols < geo.og
@@ -363,64 +370,28 @@ def _tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: Block
 
 
 def _depthwise_tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: BlockConfig):
-    """dw of a depthwise convolution: one tap, block_n channels, one split of the pixels.
+    """dw of a depthwise convolution: block_n channels, one split of the pixels, and one tap
+    (the grid's first axis) or, with config.flat, every tap.
 
     x_ref: (N * H * W, C); dy_ref: (N * mh * mw, C); out_ref: (split_k * kh * kw, C).
-    The elementwise products of block_k pixels are summed over the pixels once, at the end.
+    The elementwise products of block_k pixels are summed over the pixels once, at the
+    end. With every tap in one program each block of dy is read once for all kh * kw
+    taps (a program per tap reads it kh * kw times) and the taps' shifted blocks of x
+    overlap, so they come mostly from the cache; kh * kw accumulators of (block_k,
+    block_n) then live in registers, which suits small kernels and blocks.
     """
     geo = geometry
-    bn, bk, splits = config.block_n, config.block_k, config.split_k
-    (mh, mw), (sh, sw), (dh, dw) = geo.out_hw, geo.stride, geo.dilation
-    (top, _), (left, _) = geo.pads
-    fh = forward_phase(geo.height, mh, geo.kh, sh, dh, top)
-    fw = forward_phase(geo.width, mw, geo.kw, sw, dw, left)
-    pixels = geo.n * mh * mw
-    chunk = pl.cdiv(pl.cdiv(pixels, bk), splits)
-    tap, s = pl.program_id(0), pl.program_id(2)
-    i, j = divmod_nonneg(tap, geo.kw)
-    c = (pl.program_id(1) * bn + jnp.arange(bn))[None, :]
-    c_ok = c < geo.c
-
-    def body(t, acc):
-        p = (s * chunk + t) * bk + jnp.arange(bk)
-        p_ok = (p < pixels)[:, None]
-        n, a, b = split_pixel(p[:, None], mh, mw)
-        ih, ok_h = phase_input(fh, a, i)
-        iw, ok_w = phase_input(fw, b, j)
-        x = _load(
-            x_ref, image_row(n, ih, iw, (geo.height, geo.width)), c, p_ok & ok_h & ok_w & c_ok
-        )
-        dy = _load(dy_ref, p[:, None], c, p_ok & c_ok)
-        return acc + x.astype(acc.dtype) * dy.astype(acc.dtype)
-
-    acc = jnp.zeros((bk, bn), acc_dtype(x_ref.dtype, dy_ref.dtype))
-    acc = jax.lax.fori_loop(0, chunk, body, acc)
-    total = jnp.sum(acc, axis=0, keepdims=True)  # (1, bn)
-    _store(out_ref, s * geo.kh * geo.kw + tap, c, c_ok, total)
-
-
-def _depthwise_all_taps_kernel(
-    x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: BlockConfig
-):
-    """dw of a depthwise convolution, every tap in one program: block_n channels, one split.
-
-    Refs as for _depthwise_tap_kernel. One accumulator per tap: each block of dy is read
-    once for all kh * kw taps (a program per tap reads it kh * kw times), and the taps'
-    shifted blocks of x overlap, so they come mostly from the cache. For small kernels
-    and blocks: kh * kw accumulators of (block_k, block_n) live in registers.
-    """
-    geo = geometry
-    bn, bk, splits = config.block_n, config.block_k, config.split_k
-    (mh, mw), (sh, sw), (dh, dw) = geo.out_hw, geo.stride, geo.dilation
-    (top, _), (left, _) = geo.pads
-    fh = forward_phase(geo.height, mh, geo.kh, sh, dh, top)
-    fw = forward_phase(geo.width, mw, geo.kw, sw, dw, left)
-    pixels = geo.n * mh * mw
-    chunk = pl.cdiv(pl.cdiv(pixels, bk), splits)
+    bn, bk = config.block_n, config.block_k
+    fh, fw, pixels, chunk = _pixel_splits(geo, config)
+    mh, mw = geo.out_hw
     s = pl.program_id(2)
+    taps: list[tuple[Any, tuple[Any, Any]]]  # (tap, its kernel row and column)
+    if config.flat:
+        taps = [(t, divmod(t, geo.kw)) for t in range(geo.kh * geo.kw)]
+    else:
+        taps = [(pl.program_id(0), divmod_nonneg(pl.program_id(0), geo.kw))]
     c = (pl.program_id(1) * bn + jnp.arange(bn))[None, :]
     c_ok = c < geo.c
-    taps = [(i, j) for i in range(geo.kh) for j in range(geo.kw)]
     acc_t = acc_dtype(x_ref.dtype, dy_ref.dtype)
 
     def body(t, accs):
@@ -429,7 +400,7 @@ def _depthwise_all_taps_kernel(
         n, a, b = split_pixel(p[:, None], mh, mw)
         dy = _load(dy_ref, p[:, None], c, p_ok & c_ok).astype(acc_t)
         out = []
-        for (i, j), acc in zip(taps, accs):
+        for (_, (i, j)), acc in zip(taps, accs):
             ih, ok_h = phase_input(fh, a, i)
             iw, ok_w = phase_input(fw, b, j)
             rows = image_row(n, ih, iw, (geo.height, geo.width))
@@ -437,10 +408,9 @@ def _depthwise_all_taps_kernel(
             out.append(acc + x.astype(acc_t) * dy)
         return tuple(out)
 
-    accs = tuple(jnp.zeros((bk, bn), acc_t) for _ in taps)
-    accs = jax.lax.fori_loop(0, chunk, body, accs)
-    for tap, acc in enumerate(accs):
-        _store(out_ref, s * geo.kh * geo.kw + tap, c, c_ok, jnp.sum(acc, axis=0, keepdims=True))
+    accs = jax.lax.fori_loop(0, chunk, body, tuple(jnp.zeros((bk, bn), acc_t) for _ in taps))
+    for (t, _), acc in zip(taps, accs):
+        _store(out_ref, s * geo.kh * geo.kw + t, c, c_ok, jnp.sum(acc, axis=0, keepdims=True))
 
 
 def kernel_grad(
@@ -460,11 +430,8 @@ def kernel_grad(
     geo = geometry
     splits = config.split_k
     acc = acc_dtype(x.dtype, dy.dtype)
-    if geo.depthwise and config.flat:  # every tap in one program
-        grid = (1, pl.cdiv(geo.c, config.block_n), splits)
-        kernel = functools.partial(_depthwise_all_taps_kernel, geometry=geo, config=config)
-    elif geo.depthwise:
-        grid = (geo.kh * geo.kw, pl.cdiv(geo.c, config.block_n), splits)
+    if geo.depthwise:  # a program per tap, or one for every tap (flat)
+        grid = (1 if config.flat else geo.kh * geo.kw, pl.cdiv(geo.c, config.block_n), splits)
         kernel = functools.partial(_depthwise_tap_kernel, geometry=geo, config=config)
     else:
         row_blocks = (
