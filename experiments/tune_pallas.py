@@ -129,6 +129,27 @@ W_GRIDS = {
     "small": [(128, 128, 64, 8, 3, 1), (64, 64, 64, 4, 3, 1), (64, 64, 64, 4, 3, 2)],
     "tiny": [(16, 16, 16, 4, 2, 2)],
 }
+# Kernel gradients whose splits add in place, in turn (BlockConfig.serial): not bounded by
+# max_split_k. (block_m, block_n, block_k, num_warps, num_stages, programs): split_k is
+# what makes about that many programs, at most one block of pixels each.
+SERIAL_W_GRIDS = {
+    "full": [
+        (128, 128, 64, 8, 3, 264),
+        (128, 128, 64, 8, 4, 528),
+        (128, 256, 64, 8, 3, 264),
+        (64, 128, 64, 4, 3, 528),
+        (128, 128, 64, 8, 3, 132),
+    ],
+    "small": [(128, 128, 64, 8, 3, 264), (128, 256, 64, 8, 3, 264)],
+    "tiny": [(16, 16, 16, 4, 2, 16)],
+}
+# The same for depthwise kernel gradients: (pixels per block, channels per block,
+# num_warps, programs, every tap in one program).
+SERIAL_DEPTHWISE_GRIDS = {
+    "full": [(64, 128, 4, 528, False), (16, 64, 4, 264, True), (32, 64, 4, 528, True)],
+    "small": [(64, 128, 4, 528, False)],
+    "tiny": [(16, 16, 4, 4, True)],
+}
 
 
 @dataclasses.dataclass
@@ -168,12 +189,20 @@ def _pow2_at_most(limit: int, value: int) -> int:
     return value
 
 
+def _serial_splits(geo: ConvGeometry, tiles: int, block_k: int, programs: int) -> int:
+    """The splits that make about `programs` programs of `tiles` tiles, each split at
+    least one block of block_k output pixels."""
+    mh, mw = geo.out_hw
+    return max(1, min(-(-programs // tiles), -(-geo.n * mh * mw // block_k)))
+
+
 def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[BlockConfig]:
     """The default first, then jconv's table's setting for the problem's class (so that a
     run on a short grid never ends with a worse winner than the table holds), then the
     grid's settings fitted to this problem, without repeats.
 
-    Kernel-gradient splits stay within max_split_k (their memory). Where blocks of
+    Kernel-gradient splits stay within max_split_k (their memory), but for those
+    that add in place (serial), which hold no partial sums. Where blocks of
     channels would be partly padding (a contraction of, say, 100 channels in blocks
     of 64 runs 128), the 'full' grid also tries the flattened (tap, channel) contraction.
     """
@@ -213,6 +242,21 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 )
                 if config not in out:
                     out.append(config)
+        if product == "w":
+            for pixels, bn, warps, programs, flat in SERIAL_DEPTHWISE_GRIDS[grid]:
+                block_n = _pow2_at_most(geo.c, bn)
+                tiles = (1 if flat else geo.kh * geo.kw) * -(-geo.c // block_n)
+                config = dataclasses.replace(
+                    base,
+                    block_k=pixels,
+                    block_n=block_n,
+                    num_warps=warps,
+                    split_k=_serial_splits(geo, tiles, pixels, programs),
+                    flat=flat,
+                    serial=True,
+                )
+                if config not in out:
+                    out.append(config)
         return out
     if product == "w":
         rows = geo.kh * geo.kw * geo.cg if base.flat else geo.cg
@@ -225,6 +269,22 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 num_warps=warps,
                 num_stages=stages,
                 split_k=splits(split),
+            )
+            if config not in out:
+                out.append(config)
+        for bm, bn, bk, warps, stages, programs in SERIAL_W_GRIDS[grid]:
+            block_m, block_n = _pow2_at_most(rows, bm), _pow2_at_most(geo.og, bn)
+            row_blocks = -(-rows // block_m) * (1 if base.flat else geo.kh * geo.kw)
+            tiles = row_blocks * -(-geo.og // block_n) * geo.groups
+            config = dataclasses.replace(
+                base,
+                block_m=block_m,
+                block_n=block_n,
+                block_k=bk,
+                num_warps=warps,
+                num_stages=stages,
+                split_k=_serial_splits(geo, tiles, bk, programs),
+                serial=True,
             )
             if config not in out:
                 out.append(config)

@@ -24,6 +24,7 @@ platform; slow); otherwise pallas_call lowers them to Triton for CUDA.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -74,6 +75,39 @@ def _store(ref: Any, rows: Array, cols: Array, mask: Array, value: Array) -> Non
     shape = value.shape
     rows = masked_index(jnp.broadcast_to(rows, shape), mask, ref.shape[0])
     plgpu.store(ref.at[rows, jnp.broadcast_to(cols, shape)], value.astype(ref.dtype), mask=mask)
+
+
+def _wait_turn(count_ref: Any, tile: Array, split: Array) -> None:
+    """Spin until the splits before `split` have added their share to this tile.
+
+    count_ref holds one counter per output tile, zero at launch; a split adds one
+    when it is done. The split that waits has a later program id than those it
+    waits for, so they were launched before it: CUDA starts programs in order of
+    their linear id, and a waiting program cannot hold up one that runs already.
+    """
+    zero = jnp.zeros((), count_ref.dtype)
+    seen = plgpu.atomic_add(count_ref, tile, zero)  # an atomic read: acquire, GPU scope
+    jax.lax.while_loop(lambda c: c < split, lambda c: plgpu.atomic_add(count_ref, tile, zero), seen)
+
+
+def _pass_turn(count_ref: Any, tile: Array, interpret: bool) -> None:
+    """Hand this tile on to the next split, once every thread's stores are done."""
+    if not interpret:  # a barrier of the program's threads; nothing to wait for when interpreted
+        plgpu.debug_barrier()
+    plgpu.atomic_add(count_ref, tile, jnp.ones((), count_ref.dtype))  # release, GPU scope
+
+
+def _add_store(ref: Any, rows: Array, cols: Array, mask: Array, value: Array, first: Array) -> None:
+    """ref[rows, cols] = value (the first split) or ref[rows, cols] + value (the others).
+
+    The earlier sum is read past the SM's L1 cache (volatile), which may hold a line
+    of this tile from an earlier split that ran on the same SM.
+    """
+    shape = value.shape
+    rows_b, cols_b = jnp.broadcast_to(rows, shape), jnp.broadcast_to(cols, shape)
+    read = jnp.broadcast_to(mask, shape) & jnp.logical_not(first)
+    earlier = plgpu.load(ref.at[rows_b, cols_b], mask=read, other=0, volatile=True)
+    _store(ref, rows, cols, mask, value + earlier.astype(value.dtype))
 
 
 # --- 'y' and the phases of 'x': rows are output pixels ---
@@ -323,13 +357,27 @@ def _pixel_splits(geo: ConvGeometry, config: BlockConfig) -> tuple[Any, Any, int
     return fh, fw, pixels, pl.cdiv(pl.cdiv(pixels, config.block_k), config.split_k)
 
 
-def _tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: BlockConfig, precision):
+def _split_refs(refs: tuple[Any, ...], serial: bool) -> tuple[Any, Any]:
+    """(out_ref, count_ref or None) from a kernel-gradient kernel's refs after x and dy."""
+    if serial:  # (counters at launch, out, counters): the first aliases the last
+        _, out_ref, count_ref = refs
+        return out_ref, count_ref
+    (out_ref,) = refs
+    return out_ref, None
+
+
+def _tap_kernel(
+    x_ref, dy_ref, *refs, geometry: ConvGeometry, config: BlockConfig, precision, interpret: bool
+):
     """One (block_m (tap, channel) x block_n output channel) tile of dw, one group, one split.
 
     x_ref: (N * H * W, C); dy_ref: (N * mh * mw, O); out_ref: (split_k * kh * kw * cg, O),
-    this split's partial sum over its share of the output pixels.
+    this split's partial sum over its share of the output pixels; or, with
+    config.serial, (kh * kw * cg, O), to which the splits add in turn (count_ref:
+    one counter per tile).
     """
     geo = geometry
+    out_ref, count_ref = _split_refs(refs, config.serial)
     bm, bn, bk, splits = config.block_m, config.block_n, config.block_k, config.split_k
     fh, fw, pixels, chunk = _pixel_splits(geo, config)
     mh, mw = geo.out_hw
@@ -365,15 +413,24 @@ def _tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: Block
 
     acc = jnp.zeros((bm, bn), acc_dtype(x_ref.dtype, dy_ref.dtype))
     acc = jax.lax.fori_loop(0, chunk, body, acc)
-    rows = s * taps_rows + kernel_row(i, j, ch, geo).T
-    _store(out_ref, rows, g * geo.og + cols[None, :], rows_ok.T & cols_ok[None, :], acc)
+    cols, mask = g * geo.og + cols[None, :], rows_ok.T & cols_ok[None, :]
+    if count_ref is None:
+        _store(out_ref, s * taps_rows + kernel_row(i, j, ch, geo).T, cols, mask, acc)
+    else:
+        tile = (pl.program_id(0) * pl.num_programs(1) + pl.program_id(1)) * geo.groups + g
+        _wait_turn(count_ref, tile, s)
+        _add_store(out_ref, kernel_row(i, j, ch, geo).T, cols, mask, acc, s == 0)
+        _pass_turn(count_ref, tile, interpret)
 
 
-def _depthwise_tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: BlockConfig):
+def _depthwise_tap_kernel(
+    x_ref, dy_ref, *refs, geometry: ConvGeometry, config: BlockConfig, interpret: bool
+):
     """dw of a depthwise convolution: block_n channels, one split of the pixels, and one tap
     (the grid's first axis) or, with config.flat, every tap.
 
-    x_ref: (N * H * W, C); dy_ref: (N * mh * mw, C); out_ref: (split_k * kh * kw, C).
+    x_ref: (N * H * W, C); dy_ref: (N * mh * mw, C); out_ref: (split_k * kh * kw, C),
+    or with config.serial (kh * kw, C) and count_ref, as for _tap_kernel.
     The elementwise products of block_k pixels are summed over the pixels once, at the
     end. With every tap in one program each block of dy is read once for all kh * kw
     taps (a program per tap reads it kh * kw times) and the taps' shifted blocks of x
@@ -381,6 +438,7 @@ def _depthwise_tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, con
     block_n) then live in registers, which suits small kernels and blocks.
     """
     geo = geometry
+    out_ref, count_ref = _split_refs(refs, config.serial)
     bn, bk = config.block_n, config.block_k
     fh, fw, pixels, chunk = _pixel_splits(geo, config)
     mh, mw = geo.out_hw
@@ -409,8 +467,16 @@ def _depthwise_tap_kernel(x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, con
         return tuple(out)
 
     accs = jax.lax.fori_loop(0, chunk, body, tuple(jnp.zeros((bk, bn), acc_t) for _ in taps))
-    for (t, _), acc in zip(taps, accs):
-        _store(out_ref, s * geo.kh * geo.kw + t, c, c_ok, jnp.sum(acc, axis=0, keepdims=True))
+    sums = [(t, jnp.sum(acc, axis=0, keepdims=True)) for (t, _), acc in zip(taps, accs)]
+    if count_ref is None:
+        for t, total in sums:
+            _store(out_ref, s * geo.kh * geo.kw + t, c, c_ok, total)
+    else:
+        tile = pl.program_id(0) * pl.num_programs(1) + pl.program_id(1)
+        _wait_turn(count_ref, tile, s)
+        for t, total in sums:
+            _add_store(out_ref, t, c, c_ok, total, s == 0)
+        _pass_turn(count_ref, tile, interpret)
 
 
 def kernel_grad(
@@ -425,14 +491,39 @@ def kernel_grad(
 ) -> Array:
     """dw: x (N, H, W, C), dy (N, mh, mw, O) -> (kh, kw, C/groups, O).
 
-    The split_k partial sums are added here, in the accumulation dtype, then rounded.
+    The split_k partial sums are added here, in the accumulation dtype, then rounded;
+    with config.serial the splits add them in place instead, one after another in
+    split order (so the sum is the same on every run), and no partial sums are held.
+    """
+    sums, _ = kernel_grad_sums(
+        x, dy, geometry, config=config, precision=precision, interpret=interpret
+    )
+    return (sums[0] if len(sums) == 1 else sums.sum(0)).astype(out_dtype)
+
+
+def kernel_grad_sums(
+    x: Array,
+    dy: Array,
+    geometry: ConvGeometry,
+    *,
+    config: BlockConfig,
+    precision: Any = None,
+    interpret: bool = False,
+) -> tuple[Array, Array | None]:
+    """The kernel gradient's pallas_call: (sums (S, kh, kw, C/groups, O), counters).
+
+    S is split_k partial sums, or 1 with config.serial; the counters (serial only:
+    one per tile, each split_k when every split has added its share) are None otherwise.
     """
     geo = geometry
     splits = config.split_k
+    config = dataclasses.replace(config, serial=config.serial and splits > 1)
     acc = acc_dtype(x.dtype, dy.dtype)
     if geo.depthwise:  # a program per tap, or one for every tap (flat)
         grid = (1 if config.flat else geo.kh * geo.kw, pl.cdiv(geo.c, config.block_n), splits)
-        kernel = functools.partial(_depthwise_tap_kernel, geometry=geo, config=config)
+        kernel = functools.partial(
+            _depthwise_tap_kernel, geometry=geo, config=config, interpret=interpret
+        )
     else:
         row_blocks = (
             pl.cdiv(geo.kh * geo.kw * geo.cg, config.block_m)
@@ -440,14 +531,25 @@ def kernel_grad(
             else geo.kh * geo.kw * pl.cdiv(geo.cg, config.block_m)
         )
         grid = (row_blocks, pl.cdiv(geo.og, config.block_n), geo.groups * splits)
-        kernel = functools.partial(_tap_kernel, geometry=geo, config=config, precision=precision)
-    partial = pl.pallas_call(
+        kernel = functools.partial(
+            _tap_kernel, geometry=geo, config=config, precision=precision, interpret=interpret
+        )
+    operands = [x.reshape(-1, geo.c), dy.reshape(-1, geo.o)]
+    sums = 1 if config.serial else splits
+    out_shape = [_out_struct((sums * geo.kh * geo.kw * geo.cg, geo.o), acc, x)]
+    aliases = {}
+    if config.serial:  # a counter per tile, zero at launch, updated in place
+        tiles = grid[0] * grid[1] * grid[2] // splits
+        operands.append(jnp.zeros((tiles,), jnp.int32))
+        out_shape.append(_out_struct((tiles,), jnp.int32, x))
+        aliases = {2: 1}
+    outs = pl.pallas_call(
         kernel,
-        out_shape=_out_struct((splits * geo.kh * geo.kw * geo.cg, geo.o), acc, x),
+        out_shape=out_shape,
         grid=grid,
+        input_output_aliases=aliases,
         compiler_params=_compiler_params(config),
         interpret=interpret,
         name="jconv_conv_w",
-    )(x.reshape(-1, geo.c), dy.reshape(-1, geo.o))
-    dw = partial.reshape(splits, *geo.w_shape())
-    return (dw[0] if splits == 1 else dw.sum(0)).astype(out_dtype)
+    )(*operands)
+    return outs[0].reshape(sums, *geo.w_shape()), (outs[1] if config.serial else None)

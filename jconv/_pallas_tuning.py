@@ -40,6 +40,11 @@ class BlockConfig:
     per group, where a block of channels per tap would be mostly padding); for
     a depthwise kernel gradient, every tap in one program (each block of dy read
     once, one accumulator per tap).
+    serial: the kernel gradient's splits add their sums into one buffer in place,
+    in split order, each waiting for the one before it (a counter per tile),
+    instead of writing split_k partial sums that are added afterwards: the same
+    result on every run, and no memory beyond the gradient itself, so that
+    max_split_k does not bound it.
     Block sizes are powers of two, at least 16.
     """
 
@@ -50,6 +55,7 @@ class BlockConfig:
     num_stages: int = 3
     split_k: int = 1
     flat: bool = False
+    serial: bool = False
 
     def __post_init__(self) -> None:
         for name in ("block_m", "block_n", "block_k"):
@@ -200,12 +206,16 @@ def config_for(
     dtype: Any,
     table: Mapping[str, BlockConfig] | None = None,
 ) -> BlockConfig:
-    """TABLE's setting for this problem's class (splits within max_split_k), else the default."""
+    """TABLE's setting for this problem's class, else the default.
+
+    Partial sums (split_k > 1, not serial) are kept within max_split_k."""
     table = TABLE if table is None else table
     found = table.get(problem_class(product, geometry, dtype))
     if found is None:
         return default_config(product, geometry, dtype)
-    if found.split_k > 1:  # a class spans shapes: the memory bound is this shape's
+    if (
+        found.split_k > 1 and not found.serial
+    ):  # a class spans shapes: the memory bound is this shape's
         return dataclasses.replace(found, split_k=min(found.split_k, max_split_k(geometry, dtype)))
     return found
 

@@ -10,6 +10,7 @@ pass (Triton's power-of-two block shapes, for one).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -225,6 +226,7 @@ def test_too_many_pixels_is_refused():
 # --- the kernels with settings other than the defaults ---
 
 GEOMETRY = ConvGeometry(2, 6, 7, 40, 24, 3, 2, 2, (2, 1), (1, 2), ((1, 0), (2, 1)))
+DEPTHWISE_GEOMETRY = ConvGeometry(2, 7, 9, 24, 24, 2, 3, 24, (2, 1), (1, 2), ((1, 0), (2, 1)))
 
 
 OTHER_SETTINGS = {
@@ -238,6 +240,11 @@ OTHER_SETTINGS = {
         "y": BlockConfig(256, 16, 64, 8, 3, flat=True),
         "x": BlockConfig(256, 16, 32, 8, 3, flat=True),
         "w": BlockConfig(16, 16, 128, 4, 4, split_k=2),
+    },
+    "serial": {  # the kernel gradient's splits added in place, in turn
+        "y": BlockConfig(16, 16, 16),
+        "x": BlockConfig(16, 16, 16),
+        "w": BlockConfig(16, 16, 16, split_k=3, serial=True),
     },
 }
 
@@ -273,6 +280,35 @@ def test_other_block_settings(settings):
         assert_close(got, expected)
 
 
+@pytest.mark.parametrize(
+    "geometry,config",
+    [
+        (GEOMETRY, BlockConfig(16, 16, 16, split_k=3, serial=True)),
+        (GEOMETRY, BlockConfig(16, 16, 32, split_k=2, flat=True, serial=True)),
+        (DEPTHWISE_GEOMETRY, BlockConfig(16, 16, 16, split_k=3, serial=True)),
+        (DEPTHWISE_GEOMETRY, BlockConfig(16, 16, 16, split_k=4, flat=True, serial=True)),
+    ],
+    ids=["groups", "groups-flat", "depthwise", "depthwise-all-taps"],
+)
+def test_serial_splits_each_add_once_to_their_own_tile(geometry, config):
+    """Every program of a serial kernel gradient passes its tile on exactly once: each
+    tile's counter ends at split_k. Two tiles sharing a counter (a wrong tile index,
+    groups forgotten, say) would end above it; in interpret mode the programs run one
+    by one in grid order, so the wait itself is never exercised here."""
+    g = geometry
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(g.x_shape()).astype(np.float32)
+    dy = rng.standard_normal(g.y_shape()).astype(np.float32)
+    kw = dict(config=config, interpret=True)
+    sums, counters = jax.jit(lambda x, dy: _pallas_triton.kernel_grad_sums(x, dy, g, **kw))(x, dy)
+    assert sums.shape == (1, *g.w_shape()) and counters is not None
+    np.testing.assert_array_equal(np.asarray(counters), config.split_k)
+    plain = dataclasses.replace(config, serial=False)
+    partials, none = _pallas_triton.kernel_grad_sums(x, dy, g, config=plain, interpret=True)
+    assert none is None and partials.shape == (config.split_k, *g.w_shape())
+    assert_close(sums[0], partials.sum(0))
+
+
 # --- geometry and tuning: no kernels run ---
 
 
@@ -283,17 +319,20 @@ AXES = [  # (size, k, s, d, pad) with a non-empty output
 ]
 
 
-DEPTHWISE_GEOMETRY = ConvGeometry(2, 7, 9, 24, 24, 2, 3, 24, (2, 1), (1, 2), ((1, 0), (2, 1)))
-
-
 @pytest.mark.parametrize(
     "config",
-    [BlockConfig(16, 16, 16, split_k=3, flat=True), BlockConfig(16, 32, 32, 8, 2, flat=True)],
-    ids=["split3", "one-split"],
+    [
+        BlockConfig(16, 16, 16, split_k=3, flat=True),
+        BlockConfig(16, 32, 32, 8, 2, flat=True),
+        BlockConfig(16, 16, 16, split_k=3, flat=True, serial=True),
+        BlockConfig(16, 16, 16, split_k=2, serial=True),
+    ],
+    ids=["split3", "one-split", "serial-all-taps", "serial-per-tap"],
 )
 def test_depthwise_kernel_gradient_with_every_tap_in_one_program(config):
     """The depthwise kernel gradient's all-taps program (flat) gives lax's dw: 2x3 taps,
-    stride (2, 1), dilation (1, 2), uneven padding, channels in masked blocks."""
+    stride (2, 1), dilation (1, 2), uneven padding, channels in masked blocks; so do
+    splits that add in place (serial), with a program per tap or one for every tap."""
     g = DEPTHWISE_GEOMETRY
     rng = np.random.default_rng(9)
     x = rng.standard_normal(g.x_shape()).astype(np.float32)
@@ -442,12 +481,29 @@ def test_lowers_for_cuda(name, dtype):
     assert "jconv_conv_y" in text and "jconv_conv_x" in text and "jconv_conv_w" in text
 
 
+KERNEL_GRADIENT_VARIANTS = {  # bench shapes at their GPU batch sizes
+    "depthwise-all-taps": (
+        ConvGeometry(64, 56, 56, 128, 128, 3, 3, 128, (1, 1), (1, 1), ((1, 1), (1, 1))),
+        BlockConfig(16, 64, 16, 4, 2, split_k=58, flat=True),
+    ),
+    "depthwise-serial": (
+        ConvGeometry(64, 56, 56, 128, 128, 3, 3, 128, (1, 1), (1, 1), ((1, 1), (1, 1))),
+        BlockConfig(64, 128, 64, 4, 2, split_k=58, serial=True),
+    ),
+    "resnet14-serial": (
+        ConvGeometry(64, 14, 14, 256, 256, 3, 3, 1, (1, 1), (1, 1), ((1, 1), (1, 1))),
+        BlockConfig(128, 128, 64, 8, 3, split_k=8, serial=True),
+    ),
+}
+
+
 @pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")  # jax >= 0.11
-def test_depthwise_all_taps_kernel_gradient_lowers_for_cuda():
-    """The all-taps depthwise kernel gradient (a tuple of accumulators in the loop) lowers to
-    one Triton kernel for CUDA, at the bench's depthwise shape."""
-    g = ConvGeometry(64, 56, 56, 128, 128, 3, 3, 128, (1, 1), (1, 1), ((1, 1), (1, 1)))
-    config = BlockConfig(16, 64, 16, 4, 2, split_k=58, flat=True)
+@pytest.mark.parametrize("name", KERNEL_GRADIENT_VARIANTS)
+def test_kernel_gradient_variants_lower_for_cuda(name):
+    """The all-taps depthwise kernel gradient (a tuple of accumulators in the loop) and the
+    serial splits (a spin on an atomic counter, a barrier) lower to one Triton kernel each
+    for CUDA, at the bench's shapes."""
+    g, config = KERNEL_GRADIENT_VARIANTS[name]
 
     def dw(x, dy):
         return _pallas_triton.kernel_grad(x, dy, g, config=config, out_dtype=jnp.bfloat16)

@@ -35,8 +35,8 @@ def test_gpu_run_steps_write_what_the_summary_reads(tmp_path, restore_table):
     )
     rows = tuned["rows"]
     assert [r["product"] for r in rows] == ["w"]
-    for r in rows:  # the default and the tiny grid's one setting, both timed
-        assert len(r["candidates"]) == 2 and all(c["ms"] > 0 for c in r["candidates"])
+    for r in rows:  # the default, the tiny grid's setting and a serial one, all timed
+        assert len(r["candidates"]) == 3 and all(c["ms"] > 0 for c in r["candidates"])
         assert r["best_ms"] == min(c["ms"] for c in r["candidates"])
     table = table_from_json((tmp_path / "tune" / "table.json").read_text())
     assert set(table) == {r["class"] for r in rows}
