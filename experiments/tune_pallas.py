@@ -162,6 +162,7 @@ class TuneConfig:
     repeats: int = 5
     target_s: float = 0.05
     budget_s: float = 420.0  # no new candidate is started after this many seconds
+    serial: bool = True  # also try kernel gradients whose splits add in place, in turn
     interpret: bool = False
     out: str | None = "runs/tune_pallas"
     quiet: bool = False
@@ -378,7 +379,10 @@ def tune_one(
     geo = layer_geometry(layer, batch)
     args = operands(product, geo, dtype, key)
     results, compiled = [], {}
-    for i, cand in enumerate(candidates(product, geo, dtype, config.grid)):
+    cands = candidates(product, geo, dtype, config.grid)
+    if not config.serial:
+        cands = [c for c in cands if not c.serial]
+    for i, cand in enumerate(cands):
         if results and time.perf_counter() > deadline:
             break
         row: dict[str, Any] = {"config": dataclasses.asdict(cand)}
@@ -483,6 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=None, help="override every layer's batch size")
     p.add_argument("--repeats", type=int, default=d.repeats)
     p.add_argument("--budget-s", type=float, default=d.budget_s)
+    p.add_argument(
+        "--no-serial", dest="serial", action="store_false", help="no serial split-K candidates"
+    )
     p.add_argument("--interpret", action="store_true", help="interpret mode (no GPU needed)")
     p.add_argument("--out", default=d.out)
     args = p.parse_args(argv)
