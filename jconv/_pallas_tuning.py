@@ -163,17 +163,20 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
 #   PYTHONPATH=$PWD python3 -m experiments.tune_pallas --grid full --dtypes bfloat16 \
 #     --budget-s 165 --repeats 3 --layers resnet14 resnet7 resnet28 resnet56 depthwise \
 #     conv1x1 stride2 lenet2 lenet1 lesson
-# (its table.json, written out here; ../shared/gpu-runs/2026-11-26-h200-session6).
-# float32 and unseen classes take default_config; kernel-gradient splits are capped by
-# max_split_k whatever the table says.
+# (its table.json, written out here; benchmarks/gpu-runs/2026-11-26-h200-session6). The
+# kernel gradients were tuned again with serial candidates on the same card kind (session
+# 7, 2026-11-27, `--grid full --products w`): serial splits won on ResNet's 14x14 (64 -> 55
+# us) and 7x7 (159 -> 152 us) and lost everywhere else (benchmarks/gpu-runs/2026-11-27-h200).
+# float32 and unseen classes take default_config; kernel-gradient partial sums are capped
+# by max_split_k whatever the table says.
 TABLE: dict[str, BlockConfig] = {
     "w:bfloat16:k128:n128:t25:s1:m262144:g1": BlockConfig(128, 128, 64, 8, 4, split_k=44),
     "w:bfloat16:k128:n128:t9:s1:m65536:g1": BlockConfig(128, 128, 64, 8, 3, split_k=21),
     "w:bfloat16:k1:n1:t9:s1:m262144:g128": BlockConfig(16, 64, 128, 4, 2, split_k=58),
     "w:bfloat16:k1:n8:t25:s1:m1048576:g1": BlockConfig(32, 16, 64, 4, 3, split_k=528, flat=True),
-    "w:bfloat16:k256:n256:t9:s1:m16384:g1": BlockConfig(128, 128, 64, 8, 4, split_k=2),
+    "w:bfloat16:k256:n256:t9:s1:m16384:g1": BlockConfig(64, 128, 64, 4, 3, 8, serial=True),
     "w:bfloat16:k256:n64:t1:s1:m262144:g1": BlockConfig(64, 64, 64, 4, 3, split_k=132),
-    "w:bfloat16:k512:n512:t9:s1:m16384:g1": BlockConfig(128, 256, 64, 8, 3),
+    "w:bfloat16:k512:n512:t9:s1:m16384:g1": BlockConfig(128, 256, 64, 8, 3, 4, serial=True),
     "w:bfloat16:k64:n128:t9:s2:m65536:g1": BlockConfig(64, 128, 64, 4, 3, split_k=30),
     "w:bfloat16:k64:n64:t9:s1:m262144:g1": BlockConfig(64, 64, 64, 4, 3, split_k=60),
     "w:bfloat16:k8:n16:t25:s1:m131072:g1": BlockConfig(64, 16, 64, 4, 3, split_k=132, flat=True),
