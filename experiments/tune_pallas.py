@@ -129,6 +129,27 @@ W_GRIDS = {
     "small": [(128, 128, 64, 8, 3, 1), (64, 64, 64, 4, 3, 1), (64, 64, 64, 4, 3, 2)],
     "tiny": [(16, 16, 16, 4, 2, 2)],
 }
+# Depthwise 'y' and 'x' at stride 1 rolling down the rows (BlockConfig.rows): (output rows
+# per program, columns per block, channels per block, num_warps, num_stages).
+ROWS_GRIDS = {
+    "full": [
+        (14, 64, 64, 8, 2),
+        (8, 64, 64, 4, 2),
+        (28, 64, 32, 4, 2),
+        (16, 64, 128, 8, 2),
+        (7, 64, 64, 4, 2),
+        (14, 32, 128, 8, 2),
+    ],
+    "small": [(14, 64, 64, 8, 2), (8, 64, 64, 4, 2)],
+    "tiny": [(2, 16, 16, 4, 2)],
+}
+# The same for depthwise kernel gradients: (rows of dy per program, columns per block,
+# channels per block, num_warps); one accumulator per tap and a window of kh rows of dy.
+ROWS_W_GRIDS = {
+    "full": [(14, 64, 32, 8), (8, 64, 32, 8), (28, 64, 16, 4), (14, 64, 16, 4), (56, 64, 32, 8)],
+    "small": [(14, 64, 32, 8)],
+    "tiny": [(2, 16, 16, 4)],
+}
 # Kernel gradients whose splits add in place, in turn (BlockConfig.serial): not bounded by
 # max_split_k. (block_m, block_n, block_k, num_warps, num_stages, programs): split_k is
 # what makes about that many programs, at most one block of pixels each.
@@ -240,6 +261,32 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                     num_warps=warps,
                     split_k=splits(split),
                     flat=True,
+                )
+                if config not in out:
+                    out.append(config)
+        rolls = geo.stride == (1, 1) and geo.dilation == (1, 1)
+        if product == "w" and rolls:
+            for rows, bm, bn, warps in ROWS_W_GRIDS[grid]:
+                config = dataclasses.replace(
+                    base,
+                    block_m=_pow2_at_most(geo.out_hw[1], bm),
+                    block_n=_pow2_at_most(geo.c, bn),
+                    num_warps=warps,
+                    split_k=1,
+                    rows=rows,
+                )
+                if config not in out:
+                    out.append(config)
+        if product != "w" and rolls:
+            out_w = geo.out_hw[1] if product == "y" else geo.width
+            for rows, bm, bn, warps, stages in ROWS_GRIDS[grid]:
+                config = dataclasses.replace(
+                    base,
+                    block_m=_pow2_at_most(out_w, bm),
+                    block_n=_pow2_at_most(geo.c, bn),
+                    num_warps=warps,
+                    num_stages=stages,
+                    rows=rows,
                 )
                 if config not in out:
                     out.append(config)

@@ -219,6 +219,82 @@ def _depthwise_pixel_kernel(
     _store(out_ref, rows, c, m_ok & c_ok, acc)
 
 
+def rolls_rows(geometry: ConvGeometry, config: BlockConfig) -> bool:
+    """Whether a depthwise product runs a kernel that rolls down the rows
+    (_depthwise_rows_kernel, _depthwise_rows_tap_kernel): asked for (config.rows), at a
+    stride and dilation of 1, where the input gradient is one correlation too."""
+    g = geometry
+    return bool(config.rows) and g.depthwise and g.stride == (1, 1) and g.dilation == (1, 1)
+
+
+def _depthwise_rows_kernel(
+    a_ref, w_ref, *refs, problem: PixelProblem, config: BlockConfig, has_bias: bool
+):
+    """config.rows output rows x block_m columns x block_n channels of a depthwise product
+    at stride 1, rolling down the input rows.
+
+    out[r, c] = sum_(i, j) a[r + i - top, c + j - left] * k[i, j], one channel at a
+    time: for 'y' the kernel and the forward pass's padding; for 'x' (dy correlated
+    with the flipped kernel) top = kh - 1 - top and left = kw - 1 - left. Each input
+    row is loaded once per horizontal tap, kw times, and added into the kh output rows
+    it reaches; a row of output is complete, and stored, once its last input row is in.
+    The pixel-block kernel loads every input pixel kh * kw times instead. Refs as for
+    _pixel_kernel.
+    """
+    bias_ref = refs[0] if has_bias else None
+    out_ref = refs[-1]
+    geo = problem.geometry
+    kh, kw = geo.kh, geo.kw
+    (src_h, src_w), (out_h, out_w) = problem.in_hw, problem.out_hw
+    (top, _), (left, _) = geo.pads
+    flip = problem.product == "x"
+    if flip:
+        top, left = kh - 1 - top, kw - 1 - left
+    rows, bm, bn = config.rows, config.block_m, config.block_n
+    strips = pl.cdiv(out_h, rows)
+    n, strip = divmod_nonneg(pl.program_id(0), strips)
+    r0 = strip * rows
+    cols = (pl.program_id(1) * bm + jnp.arange(bm))[:, None]
+    channels = pl.program_id(2) * bn + jnp.arange(bn)
+    c, c_ok = channels[None, :], (channels < geo.c)[None, :]
+    acc_t = acc_dtype(a_ref.dtype, w_ref.dtype)
+
+    def weight(i: int, j: int) -> Array:  # (1, bn)
+        i, j = (kh - 1 - i, kw - 1 - j) if flip else (i, j)
+        return _load(w_ref, jnp.full((1, 1), kernel_row(i, j, 0, geo)), c, c_ok).astype(acc_t)
+
+    weights = [[weight(i, j) for j in range(kw)] for i in range(kh)]
+    bias = None
+    if bias_ref is not None:
+        bias = plgpu.load(bias_ref.at[channels], mask=channels < geo.c, other=0)
+        bias = bias.astype(acc_t)[None, :]
+
+    def body(t, pending):
+        """Input row r0 + t - top; pending[m] is output row r0 + t - (kh - 1) + m, m < kh - 1."""
+        ir = r0 + t - top
+        row_ok = (ir >= 0) & (ir < src_h)
+        shifted = []
+        for j in range(kw):
+            ic = cols + j - left
+            ok = row_ok & (ic >= 0) & (ic < src_w) & c_ok
+            shifted.append(_load(a_ref, image_row(n, ir, ic, (src_h, src_w)), c, ok).astype(acc_t))
+
+        def tap_row(i: int) -> Array:  # what this input row adds to output row r0 + t - i
+            return sum(shifted[j] * weights[i][j] for j in range(kw))
+
+        done = tap_row(kh - 1) + (pending[0] if kh > 1 else 0)
+        if bias is not None:
+            done = done + bias
+        r = r0 + t - (kh - 1)
+        ok = (t >= kh - 1) & (r < jnp.minimum(r0 + rows, out_h)) & (cols < out_w) & c_ok
+        _store(out_ref, image_row(n, r, cols, (out_h, out_w)), c, ok, done)
+        later = [pending[m] + tap_row(kh - 1 - m) for m in range(1, kh - 1)]
+        return (*later, tap_row(0)) if kh > 1 else ()
+
+    pending = tuple(jnp.zeros((bm, bn), acc_t) for _ in range(kh - 1))
+    jax.lax.fori_loop(0, rows + kh - 1, body, pending)
+
+
 def _out_struct(shape: tuple[int, ...], dtype: Any, like: Array) -> jax.ShapeDtypeStruct:
     """A pallas_call output varying over the shard_map axes `like` varies over (if any)."""
     return jax.ShapeDtypeStruct(shape, dtype, manual_axis_type=jax.typeof(like).manual_axis_type)
@@ -253,7 +329,17 @@ def _pixel_call(
     if previous is not None:
         aliases = {len(operands): 0}
         operands.append(previous)
-    if geo.depthwise:  # every channel in one program's block, no dot
+    if rolls_rows(geo, config):  # a strip of rows per program, rolling down the input
+        out_h, out_w = problem.out_hw
+        grid = (
+            geo.n * pl.cdiv(out_h, config.rows),
+            pl.cdiv(out_w, config.block_m),
+            pl.cdiv(geo.c, config.block_n),
+        )
+        kernel = functools.partial(
+            _depthwise_rows_kernel, problem=problem, config=config, has_bias=bias is not None
+        )
+    elif geo.depthwise:  # every channel in one program's block, no dot
         grid = (pl.cdiv(problem.rows, config.block_m), pl.cdiv(geo.c, config.block_n), 1)
         kernel = functools.partial(
             _depthwise_pixel_kernel, problem=problem, config=config, has_bias=bias is not None
@@ -479,6 +565,57 @@ def _depthwise_tap_kernel(
         _pass_turn(count_ref, tile, interpret)
 
 
+def _depthwise_rows_tap_kernel(
+    x_ref, dy_ref, out_ref, *, geometry: ConvGeometry, config: BlockConfig
+):
+    """dw of a depthwise convolution at stride 1: config.rows rows x block_m columns of dy
+    x block_n channels per program, rolling down the rows of x.
+
+    dw[i, j] = sum_(r, c) x[r + i - top, c + j - left] * dy[r, c], one channel at a
+    time. Each row of x is loaded once per horizontal tap and meets the kh rows of dy it
+    pairs with, kept as they were loaded (a window of kh rows); each row of dy is loaded
+    once. One accumulator per tap, summed over the columns at the end: out_ref
+    (programs * kh * kw, C) holds each program's sums, added up afterwards.
+    """
+    geo = geometry
+    kh, kw = geo.kh, geo.kw
+    (mh, mw), (height, width) = geo.out_hw, (geo.height, geo.width)
+    (top, _), (left, _) = geo.pads
+    rows, bm, bn = config.rows, config.block_m, config.block_n
+    n, strip = divmod_nonneg(pl.program_id(0), pl.cdiv(mh, rows))
+    r0 = strip * rows
+    cols = (pl.program_id(1) * bm + jnp.arange(bm))[:, None]
+    channels = pl.program_id(2) * bn + jnp.arange(bn)
+    c, c_ok = channels[None, :], (channels < geo.c)[None, :]
+    acc_t = acc_dtype(x_ref.dtype, dy_ref.dtype)
+
+    def body(t, carry):
+        """Row r0 + t - top of x; window[i] is row r0 + t - i of dy (zero outside the strip)."""
+        accs, window = carry
+        r = r0 + t
+        dy_ok = (t < rows) & (r < mh) & (cols < mw) & c_ok
+        newest = _load(dy_ref, image_row(n, r, cols, (mh, mw)), c, dy_ok).astype(acc_t)
+        window = (newest, *window)
+        ir = r - top
+        row_ok = (ir >= 0) & (ir < height)
+        out = []
+        for j in range(kw):
+            ic = cols + j - left
+            ok = row_ok & (ic >= 0) & (ic < width) & c_ok
+            xj = _load(x_ref, image_row(n, ir, ic, (height, width)), c, ok).astype(acc_t)
+            out.append([accs[i * kw + j] + xj * window[i] for i in range(kh)])
+        accs = tuple(out[j][i] for i in range(kh) for j in range(kw))
+        return accs, window[: kh - 1]
+
+    zeros = jnp.zeros((bm, bn), acc_t)
+    accs = tuple(zeros for _ in range(kh * kw))
+    accs, _ = jax.lax.fori_loop(0, rows + kh - 1, body, (accs, tuple(zeros for _ in range(kh - 1))))
+    program = pl.program_id(0) * pl.num_programs(1) + pl.program_id(1)
+    for t, acc in enumerate(accs):
+        total = jnp.sum(acc, axis=0, keepdims=True)
+        _store(out_ref, jnp.full((1, 1), program * kh * kw + t), c, c_ok, total)
+
+
 def kernel_grad(
     x: Array,
     dy: Array,
@@ -512,13 +649,32 @@ def kernel_grad_sums(
 ) -> tuple[Array, Array | None]:
     """The kernel gradient's pallas_call: (sums (S, kh, kw, C/groups, O), counters).
 
-    S is split_k partial sums, or 1 with config.serial; the counters (serial only:
+    S is split_k partial sums, 1 with config.serial, or one per program of a depthwise
+    kernel gradient that rolls down the rows (config.rows); the counters (serial only:
     one per tile, each split_k when every split has added its share) are None otherwise.
     """
     geo = geometry
     splits = config.split_k
     config = dataclasses.replace(config, serial=config.serial and splits > 1)
     acc = acc_dtype(x.dtype, dy.dtype)
+    if rolls_rows(geo, config):  # a strip of rows per program; each program's own sums
+        mh, mw = geo.out_hw
+        grid = (
+            geo.n * pl.cdiv(mh, config.rows),
+            pl.cdiv(mw, config.block_m),
+            pl.cdiv(geo.c, config.block_n),
+        )
+        config = dataclasses.replace(config, serial=False)
+        sums = grid[0] * grid[1]
+        outs = pl.pallas_call(
+            functools.partial(_depthwise_rows_tap_kernel, geometry=geo, config=config),
+            out_shape=_out_struct((sums * geo.kh * geo.kw, geo.c), acc, x),
+            grid=grid,
+            compiler_params=_compiler_params(config),
+            interpret=interpret,
+            name="jconv_conv_w",
+        )(x.reshape(-1, geo.c), dy.reshape(-1, geo.o))
+        return outs.reshape(sums, *geo.w_shape()), None
     if geo.depthwise:  # a program per tap, or one for every tap (flat)
         grid = (1 if config.flat else geo.kh * geo.kw, pl.cdiv(geo.c, config.block_n), splits)
         kernel = functools.partial(

@@ -45,6 +45,9 @@ class BlockConfig:
     instead of writing split_k partial sums that are added afterwards: the same
     result on every run, and no memory beyond the gradient itself, so that
     max_split_k does not bound it.
+    rows: for a depthwise 'y' or 'x' at stride 1 and dilation 1, a kernel that rolls
+    down the image (jconv/_pallas_triton.py's _depthwise_rows_kernel): `rows` output
+    rows x block_m columns x block_n channels per program. 0: blocks of block_m pixels.
     Block sizes are powers of two, at least 16.
     """
 
@@ -56,13 +59,19 @@ class BlockConfig:
     split_k: int = 1
     flat: bool = False
     serial: bool = False
+    rows: int = 0
 
     def __post_init__(self) -> None:
         for name in ("block_m", "block_n", "block_k"):
             v = getattr(self, name)
             if v < MIN_DOT or v & (v - 1):
                 raise ValueError(f"{name} must be a power of two >= {MIN_DOT}, got {v}")
-        if self.num_warps not in (1, 2, 4, 8, 16) or self.num_stages < 1 or self.split_k < 1:
+        if (
+            self.num_warps not in (1, 2, 4, 8, 16)
+            or self.num_stages < 1
+            or self.split_k < 1
+            or self.rows < 0
+        ):
             raise ValueError(f"bad launch settings in {self}")
 
 

@@ -280,6 +280,55 @@ def test_other_block_settings(settings):
         assert_close(got, expected)
 
 
+ROLLING = {  # depthwise geometries at stride 1 (and one at stride 2, which does not roll)
+    "3x3-same": ConvGeometry(2, 9, 7, 20, 20, 3, 3, 20, (1, 1), (1, 1), ((1, 1), (1, 1))),
+    "2x3-uneven": ConvGeometry(2, 7, 9, 20, 20, 2, 3, 20, (1, 1), (1, 1), ((1, 0), (2, 1))),
+    "3x3-valid-wide": ConvGeometry(1, 8, 20, 20, 20, 3, 3, 20, (1, 1), (1, 1), ((0, 0), (0, 0))),
+    "5x4-wide-pads": ConvGeometry(1, 11, 6, 20, 20, 5, 4, 20, (1, 1), (1, 1), ((2, 2), (1, 2))),
+    "1x1": ConvGeometry(2, 5, 5, 20, 20, 1, 1, 20, (1, 1), (1, 1), ((0, 0), (0, 0))),
+    "stride2": ConvGeometry(2, 7, 9, 20, 20, 3, 3, 20, (2, 2), (1, 1), ((1, 1), (1, 1))),
+}
+
+
+@pytest.mark.parametrize("name", ROLLING)
+def test_depthwise_rows_rolling_down_the_image(name):
+    """The depthwise forward pass (with its bias), input gradient and kernel gradient that
+    roll down the rows (config.rows) give lax's answer: strips of 3 rows, the last one
+    short, columns in masked blocks of 16 (two blocks on the wide image), channels in masked
+    blocks of 16; kernels of 1 to 5 rows, uneven and VALID padding. At stride 2 the other
+    kernels run instead."""
+    g = ROLLING[name]
+    config = BlockConfig(16, 16, 16, rows=3)
+    assert _pallas_triton.rolls_rows(g, config) == (g.stride == (1, 1))
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(g.x_shape()).astype(np.float32)
+    w = rng.standard_normal(g.w_shape()).astype(np.float32)
+    b = rng.standard_normal((g.o,)).astype(np.float32)
+    dy = rng.standard_normal(g.y_shape()).astype(np.float32)
+    kw = dict(config=config, out_dtype=jnp.float32, precision="highest", interpret=True)
+
+    @jax.jit
+    def products(x, w, b, dy):
+        return (
+            _pallas_triton.forward(x, w, b, g, **kw),
+            _pallas_triton.input_grad(dy, w, g, **kw),
+            _pallas_triton.kernel_grad(x, dy, g, **kw),
+        )
+
+    def lax_conv(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, g.stride, g.pads, rhs_dilation=g.dilation, precision="highest",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g.groups,
+        )  # fmt: skip
+
+    y_ref, vjp = jax.vjp(lax_conv, x, w)
+    y, dx, dw = products(x, w, b, dy)
+    dx_ref, dw_ref = vjp(dy)
+    assert_close(y, y_ref + b)
+    assert_close(dx, dx_ref)
+    assert_close(dw, dw_ref)
+
+
 @pytest.mark.parametrize(
     "geometry,config",
     [
@@ -495,6 +544,37 @@ KERNEL_GRADIENT_VARIANTS = {  # bench shapes at their GPU batch sizes
         BlockConfig(128, 128, 64, 8, 3, split_k=8, serial=True),
     ),
 }
+
+
+@pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")  # jax >= 0.11
+def test_depthwise_rolling_rows_lower_for_cuda():
+    """The row-rolling depthwise kernels (tuples of pending rows, of rows of dy and of
+    accumulators in the loop) lower to one Triton kernel each for CUDA at the bench's
+    depthwise shape: the forward pass with its bias and both gradients."""
+    g = ConvGeometry(64, 56, 56, 128, 128, 3, 3, 128, (1, 1), (1, 1), ((1, 1), (1, 1)))
+    config = BlockConfig(64, 64, 16, 8, 2, rows=14)
+
+    def products(x, w, b, dy):
+        kw = dict(config=config, out_dtype=jnp.bfloat16)
+        return (
+            _pallas_triton.forward(x, w, b, g, **kw),
+            _pallas_triton.input_grad(dy, w, g, **kw),
+            _pallas_triton.kernel_grad(x, dy, g, **kw),
+        )
+
+    exported = jax.export.export(
+        jax.jit(products),
+        platforms=["cuda"],
+        disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
+    )(
+        jax.ShapeDtypeStruct(g.x_shape(), jnp.bfloat16),
+        jax.ShapeDtypeStruct(g.w_shape(), jnp.bfloat16),
+        jax.ShapeDtypeStruct((g.o,), jnp.bfloat16),
+        jax.ShapeDtypeStruct(g.y_shape(), jnp.bfloat16),
+    )
+    text = exported.mlir_module()
+    assert text.count("__gpu$xla.gpu.triton") == 3
+    assert "jconv_conv_y" in text and "jconv_conv_x" in text and "jconv_conv_w" in text
 
 
 @pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")  # jax >= 0.11
