@@ -126,6 +126,16 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
         if product != "w":
             return BlockConfig(64, block_n, MIN_DOT, 4, 2)
         mh, mw = g.out_hw
+        if g.stride == (1, 1) and g.dilation == (1, 1):
+            # rolling down the rows: on the H200 the bench's 56x56 layer (N=64) took 58 us
+            # with whole images per program, 82 to 99 us with strips of 8 to 28 rows and
+            # 110 us with a program per tap (BENCHMARKS.md); strips only where whole
+            # images would leave SMs idle
+            block_m, block_n = _pow2(mw, MIN_DOT, 64), _pow2(g.c, MIN_DOT, 32)
+            per_strip = g.n * -(-mw // block_m) * -(-g.c // block_n)
+            strips = -(-(SM_TARGET_PROGRAMS // 2) // per_strip)
+            rows = max(min(mh, 8), -(-mh // strips))
+            return BlockConfig(block_m, block_n, 64, 8, 2, rows=rows)
         pixel_blocks = -(-g.n * mh * mw // 64)
         programs = g.kh * g.kw * -(-g.c // block_n)
         split = max(1, min(pixel_blocks, SM_TARGET_PROGRAMS // programs, most_splits))
@@ -175,13 +185,15 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
 # (its table.json, written out here; benchmarks/gpu-runs/2026-11-26-h200-session6). The
 # kernel gradients were tuned again with serial candidates on the same card kind (session
 # 7, 2026-11-27, `--grid full --products w`): serial splits won on ResNet's 14x14 (64 -> 55
-# us) and 7x7 (159 -> 152 us) and lost everywhere else (benchmarks/gpu-runs/2026-11-27-h200).
+# us) and 7x7 (159 -> 152 us) and lost everywhere else; the depthwise layer's three kernels
+# were tuned again with the kernels that roll down the rows (`--layers depthwise`), which
+# won the kernel gradient (110 -> 58 us) and tied elsewhere (benchmarks/gpu-runs/2026-11-27-h200).
 # float32 and unseen classes take default_config; kernel-gradient partial sums are capped
 # by max_split_k whatever the table says.
 TABLE: dict[str, BlockConfig] = {
     "w:bfloat16:k128:n128:t25:s1:m262144:g1": BlockConfig(128, 128, 64, 8, 4, split_k=44),
     "w:bfloat16:k128:n128:t9:s1:m65536:g1": BlockConfig(128, 128, 64, 8, 3, split_k=21),
-    "w:bfloat16:k1:n1:t9:s1:m262144:g128": BlockConfig(16, 64, 128, 4, 2, split_k=58),
+    "w:bfloat16:k1:n1:t9:s1:m262144:g128": BlockConfig(64, 32, 64, 8, 2, rows=56),
     "w:bfloat16:k1:n8:t25:s1:m1048576:g1": BlockConfig(32, 16, 64, 4, 3, split_k=528, flat=True),
     "w:bfloat16:k256:n256:t9:s1:m16384:g1": BlockConfig(64, 128, 64, 4, 3, 8, serial=True),
     "w:bfloat16:k256:n64:t1:s1:m262144:g1": BlockConfig(64, 64, 64, 4, 3, split_k=132),

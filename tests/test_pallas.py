@@ -477,8 +477,10 @@ def test_default_settings_fit_every_bench_layer():
         config = default_config(product, geo, dtype)  # BlockConfig checks its own sizes
         k = geo.og if product == "x" else geo.cg
         assert config.flat == (k < 16 and not geo.depthwise), (layer.name, product)
-        if geo.depthwise:  # elementwise kernels: all 128 channels in one block
-            assert config.block_n == 128
+        if geo.depthwise and product == "w" and layer.stride == 1:  # rolling down the rows
+            assert config.rows == layer.hw and config.block_n == 32, config
+        elif geo.depthwise:  # elementwise kernels: all 128 channels in one block
+            assert config.block_n == 128 and not config.rows
     geo = ConvGeometry(64, 14, 14, 256, 256, 3, 3, 1, (1, 1), (1, 1), ((1, 1), (1, 1)))
     w_config = default_config("w", geo, "bfloat16")
     programs = (
