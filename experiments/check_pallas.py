@@ -13,7 +13,10 @@ for each product XLA's autotuner picks per shape: a reference computed there
 could be the wrong side of a disagreement. So lax on the device is compared
 with the host's reference too (lax_y, lax_dx, lax_dw), and a product that is
 off also records where its largest error is and how many values exceed the
-tolerance: a failure says which GPU result left the CPU's, and where.
+tolerance: a failure says which GPU result left the CPU's, and where. And
+'pallas' runs twice more on the same inputs: its results must be the same to the
+bit (repeatable), as the kernel gradient's serial splits promise (they add in a
+fixed order; BlockConfig.serial), and as its partial sums are.
 
     python -m experiments.check_pallas --out runs/check_pallas          # on a GPU
     python -m experiments.check_pallas --layers lenet2 --batch 1        # anywhere (interpret mode)
@@ -152,7 +155,12 @@ def check_layer(layer: Layer, dtype_name: str, batch: int, key: jax.Array) -> di
     names = ("y", "dx", "dw")
     tolerance = TOLERANCE[dtype_name]
     try:
-        got = _value_and_grads(layer, "pallas")(x, w, ct)
+        pallas = _value_and_grads(layer, "pallas")
+        got = pallas(x, w, ct)
+        row["repeatable"] = all(
+            all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(got, pallas(x, w, ct)))
+            for _ in range(2)
+        )
         f32 = [a.astype(jnp.float32) for a in (x, w, ct)]
         lax = _value_and_grads(layer, "xla")
         host = _host()
@@ -167,7 +175,7 @@ def check_layer(layer: Layer, dtype_name: str, batch: int, key: jax.Array) -> di
         if host is not None and x.devices() != {host}:  # cuDNN against the same reference
             for name, g, e in zip(names, lax(*f32), expected):
                 row[f"lax_{name}"] = relative_error(g, e)
-        row["ok"] = all(row[k] <= tolerance for k in names)
+        row["ok"] = all(row[k] <= tolerance for k in names) and row["repeatable"]
     except Exception as e:  # recorded, so that one failure does not hide the other layers
         row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
         row["ok"] = False
@@ -182,6 +190,8 @@ def format_row(r: dict) -> str:
         f"{r['layer']:<10} {r['dtype']:<9} y {r['y']:.1e}  dx {r['dx']:.1e}  dw {r['dw']:.1e}"
         f"  {'ok' if r['ok'] else 'FAIL'} (tolerance {TOLERANCE[r['dtype']]:.0e})"
     )
+    if not r.get("repeatable", True):
+        line += "  NOT REPEATABLE (runs on the same inputs differ)"
     if "lax_y" in r:
         line += f"  device lax: y {r['lax_y']:.1e}  dx {r['lax_dx']:.1e}  dw {r['lax_dw']:.1e}"
     for name in ("y", "dx", "dw"):

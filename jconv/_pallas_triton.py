@@ -10,7 +10,15 @@ jconv/_pallas_geometry.py; the tiling from jconv/_pallas_tuning.py.
 Depthwise convolutions (one channel in and out per group) have nothing to
 contract: their kernels multiply elementwise, with the channels of all groups
 as the vector axis, where a GEMM would waste 15/16 of every dot on padding
-and read one channel out of every pixel.
+and read one channel out of every pixel. At stride 1 they may instead roll
+down the image (BlockConfig.rows): a strip of rows per program, each input row
+loaded once per horizontal tap rather than each pixel once per tap.
+
+The kernel gradient contracts over every output pixel, more work than its few
+tiles spread over the SMs: it splits the pixels (split_k), and the splits'
+partial sums are added afterwards or, with BlockConfig.serial, in place, one
+split after another in a fixed order (a counter per tile), so that no partial
+sums are held and every run gives the same bits.
 
 Every load is a gather by integer index arrays, masked, with other=0, and
 every masked store is sent past the end of its output: the same kernel is then

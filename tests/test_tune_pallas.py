@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -48,7 +49,7 @@ def test_gpu_run_steps_write_what_the_summary_reads(tmp_path, restore_table):
         )
     )
     [row] = checked["rows"]
-    assert row["ok"], row
+    assert row["ok"] and row["repeatable"], row
     assert max(row["y"], row["dx"], row["dw"]) < 1e-5
 
     bench_conv.run(
@@ -104,8 +105,6 @@ def test_check_says_which_gpu_result_is_off(monkeypatch):
     Here every product counts as off (a negative tolerance) and the arrays live on a
     second CPU device, standing in for the GPU.
     """
-    import jax
-
     monkeypatch.setitem(check_pallas.TOLERANCE, "float32", -1.0)
     monkeypatch.setattr(check_pallas, "VARIANTS", {"split_k=1": {"split_k": 1}})
     with jax.default_device(jax.devices("cpu")[1]):
@@ -117,6 +116,31 @@ def test_check_says_which_gpu_result_is_off(monkeypatch):
         assert off["over"] == off["size"] > 0 and len(off["index"]) == 4
         assert row[f"variants_{name}"]["split_k=1"] < 1e-5
     assert "device lax" in check_pallas.format_row(row)
+
+
+def test_check_catches_results_that_change_between_runs(monkeypatch):
+    """Three runs of 'pallas' on the same inputs must agree to the bit: a kernel whose
+    result depends on the order its programs ran in (a broken serial split) fails."""
+    calls = []
+    real = check_pallas._value_and_grads
+
+    def flaky(layer, method):
+        run = real(layer, method)
+        if method != "pallas":
+            return run
+
+        def changing(*args):
+            calls.append(1)
+            y, dx, dw = run(*args)
+            return y, dx, dw * (1 + 1e-6 * len(calls))  # rounding-sized, different each run
+
+        return changing
+
+    monkeypatch.setattr(check_pallas, "_value_and_grads", flaky)
+    row = check_pallas.check_layer(bench_conv.LAYERS["lenet2"], "float32", 1, jax.random.key(4))
+    assert len(calls) == 3 and row["dw"] < 1e-5
+    assert not row["repeatable"] and not row["ok"]
+    assert "NOT REPEATABLE" in check_pallas.format_row(row)
 
 
 def test_a_setting_that_disagrees_with_the_default_is_dropped():
