@@ -157,9 +157,9 @@ def check_layer(layer: Layer, dtype_name: str, batch: int, key: jax.Array) -> di
     try:
         pallas = _value_and_grads(layer, "pallas")
         got = pallas(x, w, ct)
+        again = [pallas(x, w, ct) for _ in range(2)]
         row["repeatable"] = all(
-            all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(got, pallas(x, w, ct)))
-            for _ in range(2)
+            np.array_equal(np.asarray(a), np.asarray(b)) for run in again for a, b in zip(got, run)
         )
         f32 = [a.astype(jnp.float32) for a in (x, w, ct)]
         lax = _value_and_grads(layer, "xla")
