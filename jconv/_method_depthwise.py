@@ -13,12 +13,14 @@ The three members of the bilinear family (jconv/_lowering.py):
   correlating with the flipped kernel would form 0 * w at the border, NaN for an
   infinite weight);
 - dw: per tap, the sum over the batch and the pixels of the window times dy, as
-  a scan over the taps. Written as kh*kw reductions side by side (JAX's
-  transpose of y), XLA's CPU backend materializes every window at once: kh*kw
-  copies of the input as temporaries, which glibc maps afresh and the kernel
-  zero-fills on every call once they pass its mmap threshold (32 MiB); on the
-  bench's depthwise layer that took 25 to 30 ms of a 50 ms gradient
-  (BENCHMARKS.md). The scan holds one window at a time.
+  a scan down the rows of dy, every tap's products of a block of rows added into
+  its own accumulator. Written as kh*kw reductions side by side (JAX's transpose
+  of y), XLA's CPU backend materializes every window at once: kh*kw copies of the
+  input as temporaries, which glibc maps afresh and the kernel zero-fills on every
+  call once they pass its mmap threshold (32 MiB); on the bench's depthwise layer
+  that took 25 to 30 ms of a 50 ms gradient (BENCHMARKS.md). A scan over the taps,
+  one window at a time, read x and dy from memory once per tap; the scan down the
+  rows reads them once.
 
 No value is mixed before it is multiplied, so no result needs the finiteness
 check of 'banded' and 'winograd' (jconv/_finite_guard.py).
@@ -31,7 +33,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
@@ -49,8 +50,10 @@ def _split_groups(a: Array, spec: ConvSpec, per_group: int) -> Array:
 
 
 def _weights(w_tap: Array, spec: ConvSpec) -> Array:
-    """One tap's weights, (O,) = (groups * og,), as (G, og, 1, 1): against a split NCHW one."""
-    return w_tap.reshape(spec.groups, spec.og, 1, 1)
+    """One tap's weights, (O,) = (groups * og,), shaped against a window split by
+    _split_groups in spec.layout: (G, og, 1, 1) for NCHW, (G, og) for NHWC."""
+    shape = (spec.groups, spec.og, 1, 1) if spec.layout == "NCHW" else (spec.groups, spec.og)
+    return w_tap.reshape(shape)
 
 
 def _merge_groups(a: Array, spec: ConvSpec) -> Array:
@@ -58,63 +61,100 @@ def _merge_groups(a: Array, spec: ConvSpec) -> Array:
     return a.reshape(*a.shape[:axis], spec.o, *a.shape[axis + 2 :])
 
 
+_OTHER = {"NCHW": ("NHWC", (0, 2, 3, 1)), "NHWC": ("NCHW", (0, 3, 1, 2))}  # layout, transpose
+
+
 def _depthwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout (zero-padded here); w: (O, 1, kh, kw) -> y, spec.layout.
 
-    Computed in NCHW (x transposed first where it is NHWC, y transposed back): each
-    window a slice of the two minor axes. With the channels minor instead, XLA's CPU
-    backend merged the windows' sum into a consumer's reduction (a loss's) as a library
-    fusion that took every window as a materialized copy: kh*kw copies of x as
-    temporaries, which ran the bench's forward-plus-backward 10x slower (BENCHMARKS.md).
+    Computed in the other layout: x transposed first, y transposed back. Where y is
+    the sum of the windows straight away, XLA's CPU backend merges that sum into a
+    consumer's reduction (a loss's) as a library fusion that takes every window, and
+    the weights broadcast to its shape, as materialized copies: 2 * kh*kw copies of x
+    as temporaries. Computed in NCHW for NHWC that ran the bench's
+    forward-plus-backward 10x slower (BENCHMARKS.md); in NCHW for NCHW, 4.4x
+    (session 7: 41 ms against 9.4). Behind the transpose the sum is the transpose's
+    operand, and stays one pass over the windows.
     """
     acc = spec.acc_dtype
     x, w = pad_input(x.astype(acc), spec), w.astype(acc)
-    nchw = dataclasses.replace(spec, layout="NCHW")
-    if spec.layout == "NHWC":
-        x = x.transpose(0, 3, 1, 2)
+    other, to_other = _OTHER[spec.layout]
+    ospec = dataclasses.replace(spec, layout=other)
+    x = x.transpose(to_other)
     y = None
     for i in range(spec.kh):
         for j in range(spec.kw):
-            window = _split_groups(tap_window(x, nchw, i, j), nchw, 1)
-            term = window * _weights(w[:, 0, i, j], nchw)
+            window = _split_groups(tap_window(x, ospec, i, j), ospec, 1)
+            term = window * _weights(w[:, 0, i, j], ospec)
             y = term if y is None else y + term
     assert y is not None
-    y = _merge_groups(y, nchw)
-    if spec.layout == "NHWC":
-        y = y.transpose(0, 2, 3, 1)
+    y = _merge_groups(y, ospec).transpose(_OTHER[other][1])
     return y.astype(spec.out_dtype)
 
 
+ROW_BLOCK_ELEMENTS = 1 << 16  # elements of dy one step of the kernel gradient takes, at most
+
+
+def _row_block(mh: int, row_elements: int) -> int:
+    """Rows of dy per step: the most that divide mh and hold at most ROW_BLOCK_ELEMENTS.
+
+    A divisor, so that no step reads past dy: padding dy with zero rows would
+    multiply them by x, and 0 * Inf is NaN where the definition has no product.
+    """
+    fits = [b for b in range(1, mh + 1) if mh % b == 0 and b * row_elements <= ROW_BLOCK_ELEMENTS]
+    return max(fits, default=1)
+
+
 def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:
-    """x: batched (spec.layout); dy: batched output -> dw: (O, 1, kh, kw), one tap at a time."""
+    """x: batched (spec.layout); dy: batched output -> dw: (O, 1, kh, kw).
+
+    A scan down the rows of dy, a block of rows of the whole batch per step: each
+    tap's window of the block's slab of x times the block of dy, added into the
+    tap's accumulator (a block of dy's shape); summed over the batch and the pixels
+    once, at the end. Every step's slab, block and accumulators stay in the CPU's
+    caches, where a reduction per tap over the whole images (what this replaced) read
+    x and dy from memory kh * kw times.
+    """
     del kernel_sharding  # a sum over the batch: replicated, wherever the batch lies
     acc = spec.acc_dtype
     x = pad_input(x.astype(acc), spec)
-    # (N, mh, mw, G, og) or (N, G, og, mh, mw); left whole for one output per group (a
-    # minor axis of size 1 slowed XLA's CPU reduction 3x)
-    multiplier = spec.og > 1
     dy = dy.astype(acc)
-    if multiplier:
-        dy = _split_groups(dy, spec, spec.og)
+    # dy split as (N, mh, mw, G, og) or (N, G, og, mh, mw) for a channel multiplier;
+    # left whole for one output per group (a minor axis of size 1 slowed XLA's CPU
+    # reductions 3x)
+    multiplier = spec.og > 1
     (mh, mw), (sh, sw), (dh, dw) = spec.out_hw, spec.stride, spec.dilation
     ah, aw = LAYOUT_INFO[spec.layout].spatial_axes
-    sizes = list(x.shape)  # what every tap's strided window spans
-    sizes[ah], sizes[aw] = (mh - 1) * sh + 1, (mw - 1) * sw + 1
     channel = LAYOUT_INFO[spec.layout].channel_axis
-    kept = (channel, channel + 1) if multiplier else (channel,)
-    summed = tuple(a for a in range(dy.ndim) if a not in kept)
+    block = _row_block(mh, dy.size // mh)
+    x_size, dy_size = list(x.shape), list(dy.shape)
+    x_size[ah], dy_size[ah] = (block - 1) * sh + (spec.kh - 1) * dh + 1, block
     taps = [(i * dh, j * dw) for i in range(spec.kh) for j in range(spec.kw)]
-    offsets = jnp.asarray(np.array(taps, dtype=np.int32))
 
-    def one_tap(carry: None, offset: Array) -> tuple[None, Array]:
-        zero = jnp.zeros((), offset.dtype)
-        start = [zero, zero, zero, zero]
-        start[ah], start[aw] = offset[0], offset[1]
-        window = tap_window(jax.lax.dynamic_slice(x, start, sizes), spec, 0, 0)  # strided
-        product = (_split_groups(window, spec, 1) if multiplier else window) * dy
-        return carry, product.sum(summed)  # (G, og) or (O,)
+    def window(slab: Array, i: int, j: int) -> Array:
+        """Tap (i, j)'s strided window of the slab: the x that meets the block of dy."""
+        start, limit, strides = [0] * 4, list(slab.shape), [1] * 4
+        start[ah], limit[ah], strides[ah] = i, i + (block - 1) * sh + 1, sh
+        start[aw], limit[aw], strides[aw] = j, j + (mw - 1) * sw + 1, sw
+        w = jax.lax.slice(slab, start, limit, strides)
+        return _split_groups(w, spec, 1) if multiplier else w
 
-    per_tap = jax.lax.scan(one_tap, None, offsets)[1]  # (kh*kw, G, og)
+    def step(sums: tuple[Array, ...], b: Array) -> tuple[tuple[Array, ...], None]:
+        zero = jnp.zeros((), b.dtype)
+        x_start, dy_start = [zero] * 4, [zero] * 4
+        x_start[ah], dy_start[ah] = b * (block * sh), b * block
+        slab = jax.lax.dynamic_slice(x, x_start, x_size)
+        d = jax.lax.dynamic_slice(dy, dy_start, dy_size)
+        d = _split_groups(d, spec, spec.og) if multiplier else d
+        return tuple(s + window(slab, i, j) * d for s, (i, j) in zip(sums, taps)), None
+
+    shape = jax.eval_shape(lambda d: _split_groups(d, spec, spec.og) if multiplier else d,
+                           jax.ShapeDtypeStruct(dy_size, acc)).shape  # fmt: skip
+    zeros = tuple(jnp.zeros(shape, acc) for _ in taps)
+    sums, _ = jax.lax.scan(step, zeros, jnp.arange(mh // block))
+    kept = (channel, channel + 1) if multiplier else (channel,)
+    summed = tuple(a for a in range(len(shape)) if a not in kept)
+    per_tap = jnp.stack([s.sum(summed) for s in sums])  # (kh*kw, G, og) or (kh*kw, O)
     dw_taps = per_tap.reshape(spec.kh, spec.kw, spec.o)
     return dw_taps.transpose(2, 0, 1)[:, None].astype(spec.dtype)
 

@@ -1,5 +1,5 @@
 """'taps' on one input channel per group (jconv/_method_depthwise.py): elementwise products,
-its own primitive member for the kernel gradient (a scan over the taps).
+its own primitive member for the kernel gradient (a scan down the rows of dy).
 
 Against the NumPy loops of tests/reference.py (forward and both gradients, float64) and
 lax at HIGHEST (dtypes), under jit, grad, vmap (of x, and of the kernel, which turns into
@@ -49,9 +49,20 @@ def _numpy_kwargs(x_shape, k_shape, kwargs):
     return dict(stride=spec.stride, dilation=spec.dilation, pads=spec.pads, groups=spec.groups)
 
 
+@pytest.mark.parametrize("rows_per_step", ["all", "one", "two"])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("x_shape,k_shape,kwargs", CASES, ids=IDS)
-def test_value_and_gradients_match_the_numpy_loops(x_shape, k_shape, kwargs, layout):
+def test_value_and_gradients_match_the_numpy_loops(
+    x_shape, k_shape, kwargs, layout, rows_per_step, monkeypatch
+):
+    """rows_per_step: the kernel gradient's scan down the rows of dy takes every row in
+    one step (what these small images get), one row a step, or two where the output's
+    height is even (one where it is odd)."""
+    from jconv import _method_depthwise
+
+    blocks = {"one": lambda mh, _: 1, "two": lambda mh, _: 2 if mh % 2 == 0 else 1}
+    if rows_per_step in blocks:
+        monkeypatch.setattr(_method_depthwise, "_row_block", blocks[rows_per_step])
     with jax.enable_x64(True):
         x, w, rng = _arrays(x_shape, k_shape, seed=3)
         ref_kwargs = _numpy_kwargs(x_shape, k_shape, kwargs)
@@ -68,9 +79,33 @@ def test_value_and_gradients_match_the_numpy_loops(x_shape, k_shape, kwargs, lay
         dw_ref = dw_ref.transpose(2, 3, 1, 0) if layout == "NHWC" else dw_ref
         assert_close(dw, dw_ref, jnp.float64)
         assert lowerings_run(conv, to(x), w_in) == {"taps"}  # its own member, not the GEMMs
-        # the kernel gradient is a scan over the taps (a while loop): one window at a time
+        # the kernel gradient is a scan down the rows (a while loop)
         grad_w = jax.jit(jax.grad(lambda w: jnp.vdot(conv(to(x), w), to(dy))))
         assert "stablehlo.while" in grad_w.lower(w_in).as_text()
+
+
+def test_row_blocks_divide_the_height_and_fit():
+    from jconv._method_depthwise import ROW_BLOCK_ELEMENTS, _row_block
+
+    assert _row_block(56, 4 * 56 * 128) == 2  # the bench's layer: 2 of 56 rows a step
+    assert _row_block(56, ROW_BLOCK_ELEMENTS // 9) == 8  # 9 would fit, but leaves a part
+    assert _row_block(13, 10) == 13 and _row_block(13, 10_000) == 1  # a prime height
+    assert _row_block(8, 10 * ROW_BLOCK_ELEMENTS) == 1  # a row larger than a step
+
+
+@pytest.mark.usefixtures("on_cpu")  # XLA's CPU backend's fusions
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_a_loss_does_not_materialize_every_window(layout):
+    """The value and gradients of a loss on y, compiled for the CPU: temporaries of about
+    3 copies of x. When XLA merged the windows' sum into the loss's reduction it held
+    kh*kw windows and kh*kw broadcast weights, 18 copies (NCHW before session 7)."""
+    n, c, h, w = 4, 32, 64, 64
+    x = jnp.ones((n, c, h, w) if layout == "NCHW" else (n, h, w, c))
+    k = jnp.ones((c, 1, 3, 3) if layout == "NCHW" else (3, 3, 1, c))
+    conv = lambda x, k: jconv.conv2d(x, k, groups=c, padding="SAME", layout=layout, method="taps")
+    step = jax.jit(jax.value_and_grad(lambda x, k, ct: jnp.vdot(conv(x, k), ct), (0, 1)))
+    temps = step.lower(x, k, x).compile().memory_analysis().temp_size_in_bytes
+    assert temps < 6 * x.nbytes, temps / x.nbytes
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
