@@ -252,6 +252,10 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
             )
             if config not in out:
                 out.append(config)
+            if product != "w" and grid == "full":  # and with the taps unrolled
+                config = dataclasses.replace(config, flat=True)
+                if config not in out:
+                    out.append(config)
         if product == "w" and grid == "full" and geo.kh * geo.kw <= 16:
             for pixels, bn, warps, split in DEPTHWISE_ALL_TAPS:
                 config = dataclasses.replace(

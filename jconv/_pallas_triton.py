@@ -197,7 +197,8 @@ def _depthwise_pixel_kernel(
     With one input and one output channel per group there is no sum over
     channels: each tap adds the shifted input times the tap's weight, elementwise,
     so the channels are the vector axis (contiguous loads) and no dot is needed.
-    Refs as for _pixel_kernel.
+    With config.flat the taps are unrolled, every tap's load in flight at once,
+    rather than a loop of one tap a step. Refs as for _pixel_kernel.
     """
     bias_ref = refs[0] if has_bias else None
     out_ref = refs[-1]
@@ -218,7 +219,10 @@ def _depthwise_pixel_kernel(
         return acc + x.astype(acc.dtype) * w.astype(acc.dtype)  # (bm, bn) * (1, bn)
 
     acc = jnp.zeros((bm, bn), acc_dtype(a_ref.dtype, w_ref.dtype))
-    if problem.taps:
+    if config.flat:
+        for u in range(problem.taps):
+            acc = body(jnp.int32(u), acc)
+    elif problem.taps:
         acc = jax.lax.fori_loop(0, problem.taps, body, acc)
     if bias_ref is not None:
         bias = plgpu.load(bias_ref.at[channels], mask=channels < geo.c, other=0)

@@ -39,7 +39,8 @@ class BlockConfig:
     flat: contract over (tap, channel) as one flattened axis (for few channels
     per group, where a block of channels per tap would be mostly padding); for
     a depthwise kernel gradient, every tap in one program (each block of dy read
-    once, one accumulator per tap).
+    once, one accumulator per tap); for a depthwise forward pass or input gradient,
+    the taps unrolled (every tap's load in flight at once).
     serial: the kernel gradient's splits add their sums into one buffer in place,
     in split order, each waiting for the one before it (a counter per tile),
     instead of writing split_k partial sums that are added afterwards: the same

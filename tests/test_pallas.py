@@ -329,6 +329,32 @@ def test_depthwise_rows_rolling_down_the_image(name):
     assert_close(dw, dw_ref)
 
 
+def test_depthwise_taps_unrolled():
+    """The depthwise forward pass (with its bias) and input gradient with the taps
+    unrolled (flat) give lax's answer: 2x3 taps, stride (2, 1) (the input gradient's
+    phases), dilation (1, 2), uneven padding, channels in masked blocks."""
+    g = DEPTHWISE_GEOMETRY
+    config = BlockConfig(16, 16, 16, flat=True)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(g.x_shape()).astype(np.float32)
+    w = rng.standard_normal(g.w_shape()).astype(np.float32)
+    b = rng.standard_normal((g.o,)).astype(np.float32)
+    dy = rng.standard_normal(g.y_shape()).astype(np.float32)
+    kw = dict(config=config, out_dtype=jnp.float32, precision="highest", interpret=True)
+    y = jax.jit(lambda x, w, b: _pallas_triton.forward(x, w, b, g, **kw))(x, w, b)
+    dx = jax.jit(lambda dy, w: _pallas_triton.input_grad(dy, w, g, **kw))(dy, w)
+
+    def lax_conv(x):
+        return jax.lax.conv_general_dilated(
+            x, w, g.stride, g.pads, rhs_dilation=g.dilation, precision="highest",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g.groups,
+        )  # fmt: skip
+
+    y_ref, vjp = jax.vjp(lax_conv, x)
+    assert_close(y, y_ref + b)
+    assert_close(dx, vjp(dy)[0])
+
+
 @pytest.mark.parametrize(
     "geometry,config",
     [
@@ -549,12 +575,17 @@ KERNEL_GRADIENT_VARIANTS = {  # bench shapes at their GPU batch sizes
 
 
 @pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")  # jax >= 0.11
-def test_depthwise_rolling_rows_lower_for_cuda():
+@pytest.mark.parametrize(
+    "config",
+    [BlockConfig(64, 64, 16, 8, 2, rows=14), BlockConfig(128, 64, 16, 4, 2, flat=True)],
+    ids=["rolling-rows", "unrolled-taps"],
+)
+def test_depthwise_variants_lower_for_cuda(config):
     """The row-rolling depthwise kernels (tuples of pending rows, of rows of dy and of
-    accumulators in the loop) lower to one Triton kernel each for CUDA at the bench's
+    accumulators in the loop), and the unrolled taps (with every tap in one program for
+    the kernel gradient), lower to one Triton kernel each for CUDA at the bench's
     depthwise shape: the forward pass with its bias and both gradients."""
     g = ConvGeometry(64, 56, 56, 128, 128, 3, 3, 128, (1, 1), (1, 1), ((1, 1), (1, 1)))
-    config = BlockConfig(64, 64, 16, 8, 2, rows=14)
 
     def products(x, w, b, dy):
         kw = dict(config=config, out_dtype=jnp.bfloat16)

@@ -94,8 +94,8 @@ def test_candidates_fit_each_problem():
     for product in "yxw":  # elementwise kernels: blocks across the 128 channels
         cands = tune_pallas.candidates(product, geo, "bfloat16", "full")
         assert len(set(cands)) == len(cands) > 1 and max(c.block_n for c in cands) == 128
-        # the kernel gradient also tries every tap in one program
-        assert any(c.flat for c in cands) == (product == "w")
+        # every tap in one program (the kernel gradient), or unrolled (the others)
+        assert any(c.flat for c in cands)
 
 
 def test_check_says_which_gpu_result_is_off(monkeypatch):
