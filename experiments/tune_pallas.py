@@ -64,6 +64,7 @@ from jconv._pallas_tuning import (
     BlockConfig,
     config_for,
     default_config,
+    depthwise_tap_config,
     max_split_k,
     problem_class,
     table_to_json,
@@ -231,21 +232,23 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
     base = default_config(product, geo, dtype)
     most_splits = max_split_k(geo, dtype)
 
-    def splits(factor: float) -> int:
-        return max(1, min(most_splits, round(base.split_k * factor)))
+    def splits(factor: float, start: BlockConfig = base) -> int:
+        return max(1, min(most_splits, round(start.split_k * factor)))
 
     out = [base]
     tabled = config_for(product, geo, dtype)
     if tabled not in out:
         out.append(tabled)
     if geo.depthwise:
+        # the kernels that do not roll down the rows start from their own default
+        blocks = depthwise_tap_config(geo, dtype) if product == "w" else base
         for pixels, bn, warps, split in DEPTHWISE_GRIDS[grid]:
             config = dataclasses.replace(
-                base,
+                blocks,
                 block_n=_pow2_at_most(geo.c, bn),
                 num_warps=warps,
                 **(
-                    dict(block_k=pixels, split_k=splits(split))
+                    dict(block_k=pixels, split_k=splits(split, blocks))
                     if product == "w"
                     else dict(block_m=pixels)
                 ),
@@ -259,11 +262,11 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
         if product == "w" and grid == "full" and geo.kh * geo.kw <= 16:
             for pixels, bn, warps, split in DEPTHWISE_ALL_TAPS:
                 config = dataclasses.replace(
-                    base,
+                    blocks,
                     block_k=pixels,
                     block_n=_pow2_at_most(geo.c, bn),
                     num_warps=warps,
-                    split_k=splits(split),
+                    split_k=splits(split, blocks),
                     flat=True,
                 )
                 if config not in out:
@@ -299,7 +302,7 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 block_n = _pow2_at_most(geo.c, bn)
                 tiles = (1 if flat else geo.kh * geo.kw) * -(-geo.c // block_n)
                 config = dataclasses.replace(
-                    base,
+                    blocks,
                     block_k=pixels,
                     block_n=block_n,
                     num_warps=warps,

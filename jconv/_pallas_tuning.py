@@ -116,6 +116,18 @@ def max_split_k(geometry: ConvGeometry, dtype: Any) -> int:
     return max(1, activation // partial)
 
 
+def depthwise_tap_config(geometry: ConvGeometry, dtype: Any) -> BlockConfig:
+    """A depthwise kernel gradient's default with a program per tap (no rolling down the
+    rows): blocks of 64 pixels, the splits that keep the SMs busy within max_split_k."""
+    g = geometry
+    block_n = _pow2(g.c, MIN_DOT, 128)
+    mh, mw = g.out_hw
+    pixel_blocks = -(-g.n * mh * mw // 64)
+    programs = g.kh * g.kw * -(-g.c // block_n)
+    split = max(1, min(pixel_blocks, SM_TARGET_PROGRAMS // programs, max_split_k(g, dtype)))
+    return BlockConfig(MIN_DOT, block_n, 64, 4, 2, split)
+
+
 def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockConfig:
     """A reasonable tiling for any problem: what runs when TABLE has no entry."""
     g = geometry
@@ -137,10 +149,7 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
             strips = -(-(SM_TARGET_PROGRAMS // 2) // per_strip)
             rows = max(min(mh, 8), -(-mh // strips))
             return BlockConfig(block_m, block_n, 64, 8, 2, rows=rows)
-        pixel_blocks = -(-g.n * mh * mw // 64)
-        programs = g.kh * g.kw * -(-g.c // block_n)
-        split = max(1, min(pixel_blocks, SM_TARGET_PROGRAMS // programs, most_splits))
-        return BlockConfig(MIN_DOT, block_n, 64, 4, 2, split)
+        return depthwise_tap_config(g, dtype)
     if product == "w":
         flat = g.cg < MIN_DOT
         rows = g.kh * g.kw * g.cg if flat else g.cg

@@ -96,6 +96,10 @@ def test_candidates_fit_each_problem():
         assert len(set(cands)) == len(cands) > 1 and max(c.block_n for c in cands) == 128
         # every tap in one program (the kernel gradient), or unrolled (the others)
         assert any(c.flat for c in cands)
+        # the kernels that roll down the rows, and only they, have rows
+        assert not any(c.rows and (c.flat or c.serial) for c in cands)
+        rolling = tune_pallas.ROWS_W_GRIDS if product == "w" else tune_pallas.ROWS_GRIDS
+        assert sum(c.rows > 0 for c in cands) <= len(rolling["full"]) + 2  # + default, table
 
 
 def test_check_says_which_gpu_result_is_off(monkeypatch):
