@@ -292,7 +292,10 @@ def _depthwise_rows_kernel(
             shifted.append(_load(a_ref, image_row(n, ir, ic, (src_h, src_w)), c, ok).astype(acc_t))
 
         def tap_row(i: int) -> Array:  # what this input row adds to output row r0 + t - i
-            return sum(shifted[j] * weights[i][j] for j in range(kw))
+            total = shifted[0] * weights[i][0]
+            for j in range(1, kw):
+                total = total + shifted[j] * weights[i][j]
+            return total
 
         done = tap_row(kh - 1) + (pending[0] if kh > 1 else 0)
         if bias is not None:
