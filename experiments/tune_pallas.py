@@ -271,8 +271,7 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 )
                 if config not in out:
                     out.append(config)
-        rolls = geo.stride == (1, 1) and geo.dilation == (1, 1)
-        if product == "w" and rolls:
+        if product == "w" and geo.rollable:
             for rows, bm, bn, warps in ROWS_W_GRIDS[grid]:
                 config = dataclasses.replace(
                     base,
@@ -284,7 +283,7 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 )
                 if config not in out:
                     out.append(config)
-        if product != "w" and rolls:
+        if product != "w" and geo.rollable:
             out_w = geo.out_hw[1] if product == "y" else geo.width
             for rows, bm, bn, warps, stages in ROWS_GRIDS[grid]:
                 config = dataclasses.replace(

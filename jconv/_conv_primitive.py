@@ -41,6 +41,7 @@ from jax.interpreters import ad, batching, mlir
 
 from jconv._checks import ConvSpec
 from jconv._finite_guard import finite_or_exact
+from jconv._layouts import relayout
 from jconv._lowering import Lowering, member, transpose_in_x
 from jconv._method_im2col import conv_im2col
 from jconv._method_xla import conv_xla
@@ -61,17 +62,14 @@ def _lax_exact(x: Array, w: Array, spec: ConvSpec) -> Array:
     x * dy over the same padded x.
     """
     acc = spec.acc_dtype
-    x = pad_input(x.astype(acc), spec)
-    if spec.layout == "NCHW":  # computed in NHWC, which XLA:CPU runs through its library
-        x = x.transpose(0, 2, 3, 1)
-    x = jax.lax.optimization_barrier(x)
+    # computed in NHWC, which XLA:CPU runs through its library
+    x = jax.lax.optimization_barrier(relayout(pad_input(x.astype(acc), spec), spec.layout, "NHWC"))
     hp, wp = spec.padded_hw
     exact = dataclasses.replace(
         spec, height=hp, width=wp, pads=((0, 0), (0, 0)), dtype=acc, preferred_element_type=None,
         precision=jax.lax.Precision.HIGHEST, layout="NHWC",
     )  # fmt: skip
-    y = conv_xla(x, w.astype(acc), exact)
-    return (y.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else y).astype(spec.out_dtype)
+    return relayout(conv_xla(x, w.astype(acc), exact), "NHWC", spec.layout).astype(spec.out_dtype)
 
 
 def _im2col_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from jconv._typing import Array
+
 LAYOUTS = ("NCHW", "NHWC")
 
 
@@ -28,3 +30,13 @@ LAYOUT_INFO = {
     "NCHW": LayoutInfo("OIHW", 1, (2, 3), (0, 1, 2, 3)),
     "NHWC": LayoutInfo("HWIO", 3, (1, 2), (3, 2, 0, 1)),
 }
+
+
+def relayout(a: Array, src: str, dst: str) -> Array:
+    """A batched activation in layout src, as layout dst (a itself where they agree).
+
+    For the lowerings that compute in one layout whatever the user's (each says why).
+    """
+    if src == dst:
+        return a
+    return a.transpose((0, 2, 3, 1) if dst == "NHWC" else (0, 3, 1, 2))

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
-from jconv._layouts import LAYOUT_INFO
+from jconv._layouts import LAYOUT_INFO, relayout
 from jconv._lowering import Lowering
 from jconv._padding import pad_input
 from jconv._typing import Array
@@ -61,9 +61,6 @@ def _merge_groups(a: Array, spec: ConvSpec) -> Array:
     return a.reshape(*a.shape[:axis], spec.o, *a.shape[axis + 2 :])
 
 
-_OTHER = {"NCHW": ("NHWC", (0, 2, 3, 1)), "NHWC": ("NCHW", (0, 3, 1, 2))}  # layout, transpose
-
-
 def _depthwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout (zero-padded here); w: (O, 1, kh, kw) -> y, spec.layout.
 
@@ -78,9 +75,9 @@ def _depthwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
     """
     acc = spec.acc_dtype
     x, w = pad_input(x.astype(acc), spec), w.astype(acc)
-    other, to_other = _OTHER[spec.layout]
+    other = "NHWC" if spec.layout == "NCHW" else "NCHW"
     ospec = dataclasses.replace(spec, layout=other)
-    x = x.transpose(to_other)
+    x = relayout(x, spec.layout, other)
     y = None
     for i in range(spec.kh):
         for j in range(spec.kw):
@@ -88,7 +85,7 @@ def _depthwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
             term = window * _weights(w[:, 0, i, j], ospec)
             y = term if y is None else y + term
     assert y is not None
-    y = _merge_groups(y, ospec).transpose(_OTHER[other][1])
+    y = relayout(_merge_groups(y, ospec), other, spec.layout)
     return y.astype(spec.out_dtype)
 
 
@@ -139,21 +136,21 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
         w = jax.lax.slice(slab, start, limit, strides)
         return _split_groups(w, spec, 1) if multiplier else w
 
+    def dy_block(d: Array) -> Array:  # a block of dy's rows, split as the windows are
+        return _split_groups(d, spec, spec.og) if multiplier else d
+
     def step(sums: tuple[Array, ...], b: Array) -> tuple[tuple[Array, ...], None]:
         zero = jnp.zeros((), b.dtype)
         x_start, dy_start = [zero] * 4, [zero] * 4
         x_start[ah], dy_start[ah] = b * (block * sh), b * block
         slab = jax.lax.dynamic_slice(x, x_start, x_size)
-        d = jax.lax.dynamic_slice(dy, dy_start, dy_size)
-        d = _split_groups(d, spec, spec.og) if multiplier else d
+        d = dy_block(jax.lax.dynamic_slice(dy, dy_start, dy_size))
         return tuple(s + window(slab, i, j) * d for s, (i, j) in zip(sums, taps)), None
 
-    shape = jax.eval_shape(lambda d: _split_groups(d, spec, spec.og) if multiplier else d,
-                           jax.ShapeDtypeStruct(dy_size, acc)).shape  # fmt: skip
-    zeros = tuple(jnp.zeros(shape, acc) for _ in taps)
-    sums, _ = jax.lax.scan(step, zeros, jnp.arange(mh // block))
+    zero = dy_block(jnp.zeros(dy_size, acc))
+    sums, _ = jax.lax.scan(step, (zero,) * len(taps), jnp.arange(mh // block))
     kept = (channel, channel + 1) if multiplier else (channel,)
-    summed = tuple(a for a in range(len(shape)) if a not in kept)
+    summed = tuple(a for a in range(zero.ndim) if a not in kept)
     per_tap = jnp.stack([s.sum(summed) for s in sums])  # (kh*kw, G, og) or (kh*kw, O)
     dw_taps = per_tap.reshape(spec.kh, spec.kw, spec.o)
     return dw_taps.transpose(2, 0, 1)[:, None].astype(spec.dtype)

@@ -39,6 +39,7 @@ import jax
 from jax.sharding import AxisType, PartitionSpec
 
 from jconv._checks import ConvSpec
+from jconv._layouts import relayout
 from jconv._padding import pad_input
 from jconv._pallas_geometry import ConvGeometry
 from jconv._pallas_primitive import conv_product
@@ -114,7 +115,5 @@ def conv_pallas(x: Array, w: Array, spec: ConvSpec, bias: Array | None = None) -
     if spec.padding_mode != "zeros":
         x = pad_input(x, spec)
         spec = dataclasses.replace(spec, height=hp, width=wp, pads=((0, 0), (0, 0)))
-    if spec.layout == "NCHW":
-        x = x.transpose(0, 2, 3, 1)
-    y = _batch_parallel(x, w.transpose(2, 3, 1, 0), bias, spec)
-    return y.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else y
+    y = _batch_parallel(relayout(x, spec.layout, "NHWC"), w.transpose(2, 3, 1, 0), bias, spec)
+    return relayout(y, "NHWC", spec.layout)

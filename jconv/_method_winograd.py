@@ -42,6 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
+from jconv._layouts import relayout
 from jconv._lowering import Lowering
 from jconv._method_taps import TAPS, conv_taps
 from jconv._padding import zero_pad_or_crop
@@ -256,12 +257,11 @@ def _tap_sharding(kernel_sharding: Any) -> Any:
 
 def _to_nhwc(a: Array, spec: ConvSpec) -> Array:
     """A batched activation in spec.layout, as NHWC in the accumulation dtype."""
-    a = a.astype(spec.acc_dtype)
-    return a.transpose(0, 2, 3, 1) if spec.layout == "NCHW" else a
+    return relayout(a.astype(spec.acc_dtype), spec.layout, "NHWC")
 
 
 def _from_nhwc(a: Array, spec: ConvSpec, dtype: Any) -> Array:
-    return (a.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else a).astype(dtype)
+    return relayout(a, "NHWC", spec.layout).astype(dtype)
 
 
 def _hwio(w: Array, spec: ConvSpec) -> Array:

@@ -75,6 +75,12 @@ class ConvGeometry:
         """One input and one output channel per group: every product is elementwise."""
         return self.groups > 1 and self.cg == 1 and self.og == 1
 
+    @property
+    def rollable(self) -> bool:
+        """Depthwise at stride and dilation 1: its kernels may roll down the rows (each of
+        the three products, the input gradient included, a stride-1 correlation)."""
+        return self.depthwise and self.stride == (1, 1) and self.dilation == (1, 1)
+
     def x_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.height, self.width, self.c)
 

@@ -233,10 +233,9 @@ def _depthwise_pixel_kernel(
 
 def rolls_rows(geometry: ConvGeometry, config: BlockConfig) -> bool:
     """Whether a depthwise product runs a kernel that rolls down the rows
-    (_depthwise_rows_kernel, _depthwise_rows_tap_kernel): asked for (config.rows), at a
-    stride and dilation of 1, where the input gradient is one correlation too."""
-    g = geometry
-    return bool(config.rows) and g.depthwise and g.stride == (1, 1) and g.dilation == (1, 1)
+    (_depthwise_rows_kernel, _depthwise_rows_tap_kernel): asked for (config.rows), and
+    the geometry allows it (ConvGeometry.rollable)."""
+    return bool(config.rows) and geometry.rollable
 
 
 def _depthwise_rows_kernel(
@@ -670,27 +669,18 @@ def kernel_grad_sums(
     """
     geo = geometry
     splits = config.split_k
-    config = dataclasses.replace(config, serial=config.serial and splits > 1)
+    rolling = rolls_rows(geo, config)
+    config = dataclasses.replace(config, serial=config.serial and splits > 1 and not rolling)
     acc = acc_dtype(x.dtype, dy.dtype)
-    if rolls_rows(geo, config):  # a strip of rows per program; each program's own sums
+    if rolling:  # a strip of rows per program; each program's own sums
         mh, mw = geo.out_hw
         grid = (
             geo.n * pl.cdiv(mh, config.rows),
             pl.cdiv(mw, config.block_m),
             pl.cdiv(geo.c, config.block_n),
         )
-        config = dataclasses.replace(config, serial=False)
-        sums = grid[0] * grid[1]
-        outs = pl.pallas_call(
-            functools.partial(_depthwise_rows_tap_kernel, geometry=geo, config=config),
-            out_shape=_out_struct((sums * geo.kh * geo.kw, geo.c), acc, x),
-            grid=grid,
-            compiler_params=_compiler_params(config),
-            interpret=interpret,
-            name="jconv_conv_w",
-        )(x.reshape(-1, geo.c), dy.reshape(-1, geo.o))
-        return outs.reshape(sums, *geo.w_shape()), None
-    if geo.depthwise:  # a program per tap, or one for every tap (flat)
+        kernel = functools.partial(_depthwise_rows_tap_kernel, geometry=geo, config=config)
+    elif geo.depthwise:  # a program per tap, or one for every tap (flat)
         grid = (1 if config.flat else geo.kh * geo.kw, pl.cdiv(geo.c, config.block_n), splits)
         kernel = functools.partial(
             _depthwise_tap_kernel, geometry=geo, config=config, interpret=interpret
@@ -706,7 +696,7 @@ def kernel_grad_sums(
             _tap_kernel, geometry=geo, config=config, precision=precision, interpret=interpret
         )
     operands = [x.reshape(-1, geo.c), dy.reshape(-1, geo.o)]
-    sums = 1 if config.serial else splits
+    sums = grid[0] * grid[1] if rolling else 1 if config.serial else splits
     out_shape = [_out_struct((sums * geo.kh * geo.kw * geo.cg, geo.o), acc, x)]
     aliases = {}
     if config.serial:  # a counter per tile, zero at launch, updated in place

@@ -139,7 +139,7 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
         if product != "w":
             return BlockConfig(64, block_n, MIN_DOT, 4, 2)
         mh, mw = g.out_hw
-        if g.stride == (1, 1) and g.dilation == (1, 1):
+        if g.rollable:
             # rolling down the rows: on the H200 the bench's 56x56 layer (N=64) took 58 us
             # with whole images per program, 82 to 99 us with strips of 8 to 28 rows and
             # 110 us with a program per tap (BENCHMARKS.md); strips only where whole

@@ -11,6 +11,7 @@ pass (Triton's power-of-two block shapes, for one).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 
@@ -225,6 +226,15 @@ def test_too_many_pixels_is_refused():
 
 # --- the kernels with settings other than the defaults ---
 
+
+def geometry_lax(g: ConvGeometry, x, w):
+    """lax at HIGHEST on a geometry's NHWC x and HWIO kernel: the kernels' reference."""
+    return jax.lax.conv_general_dilated(
+        x, w, g.stride, g.pads, rhs_dilation=g.dilation, precision="highest",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g.groups,
+    )  # fmt: skip
+
+
 GEOMETRY = ConvGeometry(2, 6, 7, 40, 24, 3, 2, 2, (2, 1), (1, 2), ((1, 0), (2, 1)))
 DEPTHWISE_GEOMETRY = ConvGeometry(2, 7, 9, 24, 24, 2, 3, 24, (2, 1), (1, 2), ((1, 0), (2, 1)))
 
@@ -269,11 +279,7 @@ def test_other_block_settings(settings):
             _pallas_triton.kernel_grad(x, dy, g, config=configs["w"], **kw),
         )
 
-    def lax_conv(x, w):
-        return jax.lax.conv_general_dilated(
-            x, w, g.stride, g.pads, rhs_dilation=g.dilation, precision="highest",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g.groups,
-        )  # fmt: skip
+    lax_conv = functools.partial(geometry_lax, g)
 
     y_ref, vjp = jax.vjp(lax_conv, x, w)
     for got, expected in zip(products(x, w, dy), (y_ref, *vjp(dy))):
@@ -315,11 +321,7 @@ def test_depthwise_rows_rolling_down_the_image(name):
             _pallas_triton.kernel_grad(x, dy, g, **kw),
         )
 
-    def lax_conv(x, w):
-        return jax.lax.conv_general_dilated(
-            x, w, g.stride, g.pads, rhs_dilation=g.dilation, precision="highest",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g.groups,
-        )  # fmt: skip
+    lax_conv = functools.partial(geometry_lax, g)
 
     y_ref, vjp = jax.vjp(lax_conv, x, w)
     y, dx, dw = products(x, w, b, dy)
@@ -344,11 +346,7 @@ def test_depthwise_taps_unrolled():
     y = jax.jit(lambda x, w, b: _pallas_triton.forward(x, w, b, g, **kw))(x, w, b)
     dx = jax.jit(lambda dy, w: _pallas_triton.input_grad(dy, w, g, **kw))(dy, w)
 
-    def lax_conv(x):
-        return jax.lax.conv_general_dilated(
-            x, w, g.stride, g.pads, rhs_dilation=g.dilation, precision="highest",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g.groups,
-        )  # fmt: skip
+    lax_conv = lambda x: geometry_lax(g, x, w)
 
     y_ref, vjp = jax.vjp(lax_conv, x)
     assert_close(y, y_ref + b)
@@ -416,11 +414,7 @@ def test_depthwise_kernel_gradient_with_every_tap_in_one_program(config):
     kw = dict(out_dtype=jnp.float32, precision="highest", interpret=True)
     got = jax.jit(lambda x, dy: _pallas_triton.kernel_grad(x, dy, g, config=config, **kw))(x, dy)
 
-    def lax_conv(w):
-        return jax.lax.conv_general_dilated(
-            x, w, g.stride, g.pads, rhs_dilation=g.dilation, precision="highest",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g.groups,
-        )  # fmt: skip
+    lax_conv = lambda w: geometry_lax(g, x, w)
 
     (expected,) = jax.vjp(lax_conv, w)[1](dy)
     assert_close(got, expected)
