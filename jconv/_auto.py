@@ -26,7 +26,10 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   won but the band's gradients did (3x3 kernels on 4 to 8 channels, or with 64
   outputs, or on 1 channel; 1.1x to 1.5x lax forward+backward), lax's forward
   pass with the band's gradients (BANDED_GRADIENTS, a lowering only this rule
-  picks). Elsewhere in this class lax won: CIFAR's 16-channel 3x3 layers (banded
+  picks). On one input channel in float32, with few outputs times taps, the
+  forward pass is 'taps''s elementwise one, faster than both (TAPS_BANDED_GRADIENTS,
+  likewise rule-only; LeNet's first layer 2.6x the band's forward).
+  Elsewhere in this class lax won: CIFAR's 16-channel 3x3 layers (banded
   0.14x to 0.3x lax), 16 channels on wide images, 8 channels on wide images, the
   7x7 stride-2 stem on 3 channels;
 - stride-1 kernels up to 5x5 with at least WINOGRAD_MIN_CHANNELS input channels
@@ -83,6 +86,7 @@ from jconv._method_banded import (
     banded_unrolled,
     banded_weight_bytes,
 )
+from jconv._method_banded import TAPS_BANDED_GRADIENTS as TAPS_BANDED_GRADIENTS_LOWERING
 from jconv._method_winograd import winograd_supported
 from jconv._pallas_tuning import MIN_DOT
 
@@ -98,6 +102,9 @@ BANDED_FORWARD_MIN_TAPS = 25  # kh * kw: 5x5 kernels' bands won forward at any c
 BANDED_GRADIENTS_MAX_CHANNELS = 4  # C/groups: windows cut by shift, band's gradients won
 # lax's forward pass with 'banded''s gradients: a lowering only the rule picks (not a method)
 BANDED_GRADIENTS = BANDED_GRADIENTS_LOWERING.name
+# one input channel: 'taps''s elementwise forward pass with 'banded''s gradients (likewise)
+TAPS_BANDED_GRADIENTS = TAPS_BANDED_GRADIENTS_LOWERING.name
+SINGLE_CHANNEL_MAX_PRODUCTS = 640  # O * kh * kw: the elementwise products per input pixel
 
 
 def _banded_class(spec: ConvSpec) -> bool:
@@ -139,15 +146,38 @@ def _banded_choice(spec: ConvSpec) -> str:
 
     The band's gradients beat lax's across the class (1.1x to 1.5x forward+backward
     where its forward lost), but its forward pass does not: a convolution's members
-    are chosen one by one, lax's forward where it is faster.
+    are chosen one by one, lax's forward where it is faster, and on one input channel
+    'taps''s elementwise forward pass where that is (TAPS_BANDED_GRADIENTS).
     """
     if not _banded_class(spec):
         return "xla"
+    if _single_channel_forward_wins(spec) and (
+        _banded_wins(spec) or spec.cg <= BANDED_GRADIENTS_MAX_CHANNELS
+    ):
+        return TAPS_BANDED_GRADIENTS
     if _banded_wins(spec):
         return "banded" if _banded_forward_wins(spec) else BANDED_GRADIENTS
     if spec.cg <= BANDED_GRADIENTS_MAX_CHANNELS:
         return BANDED_GRADIENTS
     return "xla"
+
+
+def _single_channel_forward_wins(spec: ConvSpec) -> bool:
+    """One input channel in float32 or wider, at most SINGLE_CHANNEL_MAX_PRODUCTS outputs
+    times taps: where 'taps''s elementwise forward pass (a multiply-add per tap and output
+    channel, no GEMM) ran faster than the band's and lax's. Measured, float32 NHWC,
+    against the band / lax: LeNet's 1 -> 6 5x5 at 28x28 (150 products) 2.1x / 5.9x,
+    1 -> 16 3x3 and 5x5 1.4x to 1.8x / 2.7x to 3.3x, 1 -> 32 3x3 3.3x / 2.1x, 1 -> 8
+    3x3 at 128x128 4.9x / 17x, 1 -> 64 3x3 (576) 1.8x / 1.7x; it lost from 784
+    products (1 -> 16 7x7 0.8x the band's, 1 -> 64 5x5 0.57x lax's, 1 -> 64 7x7 0.4x).
+    In bfloat16 it lost to the band (0.44x on LeNet's layer: the channel multiplier's
+    products run in float32 between conversions), so only float32 and wider.
+    BENCHMARKS.md, session 8."""
+    return (
+        spec.c == 1
+        and jnp.dtype(spec.dtype).itemsize >= 4
+        and spec.o * spec.kh * spec.kw <= SINGLE_CHANNEL_MAX_PRODUCTS
+    )
 
 
 def _banded_wins(spec: ConvSpec) -> bool:

@@ -11,11 +11,22 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jconv._auto import BANDED_GRADIENTS, PHASES, auto_methods, choose_method, cpu_compute_dtype
+from jconv._auto import (
+    BANDED_GRADIENTS,
+    PHASES,
+    TAPS_BANDED_GRADIENTS,
+    auto_methods,
+    choose_method,
+    cpu_compute_dtype,
+)
 from jconv._checks import ConvSpec, check_conv_args
 from jconv._layouts import LAYOUT_INFO
 from jconv._lowering import Forward
-from jconv._method_banded import conv_banded, conv_banded_gradients
+from jconv._method_banded import (
+    conv_banded,
+    conv_banded_gradients,
+    conv_taps_banded_gradients,
+)
 from jconv._method_im2col import conv_im2col
 from jconv._method_pallas import conv_pallas
 from jconv._method_taps import conv_taps
@@ -40,7 +51,11 @@ BIAS_LOWERINGS: dict[str, Callable[..., Array]] = {"pallas": conv_pallas}
 METHODS: tuple[str, ...] = ("auto", *LOWERINGS)
 # What 'auto''s rules may pick: the methods, and lowerings that only a rule picks
 # (jconv/_auto.py).
-RULE_LOWERINGS: dict[str, Forward] = {**LOWERINGS, BANDED_GRADIENTS: conv_banded_gradients}
+RULE_LOWERINGS: dict[str, Forward] = {
+    **LOWERINGS,
+    BANDED_GRADIENTS: conv_banded_gradients,
+    TAPS_BANDED_GRADIENTS: conv_taps_banded_gradients,
+}
 
 
 def check_method(method: str) -> str:

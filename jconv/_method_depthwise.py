@@ -61,7 +61,7 @@ def _merge_groups(a: Array, spec: ConvSpec) -> Array:
     return a.reshape(*a.shape[:axis], spec.o, *a.shape[axis + 2 :])
 
 
-def _depthwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
+def depthwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout (zero-padded here); w: (O, 1, kh, kw) -> y, spec.layout.
 
     Computed in the other layout: x transposed first, y transposed back. Where y is
@@ -156,7 +156,7 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
     return dw_taps.transpose(2, 0, 1)[:, None].astype(spec.dtype)
 
 
-DEPTHWISE = Lowering("taps", _depthwise_y, dw=_depthwise_dw, guarded=frozenset())
+DEPTHWISE = Lowering("taps", depthwise_y, dw=_depthwise_dw, guarded=frozenset())
 
 
 def conv_depthwise(x: Array, w: Array, spec: ConvSpec) -> Array:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import jconv
-from jconv._auto import BANDED_GRADIENTS, choose_method, cpu_compute_dtype
+from jconv._auto import BANDED_GRADIENTS, TAPS_BANDED_GRADIENTS, choose_method, cpu_compute_dtype
 from jconv._checks import check_conv_args
 from jconv._method_banded import MAX_BLOCK_SLICES, banded_unrolled
 from tests._helpers import lowerings_run
@@ -51,11 +51,15 @@ def test_windows_cut_by_shift(x_shape, k_shape, kwargs, layout):
         assert_close(got, want)
 
 
-# Shapes 'auto' runs as lax's forward pass with the band's gradients (BANDED_GRADIENTS in
-# jconv/_auto.py): 3x3 kernels on 4 channels, and on 1 channel contracting only 9 values
+# Shapes 'auto' runs with the band's gradients and another forward pass (jconv/_auto.py):
+# lax's (BANDED_GRADIENTS) for 3x3 kernels on 4 channels, and on 1 channel with more than
+# SINGLE_CHANNEL_MAX_PRODUCTS outputs times taps; 'taps''s elementwise one
+# (TAPS_BANDED_GRADIENTS) on 1 channel with fewer, where the band or lax ran the forward
 GRADIENT_CASES = [
-    ((2, 4, 6, 40), (8, 4, 3, 3), {"padding": "SAME"}),
-    ((2, 1, 9, 12), (32, 1, 3, 3), {"padding": 1}),
+    ((2, 4, 6, 40), (8, 4, 3, 3), {"padding": "SAME"}, BANDED_GRADIENTS),
+    ((2, 1, 9, 12), (72, 1, 3, 3), {"padding": 1}, BANDED_GRADIENTS),
+    ((2, 1, 9, 12), (32, 1, 3, 3), {"padding": 1}, TAPS_BANDED_GRADIENTS),  # lax's forward
+    ((3, 1, 10, 9), (6, 1, 5, 5), {"padding": 2}, TAPS_BANDED_GRADIENTS),  # the band's
 ]
 
 
@@ -70,15 +74,15 @@ def auto_conv(kwargs, layout="NCHW", dtype="float32"):
     return lambda x, w: jconv.conv2d(x, w, layout=layout, precision=precision, **kwargs)
 
 
-@pytest.mark.parametrize("x_shape,k_shape,kwargs", GRADIENT_CASES)
+@pytest.mark.parametrize("x_shape,k_shape,kwargs,lowering", GRADIENT_CASES)
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.usefixtures("on_cpu")
-def test_band_gradients_of_lax_forward(x_shape, k_shape, kwargs, layout):
-    """y is lax's own convolution; dx, dw (and everything built on them) are the band's,
-    each against lax at HIGHEST: grad, jvp, vmap of x and of the kernel, the transpose
-    in x and a second derivative, all under jit."""
+def test_band_gradients_of_another_forward(x_shape, k_shape, kwargs, lowering, layout):
+    """y is lax's own convolution or 'taps''s elementwise one; dx, dw (and everything
+    built on them) are the band's, each against lax at HIGHEST: grad, jvp, vmap of x and
+    of the kernel, the transpose in x and a second derivative, all under jit."""
     spec = check_conv_args(x_shape, k_shape, x_dtype="float32", kernel_dtype="float32", **kwargs)
-    assert choose_method(spec) == BANDED_GRADIENTS
+    assert choose_method(spec) == lowering
     rng = np.random.default_rng(5)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(k_shape).astype(np.float32)
@@ -86,7 +90,7 @@ def test_band_gradients_of_lax_forward(x_shape, k_shape, kwargs, layout):
         x, w = x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0)
     conv = auto_conv(kwargs, layout)
     ref = lambda x, w: conv_lax(x, w, layout=layout, **kwargs)
-    assert lowerings_run(conv, x, w) == {BANDED_GRADIENTS}
+    assert lowerings_run(conv, x, w) == {lowering}
     y_shape = jax.eval_shape(ref, x, w).shape
     ct = rng.standard_normal(y_shape).astype(np.float32)
     tx, tw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
@@ -114,7 +118,7 @@ def test_band_gradients_of_lax_forward(x_shape, k_shape, kwargs, layout):
 def test_band_gradients_compute_bfloat16_in_float32():
     """bfloat16 inputs: computed in float32 on the CPU (cpu_compute_dtype), within
     bfloat16's tolerance of lax in float32."""
-    x_shape, k_shape, kwargs = GRADIENT_CASES[0]
+    x_shape, k_shape, kwargs, _ = GRADIENT_CASES[0]
     spec = check_conv_args(x_shape, k_shape, x_dtype="bfloat16", kernel_dtype="bfloat16", **kwargs)
     assert choose_method(spec) == BANDED_GRADIENTS
     assert cpu_compute_dtype(spec, BANDED_GRADIENTS) == jnp.float32
@@ -139,7 +143,7 @@ def test_band_gradients_place_non_finite_values(where):
     """An Inf and a NaN in x or in the kernel: y where lax has them (it is lax's), dx and
     dw where the NumPy loop's gradients have them (the band's results are checked and
     recomputed exactly; jconv/_conv_primitive.py)."""
-    x_shape, k_shape, kwargs = GRADIENT_CASES[0]
+    x_shape, k_shape, kwargs, _ = GRADIENT_CASES[0]
     rng = np.random.default_rng(7)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(k_shape).astype(np.float32)
