@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
 from jconv._layouts import LAYOUT_INFO, relayout
-from jconv._lowering import Lowering
+from jconv._lowering import Lowering, transpose_in_x
 from jconv._padding import pad_input
 from jconv._typing import Array
 from jconv._windows import tap_window
@@ -156,7 +156,48 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
     return dw_taps.transpose(2, 0, 1)[:, None].astype(spec.dtype)
 
 
-DEPTHWISE = Lowering("taps", depthwise_y, dw=_depthwise_dw, guarded=frozenset())
+def _depthwise_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
+    """dy: batched output (spec.layout); w: (O, 1, kh, kw) -> dx, batched, spec.layout.
+
+    With one output per group, JAX's transpose of y (each tap's dy * w put back where its
+    window came from), which XLA fuses into one pass. With a channel multiplier, that
+    transpose also sums each tap's products over the group's outputs, and XLA's CPU
+    backend merged the kh * kw products and their sums into one library fusion that
+    materialized every one of them: 250 to 450 ms for LeNet's first layer (1 -> 6
+    channels, 5x5) run by 'taps'. Here the sums over the group's outputs come first, for
+    every tap at once, as one contraction, z[tap] = sum_k dy[..., g, k] * w[g, k, tap];
+    each tap's z is then put back where its window came from, spread by the stride
+    (zeros added, none multiplied: every product is one of the definition's). On that
+    layer 3.2 ms (BENCHMARKS.md, session 8).
+    """
+    if spec.og == 1:
+        return transpose_in_x(depthwise_y, dy, w, spec)
+    acc = spec.acc_dtype
+    taps = w.astype(acc).reshape(spec.groups, spec.og, spec.kh * spec.kw)
+    grouped = _split_groups(dy.astype(acc), spec, spec.og)
+    subscripts = "nhwgk,gkt->tnhwg" if spec.layout == "NHWC" else "ngkhw,gkt->tnghw"
+    z = jnp.einsum(subscripts, grouped, taps, precision=spec.precision)
+    ah, aw = LAYOUT_INFO[spec.layout].spatial_axes
+    (mh, mw), (sh, sw), (dh, dw) = spec.out_hw, spec.stride, spec.dilation
+    hp, wp = spec.padded_hw
+    zero = jnp.zeros((), acc)
+    dx = None
+    for t in range(spec.kh * spec.kw):
+        i, j = divmod(t, spec.kw)
+        widths = [(0, 0, 0)] * 4
+        widths[ah] = (i * dh, hp - i * dh - (mh - 1) * sh - 1, sh - 1)
+        widths[aw] = (j * dw, wp - j * dw - (mw - 1) * sw - 1, sw - 1)
+        spread = jax.lax.pad(z[t], zero, widths)
+        dx = spread if dx is None else dx + spread
+    assert dx is not None
+    (top, _), (left, _) = spec.pads
+    start, limit = [0] * 4, list(dx.shape)
+    start[ah], start[aw] = top, left
+    limit[ah], limit[aw] = top + spec.height, left + spec.width
+    return jax.lax.slice(dx, start, limit).astype(spec.dtype)
+
+
+DEPTHWISE = Lowering("taps", depthwise_y, _depthwise_dx, _depthwise_dw, guarded=frozenset())
 
 
 def conv_depthwise(x: Array, w: Array, spec: ConvSpec) -> Array:

@@ -31,8 +31,12 @@ CASES = [
         (6, 1, 5, 5),
         {"groups": 6, "stride": 2, "dilation": (1, 2), "padding": "SAME"},
     ),
+    ((2, 2, 9, 8), (6, 1, 3, 3), {"groups": 2, "stride": (1, 2), "dilation": (2, 1), "padding": 1}),
 ]
-IDS = ["3x3-same", "multiplier-strided", "dilated", "one-channel", "5x5-strided-dilated"]
+IDS = [
+    "3x3-same", "multiplier-strided", "dilated", "one-channel", "5x5-strided-dilated",
+    "multiplier-dilated",
+]  # fmt: skip
 
 
 def _arrays(x_shape, k_shape, seed, dtype=np.float64):
@@ -177,16 +181,20 @@ def test_transformations(x_shape, k_shape, kwargs):
 
 
 @pytest.mark.parametrize("where", ["x", "w"])
-def test_non_finite_values_land_where_the_definition_puts_them(where):
+@pytest.mark.parametrize("case", [0, 1, 3], ids=[IDS[0], IDS[1], IDS[3]])
+def test_non_finite_values_land_where_the_definition_puts_them(where, case):
     """An Inf in x (a corner) or in the kernel: Inf and NaN where the NumPy loops, which
-    form exactly the definition's products (zero border included), put them."""
+    form exactly the definition's products (zero border included), put them. With a
+    channel multiplier the input gradient sums each tap's products over the group's
+    outputs first (`_depthwise_dx`), and spreads the sums out with zeros added, never
+    multiplied."""
     with jax.enable_x64(True):
-        x_shape, k_shape, kwargs = CASES[0]
+        x_shape, k_shape, kwargs = CASES[case]
         x, w, rng = _arrays(x_shape, k_shape, seed=9)
         if where == "x":
-            x[0, 1, 0, 0] = np.inf
+            x[0, x_shape[1] - 1, 0, 0] = np.inf
         else:
-            w[2, 0, 1, 1] = -np.inf
+            w[k_shape[0] // 2, 0, k_shape[2] // 2, 1] = -np.inf
         ref_kwargs = _numpy_kwargs(x_shape, k_shape, kwargs)
         y_ref = conv_numpy(x, w, **ref_kwargs)
         dy = rng.standard_normal(y_ref.shape)
