@@ -215,13 +215,14 @@ def cpu_compute_dtype(spec: ConvSpec, method: str) -> Any:
     one bfloat16 GEMM; 'winograd', which already transforms in float32 and keeps its
     GEMM operands in bfloat16; 'vmap' and 'taps' on one input channel per group, which
     compute in float32 themselves; and lax, whose convolution, fed by a conversion to
-    float32, ran up to 20x slower with its gradients (BENCHMARKS.md).
+    float32, ran up to 20x slower with its gradients (BENCHMARKS.md). Nor
+    BANDED_GRADIENTS: its forward pass is lax's own, in bfloat16 as lax runs it (widened,
+    0.82x to 0.94x lax's forward on 3 -> 64 and 4 -> 32 to 64 channels, session 8), and the
+    band's gradients compute in float32 whatever the input dtype.
     """
     if jnp.dtype(spec.dtype).itemsize >= 4:
         return None
-    if method in ("banded", BANDED_GRADIENTS) or (
-        method == "taps" and spec.kh * spec.kw > 1 and spec.cg > 1
-    ):
+    if method == "banded" or (method == "taps" and spec.kh * spec.kw > 1 and spec.cg > 1):
         return jnp.dtype(jnp.float32)
     return None
 
