@@ -37,8 +37,9 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   or 9/25 (5x5) of the multiply-adds;
 - 1x1 kernels: 'taps', one GEMM; strided kernels in bfloat16 and float16: 'taps'
   (kh*kw GEMMs, computed in float32; the stride-2 3x3 layer 1.04x / 1.21x lax's
-  bfloat16), but in float32 lax, which ran the stride-2 layer forward faster
-  (taps 0.64x forward, 1.2x with the gradient: 'auto' must not lose either way);
+  bfloat16), and in float32 on kernels up to 3x3 contracting at least 64 channels
+  (`_strided_taps_win`: 1.0x to 1.5x lax both ways on a quiet machine); other
+  strided float32 kernels lax (32 channels, 5x5: 'taps' lost forward);
 - everything else (dilation, shallow layers that 'banded' does not take): 'xla'
   ('taps' ran 0.5x to 0.7x lax on a dilated 3x3).
 'im2col' is never the fastest on a CPU in the suite and needs kh*kw copies of
@@ -189,6 +190,28 @@ def _banded_wins(spec: ConvSpec) -> bool:
     return banded_unrolled(spec) <= MAX_BLOCK_SLICES or _rgb_like(spec)
 
 
+STRIDED_TAPS_MIN_CHANNELS = 64  # C/groups: each tap's GEMM contracts at least this many
+STRIDED_TAPS_MAX_TAPS = 9  # kh * kw: 3x3 kernels and smaller
+
+
+def _strided_taps_win(spec: ConvSpec) -> bool:
+    """float32 strided kernels up to 3x3 contracting at least 64 channels per tap: where
+    'taps' (a GEMM per tap on strided windows) ran at least as fast as lax both ways.
+    Measured (session 8, quiet, float32 NHWC, 3x3 stride 2 unless said, medians of
+    three alternating runs), 'taps' against lax forward / forward+backward: 64 -> 128
+    at 56x56 1.23x to 1.51x / 1.19x to 1.32x (four runs), 128 -> 256 at 28x28 1.11x /
+    1.39x, 256 -> 512 at 14x14 1.00x / 1.29x, 64 -> 64 at 112x112 1.26x / 1.52x, stride
+    3 1.40x / 1.17x. It lost with 32 channels (0.79x forward) and on 5x5 (0.91x /
+    0.59x). An earlier run on a loaded machine had the 56x56 layer at 0.42x to 0.64x
+    forward (BENCHMARKS.md); the rule follows the quiet runs.
+    """
+    return (
+        spec.groups == 1
+        and spec.cg >= STRIDED_TAPS_MIN_CHANNELS
+        and spec.kh * spec.kw <= STRIDED_TAPS_MAX_TAPS
+    )
+
+
 def choose_method(spec: ConvSpec) -> str:
     """The lowering that 'auto' runs for spec on a CPU (see the module docstring)."""
     if spec.cg == 1 and spec.groups > 1:  # depthwise: every product is elementwise
@@ -200,7 +223,7 @@ def choose_method(spec: ConvSpec) -> str:
     if spec.dilation == (1, 1) and spec.kh * spec.kw == 1:
         return "taps"
     narrow = jnp.dtype(spec.dtype).itemsize < 4  # computed in float32 (cpu_compute_dtype)
-    if spec.dilation == (1, 1) and max(spec.stride) > 1 and narrow:
+    if spec.dilation == (1, 1) and max(spec.stride) > 1 and (narrow or _strided_taps_win(spec)):
         return "taps"
     return "xla"
 

@@ -26,7 +26,9 @@ CPU_CHOICES = [
     ((256, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, TAPS_BANDED_GRADIENTS),  # LeNet conv1
     ((4, 100, 68, 68), (100, 100, 5, 5), {}, "winograd"),  # the lesson's layer
     ((2, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "winograd"),  # ResNet 3x3
-    ((4, 64, 56, 56), (128, 64, 3, 3), {"stride": 2, "padding": 1}, "xla"),  # float32
+    ((4, 64, 56, 56), (128, 64, 3, 3), {"stride": 2, "padding": 1}, "taps"),  # 64 deep
+    ((8, 32, 32, 32), (64, 32, 3, 3), {"stride": 2, "padding": 1}, "xla"),  # 32: lax
+    ((4, 64, 56, 56), (64, 64, 5, 5), {"stride": 2, "padding": 2}, "xla"),  # 5x5: lax
     ((4, 64, 56, 56), (128, 64, 1, 1), {"stride": 2}, "taps"),  # a strided 1x1
     ((2, 64, 56, 56), (64, 64, 3, 3), {"dilation": 2}, "xla"),  # 'taps' lost to lax
     ((2, 64, 56, 56), (64, 64, 7, 7), {}, "xla"),  # beyond F(2, 5): nothing measured faster
@@ -74,6 +76,8 @@ def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     if dtype == "bfloat16" and cpu == TAPS_BANDED_GRADIENTS:
         cpu = "banded"  # both measured shapes: LeNet's first layer, and 32 times as wide
     assert rules["cpu"] == ("taps" if dtype == "bfloat16" and strided else cpu)
+    if dtype == "float32" and strided:  # float32: 'taps' on 3x3, 64 channels and more
+        assert (cpu == "taps") == (k_shape[2:] == (3, 3) and k_shape[1] >= 64)
 
 
 # NHWC (x shape, kernel shape HWIO, conv2d kwargs, dtype): the class in which 'pallas'
