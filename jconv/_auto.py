@@ -169,10 +169,14 @@ def _single_channel_forward_wins(spec: ConvSpec) -> bool:
     channel, no GEMM) ran faster than the band's and lax's. Measured, float32 NHWC,
     against the band / lax: LeNet's 1 -> 6 5x5 at 28x28 (150 products) 2.1x / 5.9x,
     1 -> 16 3x3 and 5x5 1.4x to 1.8x / 2.7x to 3.3x, 1 -> 32 3x3 3.3x / 2.1x, 1 -> 8
-    3x3 at 128x128 4.9x / 17x, 1 -> 64 3x3 (576) 1.8x / 1.7x; it lost from 784
-    products (1 -> 16 7x7 0.8x the band's, 1 -> 64 5x5 0.57x lax's, 1 -> 64 7x7 0.4x).
-    In bfloat16 it lost to the band (0.44x on LeNet's layer: the channel multiplier's
-    products run in float32 between conversions), so only float32 and wider.
+    3x3 at 128x128 4.9x / 17x, 1 -> 64 3x3 (576) 1.8x / 1.7x, 1 -> 32 5x5 (800) 1.35x /
+    1.27x; it lost on 1 -> 16 7x7 (784, 0.8x the band's), 1 -> 64 5x5 (1600, 0.57x
+    lax's) and 1 -> 64 7x7 (0.4x): the bound sits below them all. With the gradient it
+    costs a little: the band's forward pass shares its stacked input with its kernel
+    gradient, this one does not (LeNet's first layer 0.86x to 0.94x the band's forward
+    plus backward, against 2.6x forward). In bfloat16 it lost to the band (0.44x on
+    LeNet's layer; found, not understood: XLA's fusion of the converted input and
+    weights ran 5x slower than either conversion alone), so only float32 and wider.
     BENCHMARKS.md, session 8."""
     return (
         spec.c == 1
