@@ -23,7 +23,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import jconv
-from jconv._auto import BANDED_GRADIENTS, choose_method
+from jconv._auto import BANDED_GRADIENTS, TAPS_BANDED_GRADIENTS, choose_method
 from jconv._checks import check_conv_args
 from tests._helpers import assert_runs_own_code, lowerings_run, sample_product
 from tests.reference import assert_close, conv_lax
@@ -113,9 +113,9 @@ TRANSFORMATIONS: dict[str, Callable[[ConvFn, Data], object]] = {
 }
 
 
-def transformed(transformation: str, conv: ConvFn):
-    """The transformation of conv, applied to DATA as one compiled program."""
-    return jax.jit(lambda d: TRANSFORMATIONS[transformation](conv, d))(DATA)
+def transformed(transformation: str, conv: ConvFn, data: Data = DATA):
+    """The transformation of conv, applied to data (DATA) as one compiled program."""
+    return jax.jit(lambda d: TRANSFORMATIONS[transformation](conv, d))(data)
 
 
 def lax_conv(x, w):
@@ -133,6 +133,47 @@ def expected(transformation: str):
 # its own. 'pallas' runs its GPU kernels in Pallas's interpret mode here, seconds per
 # compile: test_pallas.py transforms it.
 METHODS = [m for m in jconv.METHODS if m not in ("xla", "pallas")]
+
+
+# One input channel, three outputs: 'auto' runs 'taps''s elementwise forward pass with
+# 'banded''s gradients there (TAPS_BANDED_GRADIENTS), a lowering of its own too.
+X1 = RNG.standard_normal((2, 1, 5, 5)).astype(np.float32)
+W1 = RNG.standard_normal((3, 1, 2, 3)).astype(np.float32)
+DATA1 = Data(
+    X1,
+    W1,
+    *(RNG.standard_normal(a.shape).astype(np.float32) for a in (X1, W1)),
+    RNG.standard_normal((2, 3, 5, 5)).astype(np.float32),
+    RNG.standard_normal((3, *X1.shape)).astype(np.float32),
+    RNG.standard_normal((3, *W1.shape)).astype(np.float32),
+)
+
+
+@pytest.mark.usefixtures("on_cpu")  # the CPU's rule
+@pytest.mark.parametrize("transformation", [t for t in TRANSFORMATIONS if t != "scan"])
+def test_auto_on_one_input_channel_under_transformation(transformation):
+    """Every transformation but a scan (whose layers chain C -> C) of 'auto' on one input
+    channel, against lax at HIGHEST."""
+    spec = check_conv_args(
+        X1.shape, W1.shape, x_dtype="float32", kernel_dtype="float32", padding="SAME"
+    )
+    assert choose_method(spec) == TAPS_BANDED_GRADIENTS
+
+    def conv(x, w):
+        return jconv.conv2d(x, w, padding="SAME", precision="highest")
+
+    if transformation == "grad":
+        assert lowerings_run(jax.grad(loss(conv, DATA1.ct), argnums=(0, 1)), X1, W1) == {
+            TAPS_BANDED_GRADIENTS
+        }
+    got, want = (
+        transformed(transformation, conv, DATA1),
+        transformed(transformation, lax_conv, DATA1),
+    )
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert g.shape == e.shape and g.dtype == e.dtype
+        assert_close(g, e)
 
 
 def test_auto_runs_banded_gradients_here():
