@@ -168,7 +168,7 @@ def _depthwise_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
     every tap at once, as one contraction, z[tap] = sum_k dy[..., g, k] * w[g, k, tap];
     each tap's z is then put back where its window came from, spread by the stride
     (zeros added, none multiplied: every product is one of the definition's). On that
-    layer 3.2 ms (BENCHMARKS.md, session 8).
+    layer 2.6 ms (BENCHMARKS.md, session 8).
     """
     if spec.og == 1:
         return transpose_in_x(depthwise_y, dy, w, spec)
