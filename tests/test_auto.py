@@ -63,8 +63,9 @@ def test_cpu_choice(x_shape, k_shape, kwargs, expected):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     """NCHW (where 'pallas' was not timed): lax on GPUs and TPUs (jconv/_auto.py). The CPU's
-    rule picks by dtype too (strided kernels: 'taps' in bfloat16, lax in float32; one input
-    channel: 'taps''s forward pass in float32 only)."""
+    rule picks by dtype too (strided kernels: 'taps' in bfloat16, and in float32 on 3x3
+    kernels contracting at least 64 channels; one input channel: 'taps''s forward pass in
+    float32 only)."""
     spec = spec_of(x_shape, k_shape, kwargs, dtype)
     rules = auto_methods(spec)
     assert rules == {
