@@ -26,7 +26,7 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   won but the band's gradients did (3x3 kernels on 4 to 8 channels, or with 64
   outputs, or on 1 channel; 1.1x to 1.5x lax forward+backward), lax's forward
   pass with the band's gradients (BANDED_GRADIENTS, a lowering only this rule
-  picks). On one input channel in float32, with few outputs times taps, the
+  picks). On one input channel (not float16), with few outputs times taps, the
   forward pass is 'taps''s elementwise one, faster than both (TAPS_BANDED_GRADIENTS,
   likewise rule-only; LeNet's first layer 2.6x the band's forward).
   Elsewhere in this class lax won: CIFAR's 16-channel 3x3 layers (banded
@@ -164,7 +164,7 @@ def _banded_choice(spec: ConvSpec) -> str:
 
 
 def _single_channel_forward_wins(spec: ConvSpec) -> bool:
-    """One input channel in float32 or wider, at most SINGLE_CHANNEL_MAX_PRODUCTS outputs
+    """One input channel in bfloat16, float32 or wider, at most SINGLE_CHANNEL_MAX_PRODUCTS outputs
     times taps: where 'taps''s elementwise forward pass (a multiply-add per tap and output
     channel, no GEMM) ran faster than the band's and lax's. Measured, float32 NHWC,
     against the band / lax: LeNet's 1 -> 6 5x5 at 28x28 (150 products) 2.1x / 5.9x,
@@ -174,13 +174,13 @@ def _single_channel_forward_wins(spec: ConvSpec) -> bool:
     lax's) and 1 -> 64 7x7 (0.4x): the bound sits below them all. With the gradient it
     costs a little: the band's forward pass shares its stacked input with its kernel
     gradient, this one does not (LeNet's first layer 0.86x to 0.94x the band's forward
-    plus backward, against 2.6x forward). In bfloat16 it lost to the band (0.44x on
-    LeNet's layer; found, not understood: XLA's fusion of the converted input and
-    weights ran 5x slower than either conversion alone), so only float32 and wider.
-    BENCHMARKS.md, session 8."""
+    plus backward, against 2.6x forward). In bfloat16, once its result was rounded by
+    jconv/_rounding.py (XLA's fused convert had made it 4x slower), 1.4x to 1.5x the
+    band's forward on LeNet's layer and 1.01x to 1.21x with the gradient (two runs);
+    float16 was not measured and keeps the rule above. BENCHMARKS.md, session 8."""
     return (
         spec.c == 1
-        and jnp.dtype(spec.dtype).itemsize >= 4
+        and (jnp.dtype(spec.dtype).itemsize >= 4 or jnp.dtype(spec.dtype) == jnp.bfloat16)
         and spec.o * spec.kh * spec.kw <= SINGLE_CHANNEL_MAX_PRODUCTS
     )
 

@@ -65,7 +65,7 @@ def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     """NCHW (where 'pallas' was not timed): lax on GPUs and TPUs (jconv/_auto.py). The CPU's
     rule picks by dtype too (strided kernels: 'taps' in bfloat16, and in float32 on 3x3
     kernels contracting at least 64 channels; one input channel: 'taps''s forward pass in
-    float32 only)."""
+    float32 and bfloat16)."""
     spec = spec_of(x_shape, k_shape, kwargs, dtype)
     rules = auto_methods(spec)
     assert rules == {
@@ -74,8 +74,6 @@ def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     }  # fmt: skip
     deep = k_shape[1] * k_shape[2] * k_shape[3] > 256  # not the few-channel class
     strided = kwargs.get("stride", 1) > 1 and k_shape[2:] != (1, 1) and deep
-    if dtype == "bfloat16" and cpu == TAPS_BANDED_GRADIENTS:
-        cpu = "banded"  # both measured shapes: LeNet's first layer, and 32 times as wide
     assert rules["cpu"] == ("taps" if dtype == "bfloat16" and strided else cpu)
     if dtype == "float32" and strided:  # float32: 'taps' on 3x3, 64 channels and more
         assert (cpu == "taps") == (k_shape[2:] == (3, 3) and k_shape[1] >= 64)

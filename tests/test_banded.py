@@ -141,6 +141,30 @@ def test_band_gradients_of_lax_bfloat16_forward():
         assert_close(got, want, jnp.bfloat16)
 
 
+@pytest.mark.usefixtures("on_cpu")
+def test_single_channel_in_bfloat16():
+    """One input channel in bfloat16: 'taps''s forward pass (rounded by jconv/_rounding.py)
+    and the band's gradients, all three in bfloat16, within bfloat16's tolerance of lax
+    in float32."""
+    x_shape, k_shape, kwargs, lowering = GRADIENT_CASES[3]
+    spec = check_conv_args(x_shape, k_shape, x_dtype="bfloat16", kernel_dtype="bfloat16", **kwargs)
+    assert lowering == TAPS_BANDED_GRADIENTS and choose_method(spec) == lowering
+    rng = np.random.default_rng(8)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal(k_shape), jnp.bfloat16)
+    conv = auto_conv(kwargs, dtype="bfloat16")
+    assert lowerings_run(conv, x, w) == {lowering}
+    y, vjp = jax.vjp(jax.jit(conv), x, w)
+    ref = lambda x, w: conv_lax(x.astype(jnp.float32), w.astype(jnp.float32), **kwargs)
+    y_ref, vjp_ref = jax.vjp(ref, x, w)
+    assert y.dtype == jnp.bfloat16
+    assert_close(y, y_ref, jnp.bfloat16)
+    ct = jnp.asarray(rng.standard_normal(y.shape), jnp.bfloat16)
+    for got, want in zip(jax.jit(vjp)(ct), vjp_ref(ct.astype(jnp.float32))):
+        assert got.dtype == jnp.bfloat16
+        assert_close(got, want, jnp.bfloat16)
+
+
 @pytest.mark.parametrize("where", ["x", "w"])
 @pytest.mark.usefixtures("on_cpu")
 def test_band_gradients_place_non_finite_values(where):
