@@ -152,9 +152,7 @@ def _banded_choice(spec: ConvSpec) -> str:
     """
     if not _banded_class(spec):
         return "xla"
-    if _single_channel_forward_wins(spec) and (
-        _banded_wins(spec) or spec.cg <= BANDED_GRADIENTS_MAX_CHANNELS
-    ):
+    if _single_channel_forward_wins(spec):  # its gradients: the band's, as on any 1 channel
         return TAPS_BANDED_GRADIENTS
     if _banded_wins(spec):
         return "banded" if _banded_forward_wins(spec) else BANDED_GRADIENTS
@@ -180,7 +178,7 @@ def _single_channel_forward_wins(spec: ConvSpec) -> bool:
     float16 was not measured and keeps the rule above. BENCHMARKS.md, session 8."""
     return (
         spec.c == 1
-        and (jnp.dtype(spec.dtype).itemsize >= 4 or jnp.dtype(spec.dtype) == jnp.bfloat16)
+        and jnp.dtype(spec.dtype) != jnp.float16
         and spec.o * spec.kh * spec.kw <= SINGLE_CHANNEL_MAX_PRODUCTS
     )
 

@@ -38,7 +38,7 @@ from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
 from jconv._layouts import LAYOUT_INFO, relayout
 from jconv._lowering import Lowering, transpose_in_x
-from jconv._padding import pad_input
+from jconv._padding import pad_input, zero_pad_or_crop
 from jconv._rounding import round_to
 from jconv._typing import Array
 from jconv._windows import tap_window
@@ -201,11 +201,9 @@ def _depthwise_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
         spread = jax.lax.pad(z[t], zero, widths)
         dx = spread if dx is None else dx + spread
     assert dx is not None
-    (top, _), (left, _) = spec.pads
-    start, limit = [0] * 4, list(dx.shape)
-    start[ah], start[aw] = top, left
-    limit[ah], limit[aw] = top + spec.height, left + spec.width
-    return round_to(jax.lax.slice(dx, start, limit), spec.dtype)
+    crop = [(0, 0)] * 4  # the padding's transpose: its rows and columns cut off again
+    crop[ah], crop[aw] = ((-lo, -hi) for lo, hi in spec.pads)
+    return round_to(zero_pad_or_crop(dx, crop), spec.dtype)
 
 
 DEPTHWISE = Lowering("taps", depthwise_y, _depthwise_dx, _depthwise_dw, guarded=frozenset())

@@ -523,6 +523,17 @@ CUDA_LAYERS = {  # bench layers at small batch, and the odd shapes of CASES
 }
 
 
+def _cuda_module(fn, *arg_types) -> str:
+    """fn jitted and exported for CUDA from this machine, as StableHLO text (its Triton
+    kernels are custom calls, which the export's safety check must be told to allow)."""
+    exported = jax.export.export(
+        jax.jit(fn),
+        platforms=["cuda"],
+        disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
+    )(*arg_types)
+    return exported.mlir_module()
+
+
 @pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")  # jax >= 0.11
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 @pytest.mark.parametrize("name", CUDA_LAYERS)
@@ -540,12 +551,7 @@ def test_lowers_for_cuda(name, dtype):
 
         return jax.value_and_grad(loss, argnums=(0, 1, 2))(x, w, b)
 
-    exported = jax.export.export(
-        jax.jit(step),
-        platforms=["cuda"],
-        disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
-    )(x, w, b)
-    text = exported.mlir_module()
+    text = _cuda_module(step, x, w, b)
     # the forward pass, the input gradient (one call per stride phase) and the kernel gradient
     expected = 2 + (4 if kwargs.get("stride", 1) == 2 else 1)
     assert text.count("__gpu$xla.gpu.triton") == expected
@@ -589,17 +595,8 @@ def test_depthwise_variants_lower_for_cuda(config):
             _pallas_triton.kernel_grad(x, dy, g, **kw),
         )
 
-    exported = jax.export.export(
-        jax.jit(products),
-        platforms=["cuda"],
-        disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
-    )(
-        jax.ShapeDtypeStruct(g.x_shape(), jnp.bfloat16),
-        jax.ShapeDtypeStruct(g.w_shape(), jnp.bfloat16),
-        jax.ShapeDtypeStruct((g.o,), jnp.bfloat16),
-        jax.ShapeDtypeStruct(g.y_shape(), jnp.bfloat16),
-    )
-    text = exported.mlir_module()
+    shapes = (g.x_shape(), g.w_shape(), (g.o,), g.y_shape())
+    text = _cuda_module(products, *(jax.ShapeDtypeStruct(a, jnp.bfloat16) for a in shapes))
     assert text.count("__gpu$xla.gpu.triton") == 3
     assert "jconv_conv_y" in text and "jconv_conv_x" in text and "jconv_conv_w" in text
 
@@ -615,13 +612,6 @@ def test_kernel_gradient_variants_lower_for_cuda(name):
     def dw(x, dy):
         return _pallas_triton.kernel_grad(x, dy, g, config=config, out_dtype=jnp.bfloat16)
 
-    exported = jax.export.export(
-        jax.jit(dw),
-        platforms=["cuda"],
-        disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
-    )(
-        jax.ShapeDtypeStruct(g.x_shape(), jnp.bfloat16),
-        jax.ShapeDtypeStruct(g.y_shape(), jnp.bfloat16),
-    )
-    text = exported.mlir_module()
+    shapes = (g.x_shape(), g.y_shape())
+    text = _cuda_module(dw, *(jax.ShapeDtypeStruct(a, jnp.bfloat16) for a in shapes))
     assert text.count("__gpu$xla.gpu.triton") == 1 and "jconv_conv_w" in text
