@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -129,8 +130,10 @@ def conv2d(
       out_sharding: as in lax.conv_general_dilated, under JAX's explicit sharding
         mode: the result's sharding (a PartitionSpec under jax.set_mesh, or a
         NamedSharding). Required, as lax requires it, when the kernel or the bias
-        is sharded there (a kernel split along its output channels, say): jconv
-        then gathers them whole for the lowering and lays the result out as asked.
+        is sharded there (a kernel split along its output channels, say), or x is
+        split along its channels: jconv then gathers them whole for the lowering
+        and lays the result out as asked. An x split along its height or width
+        gives a result split the same way, as lax's does (`split_input`).
 
     Returns:
       (N, O, mh, mw) or (N, mh, mw, O) (without N if x had none), with
@@ -174,8 +177,10 @@ def conv2d(
         transposed_ok=True,
     )
     kernel, bias = whole_parameters(kernel, bias, out_sharding)
+    x, lax_layout = split_input(x, spec, method, out_sharding)
     y = _conv2d(x, kernel, bias, spec=spec, method=method)
-    return y if out_sharding is None else jax.sharding.reshard(y, out_sharding)
+    result_sharding = out_sharding if out_sharding is not None else lax_layout
+    return y if result_sharding is None else jax.sharding.reshard(y, result_sharding)
 
 
 def _explicit_spec(a: Array) -> PartitionSpec | None:
@@ -213,6 +218,70 @@ def whole_parameters(
     kernel = jax.sharding.reshard(kernel, whole) if "kernel" in split else kernel
     bias = jax.sharding.reshard(bias, whole) if "bias" in split else bias
     return kernel, bias
+
+
+def split_input(
+    x: Array, spec: ConvSpec, method: str, out_sharding: Any
+) -> tuple[Array, PartitionSpec | None]:
+    """x as the lowerings take it under explicit sharding, and the result's layout lax gives.
+
+    The lowerings take x split along its batch at most: their pads, windows and
+    reshapes need whole rows and whole channel vectors. So, as lax does:
+
+    - x split along its channels: a contraction over a split axis, which lax refuses
+      without out_sharding; so does jconv, naming x's layout. With out_sharding, x is
+      gathered along its channels and the result laid out as asked.
+    - x split along its height or width: lax keeps that split on its result, and
+      refuses where the result's size does not divide among the devices; so does
+      jconv. x is gathered along its height and width (each device then computes its
+      batch shard's whole images), and the result is laid out as lax's is. 'xla' keeps
+      lax's own partitioning where lax runs x as it is (zero padding, no crop).
+      Splitting the work itself along space, with halo exchanges, is
+      jconv.sharding's job.
+
+    Returns (x, layout): layout is the PartitionSpec lax gives the result, or None
+    where nothing is to be laid out (x unsplit, or split along its batch only, which
+    every lowering keeps).
+    """
+    x_spec = _explicit_spec(x)
+    if x_spec is None:
+        return x, None
+    info, shift = LAYOUT_INFO[spec.layout], 0 if spec.batched else 1
+    entries = (*tuple(x_spec), *[None] * (x.ndim - len(x_spec)))
+    channel = info.channel_axis - shift
+    spatial = [a - shift for a in info.spatial_axes]
+    if entries[channel] is not None and out_sharding is None:
+        raise ValueError(
+            f"under JAX's explicit sharding mode x is split along its channel axis ({channel}) "
+            f"as {x_spec}: the convolution sums over that axis, so give out_sharding, the "
+            "result's sharding (lax.conv_general_dilated asks the same)"
+        )
+    split_space = [a for a in spatial if entries[a] is not None]
+    mesh = jax.typeof(x).sharding.mesh
+    if out_sharding is None:
+        for axis, size in zip(spatial, spec.out_hw):
+            names = entries[axis]
+            if names is None:
+                continue
+            devices = math.prod(
+                mesh.shape[n] for n in (names if isinstance(names, tuple) else (names,))
+            )
+            if size % devices:
+                side = "height" if axis == spatial[0] else "width"
+                raise ValueError(
+                    f"under JAX's explicit sharding mode x is split along its {side} as "
+                    f"{x_spec}, and the result's {side}, {size}, does not divide among the "
+                    f"{devices} devices of {names!r}: give out_sharding, the result's "
+                    "sharding (lax refuses this too)"
+                )
+    keeps_space = method == "xla" and spec.is_plain and spec.padding_mode == "zeros"
+    gathered = [channel] if keeps_space else [channel, *spatial]
+    kept = tuple(None if a in gathered else entry for a, entry in enumerate(entries))
+    if kept != entries:
+        x = jax.sharding.reshard(x, PartitionSpec(*kept))
+    if not split_space or out_sharding is not None:
+        return x, None
+    return x, PartitionSpec(*[None if a == channel else e for a, e in enumerate(entries)])
 
 
 # inline: inside a caller's jit the body joins the caller's program. As a function of its

@@ -532,6 +532,116 @@ def test_explicit_sharding_split_kernel_needs_out_sharding():
         jconv.conv2d(x, w, layout="NHWC", out_sharding=("b", None))
 
 
+# x split along other axes than its batch under explicit sharding: (name, mesh shape,
+# mesh axis names, x's PartitionSpec (NHWC), out_sharding, conv2d keyword arguments).
+P_ = jax.sharding.PartitionSpec
+INPUT_SPLITS = [
+    ("height", (8,), ("d",), P_(None, "d"), None, {"padding": "SAME"}),
+    ("width, reflected border", (8,), ("d",), P_(None, None, "d"), None,
+     {"padding": 1, "padding_mode": "reflect"}),
+    ("batch and height", (2, 4), ("b", "s"), P_("b", "s"), None, {"padding": "SAME"}),
+    ("height and width, stride 2", (2, 4), ("h", "w"), P_(None, "h", "w"), None,
+     {"padding": "SAME", "stride": 2}),
+    ("channels, out_sharding", (8,), ("d",), P_(None, None, None, "d"), P_(None, "d"),
+     {"padding": "SAME"}),
+]  # fmt: skip
+
+
+@sample_product(
+    "method,split", METHODS, INPUT_SPLITS, per=2, ids=lambda v: v if isinstance(v, str) else v[0]
+)
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
+def test_explicit_sharding_input_split(method, split):
+    """x split along its height, width or channels under explicit sharding, as lax takes it:
+    y and both gradients against lax (HIGHEST) on the whole arrays; y laid out as lax lays
+    it (the spatial split kept, or out_sharding), and dx as x."""
+    from jax.sharding import AxisType
+
+    _, shape, names, x_split, out, kwargs = split
+    mesh = cpu_mesh(shape, names, axis_types=(AxisType.Explicit,) * len(shape))
+    x, w, _ = make(((2, 8, 8, 16), 4, (3, 3), kwargs), seed=24, layout="NHWC")
+    ct = np.random.default_rng(25).standard_normal(conv_lax(x, w, layout="NHWC", **kwargs).shape)
+
+    def conv(x, w):
+        return jconv.conv2d(x, w, layout="NHWC", method=method, out_sharding=out, **kwargs)
+
+    def loss(x, w):
+        return jnp.sum(conv(x, w) * ct)
+
+    with jax.set_mesh(mesh):
+        # the kernel on the mesh, whole: as a NumPy argument of jit, lax's own kernel
+        # gradient (JAX's transpose, laid out as its argument) finds no mesh to lay out on
+        xs, ws = jax.device_put(x, x_split), jax.device_put(w, P_())
+        y = jax.jit(conv)(xs, ws)
+        dx, dw = jax.jit(jax.grad(loss, argnums=(0, 1)))(xs, ws)
+        if kwargs.get("padding_mode", "zeros") == "zeros":  # what lax itself gives
+            lax_y = jax.lax.conv_general_dilated(
+                xs, ws, (kwargs.get("stride", 1),) * 2, kwargs["padding"],
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), out_sharding=out,
+            )  # fmt: skip
+            assert y.sharding.spec == lax_y.sharding.spec
+
+    def full(spec):  # P('b') and P('b', None, None, None) say the same
+        return tuple(spec) + (None,) * (4 - len(spec))
+
+    expected_y = out if out is not None else P_(*full(x_split)[:3], None)
+    assert full(y.sharding.spec) == full(expected_y)
+    assert full(dx.sharding.spec) == full(x_split)
+    assert_close(y, conv_lax(x, w, layout="NHWC", **kwargs))
+
+    def ref_loss(x, w):
+        return jnp.sum(conv_lax(x, w, layout="NHWC", **kwargs) * ct)
+
+    for got, want in zip((dx, dw), jax.grad(ref_loss, argnums=(0, 1))(x, w)):
+        assert_close(got, want)
+
+
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
+def test_explicit_sharding_input_split_refused():
+    """As lax refuses them, by name and before any lowering: x split along its channels
+    without out_sharding, and a split height the result's height does not divide into."""
+    from jax.sharding import AxisType, PartitionSpec
+
+    mesh = cpu_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))
+    x, w, _ = make(((2, 8, 8, 16), 4, (3, 3), {}), seed=26, layout="NHWC")
+    dims = ("NHWC", "HWIO", "NHWC")
+    with jax.set_mesh(mesh):
+        by_channel = jax.device_put(x, PartitionSpec(None, None, None, "d"))
+        by_height = jax.device_put(x, PartitionSpec(None, "d"))
+        with pytest.raises(Exception, match="out_sharding"):
+            jax.lax.conv_general_dilated(by_channel, w, (1, 1), "SAME", dimension_numbers=dims)
+        with pytest.raises(Exception, match="not divisible"):  # height 8 -> 6 on 8 devices
+            jax.lax.conv_general_dilated(by_height, w, (1, 1), "VALID", dimension_numbers=dims)
+        for method in ("auto", "taps", "xla"):
+            with pytest.raises(ValueError, match=r"x is split along its channel axis \(3\) as"):
+                jconv.conv2d(by_channel, w, padding="SAME", layout="NHWC", method=method)
+            with pytest.raises(ValueError, match="result's height, 6, does not divide among the 8"):
+                jconv.conv2d(by_height, w, layout="NHWC", method=method)
+
+
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
+def test_explicit_sharding_transposed_input_split():
+    """conv_transpose2d of an x split along its height: y (twice the height) split as x."""
+    from jax.sharding import AxisType, PartitionSpec
+
+    mesh = cpu_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))
+    rng = np.random.default_rng(27)
+    x = rng.standard_normal((2, 4, 8, 5)).astype(np.float32)  # N, C, H, W
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)  # C, O, kh, kw
+    kwargs = dict(stride=2, padding=1, output_padding=1)
+    want = jconv.conv_transpose2d(x, w, method="xla", precision="highest", **kwargs)
+    for method in ("auto", "taps"):
+        with jax.set_mesh(mesh):
+            xs = jax.device_put(x, PartitionSpec(None, None, "d"))
+            y = jax.jit(lambda x, m=method: jconv.conv_transpose2d(x, w, method=m, **kwargs))(xs)
+        assert y.shape == (2, 3, 16, 10)
+        assert tuple(y.sharding.spec)[:3] == (None, None, "d")
+        assert_close(y, want)
+
+
 @needs_8_cpu_devices
 @pytest.mark.usefixtures("on_cpu")
 def test_explicit_sharding_transposed_kernel_split():
