@@ -176,7 +176,7 @@ def conv2d(
         input_dilation=input_dilation,
         transposed_ok=True,
     )
-    kernel, bias = whole_parameters(kernel, bias, out_sharding)
+    kernel, bias = whole_parameters(*on_mesh_of(x, kernel, bias), out_sharding)
     x, lax_layout = split_input(x, spec, method, out_sharding)
     y = _conv2d(x, kernel, bias, spec=spec, method=method)
     result_sharding = out_sharding if out_sharding is not None else lax_layout
@@ -187,6 +187,27 @@ def _explicit_spec(a: Array) -> PartitionSpec | None:
     """a's sharding over JAX's explicit mesh axes, or None where it is whole on every device."""
     spec = getattr(jax.typeof(a).sharding, "spec", None)
     return spec if spec is not None and any(entry is not None for entry in spec) else None
+
+
+def on_mesh_of(x: Array, kernel: Array, bias: Array | None) -> tuple[Array, Array | None]:
+    """kernel and bias placed whole on x's mesh where x is on an explicit mesh and they are
+    on none (a NumPy kernel, say, passed to a jit).
+
+    The kernel's gradient is laid out as the kernel: lax's own (JAX's transpose, run
+    by 'xla' and, on the platforms where it runs lax, 'auto') asks for an out_sharding
+    when the kernel has no mesh while the batch it sums over is split (jax 0.10.2),
+    and jconv's lowerings would give a gradient on no mesh.
+    """
+    mesh = jax.typeof(x).sharding.mesh
+    if mesh.empty or jax.sharding.AxisType.Explicit not in mesh.axis_types:
+        return kernel, bias
+
+    def placed(a: Array | None) -> Array | None:
+        if a is None or not jax.typeof(a).sharding.mesh.empty:
+            return a
+        return jax.sharding.reshard(a, NamedSharding(mesh, PartitionSpec()))
+
+    return placed(kernel), placed(bias)  # type: ignore[return-value]
 
 
 def whole_parameters(

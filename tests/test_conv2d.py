@@ -570,11 +570,11 @@ def test_explicit_sharding_input_split(method, split):
         return jnp.sum(conv(x, w) * ct)
 
     with jax.set_mesh(mesh):
-        # the kernel on the mesh, whole: as a NumPy argument of jit, lax's own kernel
-        # gradient (JAX's transpose, laid out as its argument) finds no mesh to lay out on
+        # the kernel a NumPy array, on no mesh: jconv places it on x's (lax's own kernel
+        # gradient, laid out as its argument, would find no mesh to lay out on)
         xs, ws = jax.device_put(x, x_split), jax.device_put(w, P_())
-        y = jax.jit(conv)(xs, ws)
-        dx, dw = jax.jit(jax.grad(loss, argnums=(0, 1)))(xs, ws)
+        y = jax.jit(conv)(xs, w)
+        dx, dw = jax.jit(jax.grad(loss, argnums=(0, 1)))(xs, w)
         if kwargs.get("padding_mode", "zeros") == "zeros":  # what lax itself gives
             lax_y = jax.lax.conv_general_dilated(
                 xs, ws, (kwargs.get("stride", 1),) * 2, kwargs["padding"],

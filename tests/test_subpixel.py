@@ -199,9 +199,9 @@ def test_every_phase_reading_only_zeros_gives_zeros():
 @pytest.mark.usefixtures("on_cpu")
 def test_explicit_sharding_mode():
     """A batch-sharded x in JAX's explicit sharding mode: the phases (a zero phase included)
-    keep the batch sharded, forward and kernel gradient. (lax's own kernel gradient of an
-    input-dilated convolution asks for an out_sharding there, in jax 0.10.2: so do 'xla'
-    and 'auto', whose every platform branch is differentiated.)"""
+    keep the batch sharded, forward and kernel gradient. Under jit, 'xla' and 'auto' too,
+    with the kernel a NumPy array: lax's own kernel gradient asks for an out_sharding when
+    the kernel is on no mesh (jax 0.10.2), and jconv places it on x's."""
     from jax.sharding import AxisType, PartitionSpec
 
     from tests._cpu import cpu_mesh
@@ -220,7 +220,13 @@ def test_explicit_sharding_mode():
     expected = numpy_reference(x, w, kw)
     assert_close(y, expected)
     assert_close(y_auto, expected)
-    assert_close(grad_w, jax.grad(lambda w: jnp.sum(lax_conv(x, w, **kw) ** 2))(w))
+    expected_grad = jax.grad(lambda w: jnp.sum(lax_conv(x, w, **kw) ** 2))(w)
+    assert_close(grad_w, expected_grad)
+    for method in ("xla", "auto"):
+        with jax.set_mesh(mesh):
+            loss = lambda w, x, m=method: jnp.sum(jconv.conv2d(x, w, method=m, **kw) ** 2)
+            grad_w = jax.jit(jax.grad(loss))(w, xs)
+        assert_close(grad_w, expected_grad)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
