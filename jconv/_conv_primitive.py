@@ -172,10 +172,14 @@ OPERANDS = {"y": ("x", "w", "y"), "dx": ("y", "w", "x"), "dw": ("x", "y", "w")}
 
 def _batch(args, dims, *, op: ConvOp):
     """vmap. A vmapped activation of y or dx, with the kernel shared, folds into the batch:
-    the same member on a B times larger batch. Anything else (a vmapped kernel, or
-    the kernel gradient's two activations) is B independent problems, folded into
-    B times as many groups, as lax does; lowerings that cannot take groups hand
-    them to their `grouped` lowering.
+    the same member on a B times larger batch. With x shared, a vmapped kernel (y) or
+    output gradient (dw) folds into the output channels: one problem with B times as
+    many, run by the same lowering (an ensemble's forward pass and kernel gradient; as
+    B groups, these ran 'taps' on grouped windows, 8x to 40x slower than the same
+    lowering on B times the outputs, BENCHMARKS.md, session 9). Anything else (both
+    vmapped, or dx's kernel) is B independent problems, folded into B times as many
+    groups, as lax does; lowerings that cannot take groups hand them to their
+    `grouped` lowering.
     """
     (a, b), (da, db) = args, dims  # an unbatched operand's dimension is None
     spec = op.spec
@@ -187,6 +191,13 @@ def _batch(args, dims, *, op: ConvOp):
         return out.reshape(size, -1, *out.shape[1:]), 0
     size = a.shape[da] if da is not None else b.shape[db]
     kinds = OPERANDS[op.role]
+    if op.role in ("y", "dw") and da is None:
+        # x shared, the kernel (for y) or the output gradient (for dw) vmapped: B times
+        # as many output channels of one problem, which every lowering takes as it is
+        folded = dataclasses.replace(op, spec=dataclasses.replace(spec, o=spec.o * size))
+        v = _outputs_folded(b, db, _channel_axis(op, kinds[1]), spec.groups)
+        out = conv_p.bind(a, v, op=folded)
+        return _outputs_unfolded(out, _channel_axis(op, kinds[2]), spec.groups, size), 0
 
     def fold(v: Array, d: int | None, kind: str) -> Array:
         """(B, ...) -> the problem's operand with B folded in front of its channels."""
@@ -207,6 +218,26 @@ def _batch(args, dims, *, op: ConvOp):
 
 
 batching.primitive_batchers[conv_p] = _batch
+
+
+def _outputs_folded(v: Array, d: int, axis: int, groups: int) -> Array:
+    """v vmapped along d, its output channels on `axis` -> one operand with B times as many.
+
+    The channels go in the order (group, B, per group), so that each group's
+    outputs stay together, as `groups` asks.
+    """
+    v = jnp.moveaxis(v, d, 0)
+    size, o = v.shape[0], v.shape[axis + 1]
+    v = v.reshape(*v.shape[: axis + 1], groups, o // groups, *v.shape[axis + 2 :])
+    v = jnp.moveaxis(v, 0, axis + 1)  # (..., groups, B, per group, ...)
+    return v.reshape(*v.shape[:axis], groups * size * (o // groups), *v.shape[axis + 3 :])
+
+
+def _outputs_unfolded(out: Array, axis: int, groups: int, size: int) -> Array:
+    """`_outputs_folded`'s inverse on a result: (B, ...) with its own output channels."""
+    out = out.reshape(*out.shape[:axis], groups, size, -1, *out.shape[axis + 1 :])
+    out = jnp.moveaxis(out, axis + 1, 0)  # (B, ..., groups, per group, ...)
+    return out.reshape(*out.shape[: axis + 1], -1, *out.shape[axis + 3 :])
 
 
 def lowered_conv(x: Array, w: Array, spec: ConvSpec, lowering: Lowering) -> Array:

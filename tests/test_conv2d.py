@@ -364,8 +364,7 @@ def test_vmap_of_unbatched_equals_batched(method):
     f = jax.jit(lambda x: jconv.conv2d(x, w, b, method=method, padding=(1, 2)))
     assert_close(jax.vmap(f)(x), f(x))
     assert_runs_own_code(method, jax.vmap(f), x)
-    # vmap over the kernel too: one conv per (sample, kernel) pair (for 'banded' and
-    # 'winograd', groups: they hand them to 'taps', as the primitive's batching rule says)
+    # vmap over the kernel too, x shared: one conv with twice the output channels
     ws = np.stack([w, -2.0 * w])
     yw = jax.vmap(lambda w: jconv.conv2d(x, w, method=method, padding=(1, 2)))(ws)
     assert_close(yw[1], -2.0 * yw[0])

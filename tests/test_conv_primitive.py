@@ -56,15 +56,58 @@ def test_vmapped_samples_fold_into_the_batch(method):
     assert all(name == method and spec.n == 3 for _, name, spec in ops)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("method", ["banded", "winograd", "taps"])
+def test_vmapped_kernels_fold_into_output_channels(method, groups):
+    """Five kernels on one x (an ensemble) are one convolution with five times the output
+    channels, run by the method itself; so is the kernel gradient under that vmap, whose
+    output gradients are vmapped with x shared. Each kernel's result and gradient against
+    lax, the groups kept together."""
+    ws = WS[:, :, : 6 // groups]  # (5, O, C / groups, 3, 3)
+    conv = lambda w: jconv.conv2d(X, w, method=method, groups=groups, precision="highest")
+    got = jax.vmap(conv)(ws)
+    ct = RNG.standard_normal(got.shape[1:]).astype(np.float32)
+    grad = jax.vmap(jax.grad(lambda w: jnp.vdot(conv(w), ct)))
+    grads = grad(ws)
+    if groups == 1 and method != "taps":  # 'taps' on several channels is plain jnp (no
+        # primitive), to which 'banded' and 'winograd' hand groups
+        ops = bound_ops(jax.vmap(conv), ws)
+        assert [(role, name) for role, name, _ in ops] == [("y", method)]
+        assert ops[0][2].groups == groups and ops[0][2].o == 20
+        roles = {(role, name) for role, name, _ in bound_ops(grad, ws)}
+        assert roles == {("y", method), ("dw", method)}
+    ref = lambda w: conv_lax(X, w, groups=groups)
+    for k in range(5):
+        assert_close(got[k], ref(ws[k]))
+        assert_close(grads[k], jax.grad(lambda w: jnp.vdot(ref(w), ct))(ws[k]))
+
+
+def test_vmapped_depthwise_kernels_fold_into_a_channel_multiplier():
+    """Five depthwise kernels on one x: one depthwise convolution with a channel multiplier
+    of five (each channel's group holds its five kernels' outputs), and its gradient."""
+    ws = RNG.standard_normal((5, 6, 1, 3, 3)).astype(np.float32)
+    conv = lambda w: jconv.conv2d(X, w, groups=6, padding=1, method="taps", precision="highest")
+    ops = bound_ops(jax.vmap(conv), ws)
+    assert [(role, spec.groups, spec.o) for role, _, spec in ops] == [("y", 6, 30)]
+    got = jax.vmap(conv)(ws)
+    ct = RNG.standard_normal(got.shape[1:]).astype(np.float32)
+    grads = jax.vmap(jax.grad(lambda w: jnp.vdot(conv(w), ct)))(ws)
+    ref = lambda w: conv_lax(X, w, groups=6, padding=1)
+    for k in range(5):
+        assert_close(got[k], ref(ws[k]))
+        assert_close(grads[k], jax.grad(lambda w: jnp.vdot(ref(w), ct))(ws[k]))
+
+
 @pytest.mark.parametrize("method", ["banded", "winograd"])
-def test_vmapped_kernels_fold_into_groups(method):
-    """Five kernels at once are five groups of one convolution, run by 'taps'."""
-    ops = bound_ops(jax.vmap(lambda w: jconv.conv2d(X, w, method=method)), WS)
+def test_vmapped_samples_and_kernels_fold_into_groups(method):
+    """Five (sample, kernel) pairs are five groups of one convolution, run by 'taps'."""
+    xs = np.stack([X] * 5) * np.arange(1, 6, dtype=np.float32)[:, None, None, None, None]
+    ops = bound_ops(jax.vmap(lambda x, w: jconv.conv2d(x, w, method=method)), xs, WS)
     assert [(role, name) for role, name, _ in ops] == [("y", "taps")]
     assert ops[0][2].groups == 5 and ops[0][2].o == 20
-    got = jax.vmap(lambda w: jconv.conv2d(X, w, method=method, precision="highest"))(WS)
+    got = jax.vmap(lambda x, w: jconv.conv2d(x, w, method=method, precision="highest"))(xs, WS)
     for k in range(5):
-        assert_close(got[k], conv_lax(X, WS[k]))
+        assert_close(got[k], conv_lax(xs[k], WS[k]))
 
 
 @pytest.mark.usefixtures("on_cpu")
