@@ -177,9 +177,11 @@ def _batch(args, dims, *, op: ConvOp):
     many, run by the same lowering (an ensemble's forward pass and kernel gradient; as
     B groups, these ran 'taps' on grouped windows, 8x to 40x slower than the same
     lowering on B times the outputs, BENCHMARKS.md, session 9). Anything else (both
-    vmapped, or dx's kernel) is B independent problems, folded into B times as many
-    groups, as lax does; lowerings that cannot take groups hand them to their
-    `grouped` lowering.
+    vmapped, or dx's kernel) is B independent problems: folded into B times as many
+    groups, as lax does, for a lowering that takes groups; one after another
+    (lax.map), each by the lowering itself, for one that does not ('banded',
+    'winograd'), unless the problems are small (ONE_BY_ONE_MIN_MULTIPLY_ADDS): then
+    as groups, by its `grouped` lowering.
     """
     (a, b), (da, db) = args, dims  # an unbatched operand's dimension is None
     spec = op.spec
@@ -206,6 +208,11 @@ def _batch(args, dims, *, op: ConvOp):
         v = jnp.moveaxis(v, 0, axis - 1)  # B just before the channel axis
         return v.reshape(*v.shape[: axis - 1], size * v.shape[axis], *v.shape[axis + 1 :])
 
+    if op.lowering.grouped is not None and _multiply_adds(spec) >= ONE_BY_ONE_MIN_MULTIPLY_ADDS:
+        # B independent problems that this lowering cannot run as groups: one after
+        # another, each by the lowering itself (as groups they ran 'taps' on grouped
+        # windows: 3x to 30x slower, BENCHMARKS.md, session 9)
+        return _one_by_one(a, da, b, db, size, op), 0
     grouped_spec = dataclasses.replace(
         spec, c=spec.c * size, o=spec.o * size, groups=spec.groups * size
     )
@@ -218,6 +225,31 @@ def _batch(args, dims, *, op: ConvOp):
 
 
 batching.primitive_batchers[conv_p] = _batch
+
+
+# Below this many multiply-adds a problem, B of them run faster as groups ('taps') than
+# one after another: LeNet conv2 on one sample (240 k), 64 per-sample kernel gradients,
+# 2.4 to 3.2 ms as groups against 3.0 to 4.7 in turn; at 30 M (the same layer on 64
+# samples), four problems ran 4.2 to 5.3 ms in turn against 135 to 143 as groups.
+ONE_BY_ONE_MIN_MULTIPLY_ADDS = 1 << 22
+
+
+def _multiply_adds(spec: ConvSpec) -> int:
+    """Multiply-adds of a plain spec's convolution (what a lowering sees)."""
+    mh, mw = spec.out_hw
+    return spec.n * spec.o * spec.cg * spec.kh * spec.kw * mh * mw
+
+
+def _one_by_one(a: Array, da: int | None, b: Array, db: int | None, size: int, op: ConvOp):
+    """The member on each of B problems in turn (lax.map): (B, ...) results."""
+    a_b = None if da is None else jnp.moveaxis(a, da, 0)
+    b_b = None if db is None else jnp.moveaxis(b, db, 0)
+
+    def one(operands: tuple[Array | None, Array | None]) -> Array:
+        a_i, b_i = operands
+        return conv_p.bind(a if a_i is None else a_i, b if b_i is None else b_i, op=op)
+
+    return jax.lax.map(one, (a_b, b_b))
 
 
 def _outputs_folded(v: Array, d: int, axis: int, groups: int) -> Array:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import jconv
+from jconv import _conv_primitive as conv_primitive
 from jconv._conv_primitive import conv_p
 from tests.reference import assert_close, conv_lax
 
@@ -98,16 +99,38 @@ def test_vmapped_depthwise_kernels_fold_into_a_channel_multiplier():
         assert_close(grads[k], jax.grad(lambda w: jnp.vdot(ref(w), ct))(ws[k]))
 
 
+@pytest.mark.parametrize("small", [False, True])
 @pytest.mark.parametrize("method", ["banded", "winograd"])
-def test_vmapped_samples_and_kernels_fold_into_groups(method):
-    """Five (sample, kernel) pairs are five groups of one convolution, run by 'taps'."""
+def test_vmapped_samples_and_kernels(method, small, monkeypatch, request):
+    """Five (sample, kernel) pairs are five problems that 'banded' and 'winograd' cannot run
+    as groups: each in turn by the method itself (a lax.map); small ones (below
+    ONE_BY_ONE_MIN_MULTIPLY_ADDS, as these are unless the bound is lowered) as five
+    groups by 'taps'. Per-sample kernel gradients (vmap of grad: x and the output gradient
+    both vmapped) the same way. Values and gradients against lax."""
+    if not small:
+        monkeypatch.setattr(conv_primitive, "ONE_BY_ONE_MIN_MULTIPLY_ADDS", 0)
+    # JAX keeps the vmapped jaxprs of jit-ed functions: traced afresh under this bound,
+    # and not left to later tests
+    jax.clear_caches()
+    request.addfinalizer(jax.clear_caches)
+    want, groups = ("taps", 5) if small else (method, 1)
     xs = np.stack([X] * 5) * np.arange(1, 6, dtype=np.float32)[:, None, None, None, None]
-    ops = bound_ops(jax.vmap(lambda x, w: jconv.conv2d(x, w, method=method)), xs, WS)
-    assert [(role, name) for role, name, _ in ops] == [("y", "taps")]
-    assert ops[0][2].groups == 5 and ops[0][2].o == 20
-    got = jax.vmap(lambda x, w: jconv.conv2d(x, w, method=method, precision="highest"))(xs, WS)
+    conv = lambda x, w: jconv.conv2d(x, w, method=method, precision="highest")
+    ops = bound_ops(jax.vmap(conv), xs, WS)
+    assert [(role, name) for role, name, _ in ops] == [("y", want)]
+    assert ops[0][2].groups == groups and ops[0][2].o == 4 * groups
+    got = jax.vmap(conv)(xs, WS)
+    ct = RNG.standard_normal(got.shape[1:]).astype(np.float32)
+    grad = jax.vmap(jax.grad(lambda x, w: jnp.vdot(conv(x, w), ct), argnums=1), (0, None))
+    assert {(role, name) for role, name, _ in bound_ops(grad, xs, WS[0])} == {
+        ("y", method),  # the forward pass's vmapped samples fold into the batch
+        ("dw", want),
+    }
+    grads = grad(xs, WS[0])
+    ref = lambda x, w: jnp.vdot(conv_lax(x, w), ct)
     for k in range(5):
         assert_close(got[k], conv_lax(xs[k], WS[k]))
+        assert_close(grads[k], jax.grad(ref, argnums=1)(xs[k], WS[0]))
 
 
 @pytest.mark.usefixtures("on_cpu")
