@@ -175,7 +175,7 @@ def _batch(args, dims, *, op: ConvOp):
     the same member on a B times larger batch. With x shared, a vmapped kernel (y) or
     output gradient (dw) folds into the output channels: one problem with B times as
     many, run by the same lowering (an ensemble's forward pass and kernel gradient; as
-    B groups, these ran 'taps' on grouped windows, 8x to 40x slower than the same
+    B groups, these ran 'taps' on grouped windows, 10x to 40x slower than the same
     lowering on B times the outputs, BENCHMARKS.md, session 9). Anything else (both
     vmapped, or dx's kernel) is B independent problems: folded into B times as many
     groups, as lax does, for a lowering that takes groups; one after another
