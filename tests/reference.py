@@ -226,6 +226,12 @@ def conv_input_dilated_numpy(
 NON_FINITE_CLASSES = {"nan": np.isnan, "+inf": np.isposinf, "-inf": np.isneginf}
 
 
+def same_non_finite(a, b) -> bool:
+    """Whether a and b hold NaN, +Inf and -Inf at the same entries."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    return all((test(a) == test(b)).all() for test in NON_FINITE_CLASSES.values())
+
+
 def assert_same_non_finite(actual, expected, what: str) -> None:
     """NaN, +Inf and -Inf exactly where expected has them."""
     actual, expected = np.asarray(actual, np.float32), np.asarray(expected, np.float32)
