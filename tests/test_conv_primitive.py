@@ -106,7 +106,8 @@ def test_vmapped_samples_and_kernels(method, small, monkeypatch, request):
     as groups: each in turn by the method itself (a lax.map); small ones (below
     ONE_BY_ONE_MIN_MULTIPLY_ADDS, as these are unless the bound is lowered) as five
     groups by 'taps'. Per-sample kernel gradients (vmap of grad: x and the output gradient
-    both vmapped) the same way. Values and gradients against lax."""
+    both vmapped), and input gradients with a kernel per sample, the same way. Values and
+    gradients against lax."""
     if not small:
         monkeypatch.setattr(conv_primitive, "ONE_BY_ONE_MIN_MULTIPLY_ADDS", 0)
     # JAX keeps the vmapped jaxprs of jit-ed functions: traced afresh under this bound,
@@ -127,10 +128,15 @@ def test_vmapped_samples_and_kernels(method, small, monkeypatch, request):
         ("dw", want),
     }
     grads = grad(xs, WS[0])
+    # input gradients with a kernel per sample: dx's output gradient and kernel both vmapped
+    dx = jax.vmap(jax.grad(lambda x, w: jnp.vdot(conv(x, w), ct)))
+    assert ("dx", want) in {(role, name) for role, name, _ in bound_ops(dx, xs, WS)}
+    dxs = dx(xs, WS)
     ref = lambda x, w: jnp.vdot(conv_lax(x, w), ct)
     for k in range(5):
         assert_close(got[k], conv_lax(xs[k], WS[k]))
         assert_close(grads[k], jax.grad(ref, argnums=1)(xs[k], WS[0]))
+        assert_close(dxs[k], jax.grad(ref)(xs[k], WS[k]))
 
 
 @pytest.mark.usefixtures("on_cpu")
