@@ -176,7 +176,7 @@ def conv2d(
         input_dilation=input_dilation,
         transposed_ok=True,
     )
-    kernel, bias = whole_parameters(*on_mesh_of(x, kernel, bias), out_sharding)
+    kernel, bias = whole_parameters(x, kernel, bias, out_sharding)
     x, lax_layout = split_input(x, spec, method, out_sharding)
     y = _conv2d(x, kernel, bias, spec=spec, method=method)
     result_sharding = out_sharding if out_sharding is not None else lax_layout
@@ -189,34 +189,19 @@ def _explicit_spec(a: Array) -> PartitionSpec | None:
     return spec if spec is not None and any(entry is not None for entry in spec) else None
 
 
-def on_mesh_of(x: Array, kernel: Array, bias: Array | None) -> tuple[Array, Array | None]:
-    """kernel and bias placed whole on x's mesh where x is on an explicit mesh and they are
-    on none (a NumPy kernel, say, passed to a jit).
-
-    The kernel's gradient is laid out as the kernel: lax's own (JAX's transpose, run
-    by 'xla' and, on the platforms where it runs lax, 'auto') asks for an out_sharding
-    when the kernel has no mesh while the batch it sums over is split (jax 0.10.2),
-    and jconv's lowerings would give a gradient on no mesh.
-    """
-    mesh = jax.typeof(x).sharding.mesh
-    if mesh.empty or jax.sharding.AxisType.Explicit not in mesh.axis_types:
-        return kernel, bias
-
-    def placed(a: Array | None) -> Array | None:
-        if a is None or not jax.typeof(a).sharding.mesh.empty:
-            return a
-        return jax.sharding.reshard(a, NamedSharding(mesh, PartitionSpec()))
-
-    return placed(kernel), placed(bias)  # type: ignore[return-value]
-
-
 def whole_parameters(
-    kernel: Array, bias: Array | None, out_sharding: Any
+    x: Array, kernel: Array, bias: Array | None, out_sharding: Any
 ) -> tuple[Array, Array | None]:
-    """kernel and bias gathered whole where explicit sharding splits them (out_sharding given).
+    """kernel and bias whole on x's mesh, under explicit sharding.
 
-    Every lowering contracts over the kernel's axes as one array; lax itself refuses a
-    split kernel without out_sharding, and so does jconv, before anything is traced.
+    - Split across devices (out_sharding given): gathered. Every lowering contracts
+      over the kernel's axes as one array; lax itself refuses a split kernel without
+      out_sharding, and so does jconv, before anything is traced.
+    - On no mesh while x is on an explicit one (a NumPy kernel passed to a jit, say):
+      placed on x's. The kernel's gradient is laid out as the kernel: lax's own (JAX's
+      transpose, run by 'xla' and, on the platforms where it runs lax, 'auto') asks for
+      an out_sharding when the kernel has no mesh while the batch it sums over is split
+      (jax 0.10.2), and jconv's lowerings would give a gradient on no mesh.
     """
     if out_sharding is not None and not isinstance(out_sharding, (PartitionSpec, NamedSharding)):
         raise TypeError(
@@ -227,18 +212,25 @@ def whole_parameters(
         for name, a in (("kernel", kernel), ("bias", bias))
         if a is not None and (spec := _explicit_spec(a)) is not None
     }
-    if not split:
-        return kernel, bias
-    if out_sharding is None:
+    if split and out_sharding is None:
         said = ", ".join(f"{name} as {spec}" for name, spec in split.items())
         raise ValueError(
             f"under JAX's explicit sharding mode the {said} is split across devices: give "
             "out_sharding, the result's sharding (lax.conv_general_dilated asks the same)"
         )
-    whole = PartitionSpec()
-    kernel = jax.sharding.reshard(kernel, whole) if "kernel" in split else kernel
-    bias = jax.sharding.reshard(bias, whole) if "bias" in split else bias
-    return kernel, bias
+    mesh = jax.typeof(x).sharding.mesh
+    on_explicit_mesh = not mesh.empty and jax.sharding.AxisType.Explicit in mesh.axis_types
+
+    def whole(name: str, a: Array | None) -> Array | None:
+        if a is None:
+            return None
+        if name in split:
+            return jax.sharding.reshard(a, PartitionSpec())
+        if on_explicit_mesh and jax.typeof(a).sharding.mesh.empty:
+            return jax.sharding.reshard(a, NamedSharding(mesh, PartitionSpec()))
+        return a
+
+    return whole("kernel", kernel), whole("bias", bias)  # type: ignore[return-value]
 
 
 def split_input(

@@ -46,6 +46,7 @@ from jconv._lowering import Lowering, member, transpose_in_x
 from jconv._method_im2col import conv_im2col
 from jconv._method_xla import conv_xla
 from jconv._padding import pad_input
+from jconv._subpixel import multiply_adds
 from jconv._typing import Array
 
 
@@ -197,18 +198,11 @@ def _batch(args, dims, *, op: ConvOp):
         # x shared, the kernel (for y) or the output gradient (for dw) vmapped: B times
         # as many output channels of one problem, which every lowering takes as it is
         folded = dataclasses.replace(op, spec=dataclasses.replace(spec, o=spec.o * size))
-        v = _outputs_folded(b, db, _channel_axis(op, kinds[1]), spec.groups)
+        v = _fold_channels(b, db, _channel_axis(op, kinds[1]), spec.groups, size)
         out = conv_p.bind(a, v, op=folded)
-        return _outputs_unfolded(out, _channel_axis(op, kinds[2]), spec.groups, size), 0
+        return _unfold_channels(out, _channel_axis(op, kinds[2]), spec.groups, size), 0
 
-    def fold(v: Array, d: int | None, kind: str) -> Array:
-        """(B, ...) -> the problem's operand with B folded in front of its channels."""
-        v = jnp.broadcast_to(v[None], (size, *v.shape)) if d is None else jnp.moveaxis(v, d, 0)
-        axis = _channel_axis(op, kind) + 1
-        v = jnp.moveaxis(v, 0, axis - 1)  # B just before the channel axis
-        return v.reshape(*v.shape[: axis - 1], size * v.shape[axis], *v.shape[axis + 1 :])
-
-    if op.lowering.grouped is not None and _multiply_adds(spec) >= ONE_BY_ONE_MIN_MULTIPLY_ADDS:
+    if op.lowering.grouped is not None and multiply_adds(spec) >= ONE_BY_ONE_MIN_MULTIPLY_ADDS:
         # B independent problems that this lowering cannot run as groups: one after
         # another, each by the lowering itself (as groups they ran 'taps' on grouped
         # windows: 3x to 30x slower, BENCHMARKS.md, session 9)
@@ -218,10 +212,13 @@ def _batch(args, dims, *, op: ConvOp):
     )
     lowering = op.lowering if op.lowering.grouped is None else op.lowering.grouped
     folded_op = dataclasses.replace(op, spec=grouped_spec, lowering=lowering)
-    out = conv_p.bind(fold(a, da, kinds[0]), fold(b, db, kinds[1]), op=folded_op)
-    axis = _channel_axis(op, kinds[2])  # split (B, channels) and bring B to the front
-    out = out.reshape(*out.shape[:axis], size, -1, *out.shape[axis + 1 :])
-    return jnp.moveaxis(out, axis, 0), 0
+    # each problem's channels (all its groups) one block: B in front of the channels
+    a, b = (
+        _fold_channels(v, d, _channel_axis(op, k), 1, size)
+        for v, d, k in zip((a, b), (da, db), kinds)
+    )
+    out = conv_p.bind(a, b, op=folded_op)
+    return _unfold_channels(out, _channel_axis(op, kinds[2]), 1, size), 0
 
 
 batching.primitive_batchers[conv_p] = _batch
@@ -232,12 +229,6 @@ batching.primitive_batchers[conv_p] = _batch
 # 2.4 to 3.2 ms as groups against 3.0 to 4.7 in turn; at 30 M (the same layer on 64
 # samples), four problems ran 4.2 to 5.3 ms in turn against 135 to 143 as groups.
 ONE_BY_ONE_MIN_MULTIPLY_ADDS = 1 << 22
-
-
-def _multiply_adds(spec: ConvSpec) -> int:
-    """Multiply-adds of a plain spec's convolution (what a lowering sees)."""
-    mh, mw = spec.out_hw
-    return spec.n * spec.o * spec.cg * spec.kh * spec.kw * mh * mw
 
 
 def _one_by_one(a: Array, da: int | None, b: Array, db: int | None, size: int, op: ConvOp):
@@ -252,21 +243,20 @@ def _one_by_one(a: Array, da: int | None, b: Array, db: int | None, size: int, o
     return jax.lax.map(one, (a_b, b_b))
 
 
-def _outputs_folded(v: Array, d: int, axis: int, groups: int) -> Array:
-    """v vmapped along d, its output channels on `axis` -> one operand with B times as many.
-
-    The channels go in the order (group, B, per group), so that each group's
-    outputs stay together, as `groups` asks.
+def _fold_channels(v: Array, d: int | None, axis: int, groups: int, size: int) -> Array:
+    """v vmapped along d (None: shared, repeated B times), its channels on `axis` -> one
+    operand with B times as many, in the order (group, B, per group): each group's
+    channels stay together, as `groups` asks (groups=1: B in front of the channels).
     """
-    v = jnp.moveaxis(v, d, 0)
-    size, o = v.shape[0], v.shape[axis + 1]
-    v = v.reshape(*v.shape[: axis + 1], groups, o // groups, *v.shape[axis + 2 :])
+    v = jnp.broadcast_to(v[None], (size, *v.shape)) if d is None else jnp.moveaxis(v, d, 0)
+    channels = v.shape[axis + 1]
+    v = v.reshape(*v.shape[: axis + 1], groups, channels // groups, *v.shape[axis + 2 :])
     v = jnp.moveaxis(v, 0, axis + 1)  # (..., groups, B, per group, ...)
-    return v.reshape(*v.shape[:axis], groups * size * (o // groups), *v.shape[axis + 3 :])
+    return v.reshape(*v.shape[:axis], size * channels, *v.shape[axis + 3 :])
 
 
-def _outputs_unfolded(out: Array, axis: int, groups: int, size: int) -> Array:
-    """`_outputs_folded`'s inverse on a result: (B, ...) with its own output channels."""
+def _unfold_channels(out: Array, axis: int, groups: int, size: int) -> Array:
+    """`_fold_channels`'s inverse on a result: (B, ...) with its own channels."""
     out = out.reshape(*out.shape[:axis], groups, size, -1, *out.shape[axis + 1 :])
     out = jnp.moveaxis(out, axis + 1, 0)  # (B, ..., groups, per group, ...)
     return out.reshape(*out.shape[: axis + 1], -1, *out.shape[axis + 3 :])

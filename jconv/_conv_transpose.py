@@ -107,7 +107,7 @@ def conv_transpose2d(
         transpose_kernel=transpose_kernel,
     )
     bias = None if bias is None else jnp.asarray(bias)
-    kernel, bias = whole_parameters(kernel, bias, out_sharding)  # before it is rearranged
+    kernel, bias = whole_parameters(x, kernel, bias, out_sharding)  # before it is rearranged
     if transpose_kernel:
         kernel = transposed_kernel(kernel, operator.index(groups), layout)
     return conv2d(

@@ -33,6 +33,7 @@ from jconv._method_taps import TAPS
 from jconv._method_xla import conv_xla
 from jconv._padding import pad_input, zero_pad_or_crop
 from jconv._typing import Array
+from jconv._windows import spread_widths
 
 BLOCK_COLUMNS = 32  # aim for GEMMs at least this wide: block * O columns
 # And at least this many output columns per block: a 1-column block is im2col, whose rows
@@ -199,7 +200,7 @@ def _unstack_input(d_stacked: Array, spec: ConvSpec) -> Array:
         placed = jax.lax.pad(
             rows,
             zero,
-            [(0, 0, 0), (i * dh, hp - i * dh - (mh - 1) * sh - 1, sh - 1), (0, 0, 0), (0, 0, 0)],
+            [(0, 0, 0), spread_widths(hp, mh, sh, dh, i), (0, 0, 0), (0, 0, 0)],
         )
         dx = placed if dx is None else dx + placed
     assert dx is not None

@@ -41,7 +41,7 @@ from jconv._lowering import Lowering, transpose_in_x
 from jconv._padding import pad_input, zero_pad_or_crop
 from jconv._rounding import round_to
 from jconv._typing import Array
-from jconv._windows import tap_window
+from jconv._windows import spread_widths, tap_window
 
 
 def _split_groups(a: Array, spec: ConvSpec, per_group: int) -> Array:
@@ -196,8 +196,8 @@ def _depthwise_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
     for t in range(spec.kh * spec.kw):
         i, j = divmod(t, spec.kw)
         widths = [(0, 0, 0)] * 4
-        widths[ah] = (i * dh, hp - i * dh - (mh - 1) * sh - 1, sh - 1)
-        widths[aw] = (j * dw, wp - j * dw - (mw - 1) * sw - 1, sw - 1)
+        widths[ah] = spread_widths(hp, mh, sh, dh, i)
+        widths[aw] = spread_widths(wp, mw, sw, dw, j)
         spread = jax.lax.pad(z[t], zero, widths)
         dx = spread if dx is None else dx + spread
     assert dx is not None

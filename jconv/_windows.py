@@ -23,3 +23,14 @@ def tap_window(x: Array, spec: ConvSpec, i: int, j: int) -> Array:
     start[ah], limit[ah], strides[ah] = i * dh, i * dh + (mh - 1) * sh + 1, sh
     start[aw], limit[aw], strides[aw] = j * dw, j * dw + (mw - 1) * sw + 1, sw
     return jax.lax.slice(x, start, limit, strides)
+
+
+def spread_widths(
+    padded: int, out: int, stride: int, dilation: int, tap: int
+) -> tuple[int, int, int]:
+    """lax.pad's (low, high, interior) along one spatial axis that put a tap's window back
+    where `tap_window` took it from: the window's transpose, zeros between its pixels
+    for the stride. padded: x's padded length; out: the window's (the output's) length.
+    """
+    low = tap * dilation
+    return low, padded - low - (out - 1) * stride - 1, stride - 1
