@@ -86,6 +86,10 @@ PIXEL_GRIDS = {
         (256, 128, 64, 8, 3),
         (128, 256, 64, 8, 3),
         (128, 128, 16, 4, 4),
+        (128, 128, 64, 8, 4),
+        (128, 256, 64, 8, 4),
+        (256, 128, 64, 8, 4),
+        (128, 128, 128, 8, 3),
     ],
     "small": [(128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (64, 128, 64, 4, 3), (64, 64, 32, 4, 4)],
     "tiny": [(16, 16, 16, 4, 2)],
@@ -164,6 +168,24 @@ SERIAL_W_GRIDS = {
     ],
     "small": [(128, 128, 64, 8, 3, 264), (128, 256, 64, 8, 3, 264)],
     "tiny": [(16, 16, 16, 4, 2, 16)],
+}
+# Kernel gradients with several taps per program (BlockConfig.tap_group), each block of
+# dy loaded once for all of them: (block_m, block_n, block_k, num_warps, num_stages,
+# programs, tap_group, serial); split_k is what makes about that many programs, within
+# max_split_k unless serial. Tried before the other grids: they are the newest.
+TAP_GROUP_W_GRIDS = {
+    "full": [
+        (64, 64, 64, 4, 3, 264, 3, False),
+        (64, 128, 64, 8, 3, 264, 3, False),
+        (128, 64, 64, 8, 3, 264, 3, False),
+        (64, 64, 64, 8, 3, 264, 9, False),
+        (64, 64, 32, 4, 4, 528, 3, False),
+        (64, 128, 64, 8, 3, 264, 3, True),
+        (64, 64, 64, 4, 3, 528, 3, True),
+        (128, 128, 64, 8, 3, 264, 3, True),
+    ],
+    "small": [(64, 64, 64, 4, 3, 264, 3, False), (64, 128, 64, 8, 3, 264, 3, True)],
+    "tiny": [(16, 16, 16, 4, 2, 16, 3, True)],
 }
 # The same for depthwise kernel gradients: (pixels per block, channels per block,
 # num_warps, programs, every tap in one program).
@@ -314,6 +336,27 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
         return out
     if product == "w":
         rows = geo.kh * geo.kw * geo.cg if base.flat else geo.cg
+        taps = geo.kh * geo.kw
+        for bm, bn, bk, warps, stages, programs, group, serial in TAP_GROUP_W_GRIDS[grid]:
+            if base.flat or taps == 1:
+                break
+            group = min(group, taps)
+            block_m, block_n = _pow2_at_most(rows, bm), _pow2_at_most(geo.og, bn)
+            tiles = -(-taps // group) * -(-rows // block_m) * -(-geo.og // block_n) * geo.groups
+            split = _serial_splits(geo, tiles, bk, programs)
+            config = dataclasses.replace(
+                base,
+                block_m=block_m,
+                block_n=block_n,
+                block_k=bk,
+                num_warps=warps,
+                num_stages=stages,
+                split_k=split if serial else min(split, most_splits),
+                serial=serial,
+                tap_group=group,
+            )
+            if config not in out:
+                out.append(config)
         for bm, bn, bk, warps, stages, split in W_GRIDS[grid]:
             config = dataclasses.replace(
                 base,
@@ -484,6 +527,9 @@ def format_row(r: dict) -> str:
         f"m{b['block_m']} n{b['block_n']} k{b['block_k']} w{b['num_warps']} s{b['num_stages']}"
         + (f" split{b['split_k']}" if r["product"] == "w" else "")
         + (" flat" if b["flat"] else "")
+        + (" serial" if b.get("serial") else "")
+        + (f" taps{b['tap_group']}" if b.get("tap_group", 1) > 1 else "")
+        + (f" rows{b['rows']}" if b.get("rows") else "")
     )
     default = "     -" if r["default_ms"] is None else f"{r['default_ms']:8.3f}"
     return (

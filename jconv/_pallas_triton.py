@@ -469,12 +469,17 @@ def _split_refs(refs: tuple[Any, ...], serial: bool) -> tuple[Any, Any]:
 def _tap_kernel(
     x_ref, dy_ref, *refs, geometry: ConvGeometry, config: BlockConfig, precision, interpret: bool
 ):
-    """One (block_m (tap, channel) x block_n output channel) tile of dw, one group, one split.
+    """block_m (tap, channel) rows x block_n output channels of dw, one group, one split:
+    for config.tap_group taps at once, one tile per tap.
 
     x_ref: (N * H * W, C); dy_ref: (N * mh * mw, O); out_ref: (split_k * kh * kw * cg, O),
     this split's partial sum over its share of the output pixels; or, with
     config.serial, (kh * kw * cg, O), to which the splits add in turn (count_ref:
-    one counter per tile).
+    one counter per program's tiles).
+    With tap_group > 1 (not flat) a program keeps an accumulator for each of its taps,
+    and each block of dy it loads serves all of them: a program per tap loads every
+    block of dy kh * kw times over, which makes ResNet's kernel gradients move more
+    bytes from the L2 cache than their dots need (BENCHMARKS.md, session 10).
     """
     geo = geometry
     out_ref, count_ref = _split_refs(refs, config.serial)
@@ -485,41 +490,51 @@ def _tap_kernel(
     cols = pl.program_id(1) * bn + jnp.arange(bn)
     cols_ok = cols < geo.og
     taps_rows = geo.kh * geo.kw * geo.cg
+    tiles: list[tuple[Any, Any, Any, Any]]  # (i, j, ch, rows_ok) of each accumulator
     if config.flat:  # rows are (i, j, channel), flattened
         r = pl.program_id(0) * bm + jnp.arange(bm)
         i, j, ch = split_contraction(r, geo.kw, geo.cg)
-        i, j, ch, rows_ok = i[None, :], j[None, :], ch[None, :], (r < taps_rows)[None, :]
-    else:  # one tap per program, bm channels
-        blocks = pl.cdiv(geo.cg, bm)
-        tap, c = divmod_nonneg(pl.program_id(0), blocks)
-        i, j = divmod_nonneg(tap, geo.kw)
+        tiles = [(i[None, :], j[None, :], ch[None, :], (r < taps_rows)[None, :])]
+    else:  # tap_group taps per program, bm channels
+        group = config.tap_group
+        tap_block, c = divmod_nonneg(pl.program_id(0), pl.cdiv(geo.cg, bm))
         ch = (c * bm + jnp.arange(bm))[None, :]
-        rows_ok = ch < geo.cg
+        tiles = []
+        for q in range(group):
+            tap = tap_block * group + q
+            tiles.append((*divmod_nonneg(tap, geo.kw), ch, (ch < geo.cg) & (tap < geo.kh * geo.kw)))
 
-    def body(t, acc):
+    def body(t, accs):
         p = (s * chunk + t) * bk + jnp.arange(bk)
         p_ok = (p < pixels)[:, None]
         n, a, b = split_pixel(p[:, None], mh, mw)
-        ih, ok_h = phase_input(fh, a, i)
-        iw, ok_w = phase_input(fw, b, j)
-        x_tile = _load(  # (bk, bm)
-            x_ref,
-            image_row(n, ih, iw, (geo.height, geo.width)),
-            g * geo.cg + ch,
-            p_ok & ok_h & ok_w & rows_ok,
-        )
         dy_tile = _load(dy_ref, p[:, None], g * geo.og + cols[None, :], p_ok & cols_ok[None, :])
-        return acc + _dot(x_tile, dy_tile, precision, trans_a=True)  # (bk, bm)^T @ (bk, bn)
+        out = []
+        for (i, j, ch, rows_ok), acc in zip(tiles, accs):
+            ih, ok_h = phase_input(fh, a, i)
+            iw, ok_w = phase_input(fw, b, j)
+            x_tile = _load(  # (bk, bm)
+                x_ref,
+                image_row(n, ih, iw, (geo.height, geo.width)),
+                g * geo.cg + ch,
+                p_ok & ok_h & ok_w & rows_ok,
+            )
+            out.append(acc + _dot(x_tile, dy_tile, precision, trans_a=True))  # (bm, bn)
+        return tuple(out)
 
-    acc = jnp.zeros((bm, bn), acc_dtype(x_ref.dtype, dy_ref.dtype))
-    acc = jax.lax.fori_loop(0, chunk, body, acc)
-    cols, mask = g * geo.og + cols[None, :], rows_ok.T & cols_ok[None, :]
+    zeros = jnp.zeros((bm, bn), acc_dtype(x_ref.dtype, dy_ref.dtype))
+    accs = jax.lax.fori_loop(0, chunk, body, tuple(zeros for _ in tiles))
+    cols = g * geo.og + cols[None, :]
     if count_ref is None:
-        _store(out_ref, s * taps_rows + kernel_row(i, j, ch, geo).T, cols, mask, acc)
+        for (i, j, ch, rows_ok), acc in zip(tiles, accs):
+            rows = s * taps_rows + kernel_row(i, j, ch, geo).T
+            _store(out_ref, rows, cols, rows_ok.T & cols_ok[None, :], acc)
     else:
         tile = (pl.program_id(0) * pl.num_programs(1) + pl.program_id(1)) * geo.groups + g
         _wait_turn(count_ref, tile, s)
-        _add_store(out_ref, kernel_row(i, j, ch, geo).T, cols, mask, acc, s == 0)
+        for (i, j, ch, rows_ok), acc in zip(tiles, accs):
+            mask = rows_ok.T & cols_ok[None, :]
+            _add_store(out_ref, kernel_row(i, j, ch, geo).T, cols, mask, acc, s == 0)
         _pass_turn(count_ref, tile, interpret)
 
 
@@ -670,7 +685,11 @@ def kernel_grad_sums(
     geo = geometry
     splits = config.split_k
     rolling = rolls_rows(geo, config)
-    config = dataclasses.replace(config, serial=config.serial and splits > 1 and not rolling)
+    config = dataclasses.replace(
+        config,
+        serial=config.serial and splits > 1 and not rolling,
+        tap_group=min(config.tap_group, geo.kh * geo.kw),
+    )
     acc = acc_dtype(x.dtype, dy.dtype)
     if rolling:  # a strip of rows per program; each program's own sums
         mh, mw = geo.out_hw
@@ -689,7 +708,7 @@ def kernel_grad_sums(
         row_blocks = (
             pl.cdiv(geo.kh * geo.kw * geo.cg, config.block_m)
             if config.flat
-            else geo.kh * geo.kw * pl.cdiv(geo.cg, config.block_m)
+            else pl.cdiv(geo.kh * geo.kw, config.tap_group) * pl.cdiv(geo.cg, config.block_m)
         )
         grid = (row_blocks, pl.cdiv(geo.og, config.block_n), geo.groups * splits)
         kernel = functools.partial(

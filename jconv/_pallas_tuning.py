@@ -49,6 +49,9 @@ class BlockConfig:
     rows: for a depthwise 'y' or 'x' at stride 1 and dilation 1, a kernel that rolls
     down the image (jconv/_pallas_triton.py's _depthwise_rows_kernel): `rows` output
     rows x block_m columns x block_n channels per program. 0: blocks of block_m pixels.
+    tap_group: for a kernel gradient that is neither flat nor depthwise, the taps of one
+    program, each with its own accumulator (block_m channels x block_n output channels),
+    so that each block of dy is loaded once for all of them, not once per tap.
     Block sizes are powers of two, at least 16.
     """
 
@@ -61,6 +64,7 @@ class BlockConfig:
     flat: bool = False
     serial: bool = False
     rows: int = 0
+    tap_group: int = 1
 
     def __post_init__(self) -> None:
         for name in ("block_m", "block_n", "block_k"):
@@ -72,6 +76,7 @@ class BlockConfig:
             or self.num_stages < 1
             or self.split_k < 1
             or self.rows < 0
+            or self.tap_group < 1
         ):
             raise ValueError(f"bad launch settings in {self}")
 

@@ -256,6 +256,11 @@ OTHER_SETTINGS = {
         "x": BlockConfig(16, 16, 16),
         "w": BlockConfig(16, 16, 16, split_k=3, serial=True),
     },
+    "tap-groups": {  # the kernel gradient's 6 taps as groups of 4: the last group half empty
+        "y": BlockConfig(16, 16, 16),
+        "x": BlockConfig(16, 16, 16),
+        "w": BlockConfig(16, 16, 16, split_k=3, tap_group=4),
+    },
 }
 
 
@@ -358,10 +363,11 @@ def test_depthwise_taps_unrolled():
     [
         (GEOMETRY, BlockConfig(16, 16, 16, split_k=3, serial=True)),
         (GEOMETRY, BlockConfig(16, 16, 32, split_k=2, flat=True, serial=True)),
+        (GEOMETRY, BlockConfig(16, 16, 16, split_k=3, serial=True, tap_group=3)),
         (DEPTHWISE_GEOMETRY, BlockConfig(16, 16, 16, split_k=3, serial=True)),
         (DEPTHWISE_GEOMETRY, BlockConfig(16, 16, 16, split_k=4, flat=True, serial=True)),
     ],
-    ids=["groups", "groups-flat", "depthwise", "depthwise-all-taps"],
+    ids=["groups", "groups-flat", "groups-tap-groups", "depthwise", "depthwise-all-taps"],
 )
 def test_serial_splits_each_add_once_to_their_own_tile(geometry, config):
     """Every program of a serial kernel gradient passes its tile on exactly once: each
@@ -570,6 +576,14 @@ KERNEL_GRADIENT_VARIANTS = {  # bench shapes at their GPU batch sizes
     "resnet14-serial": (
         ConvGeometry(64, 14, 14, 256, 256, 3, 3, 1, (1, 1), (1, 1), ((1, 1), (1, 1))),
         BlockConfig(128, 128, 64, 8, 3, split_k=8, serial=True),
+    ),
+    "resnet14-serial-tap-groups": (
+        ConvGeometry(64, 14, 14, 256, 256, 3, 3, 1, (1, 1), (1, 1), ((1, 1), (1, 1))),
+        BlockConfig(64, 128, 64, 8, 3, split_k=11, serial=True, tap_group=3),
+    ),
+    "resnet56-tap-groups": (
+        ConvGeometry(64, 56, 56, 64, 64, 3, 3, 1, (1, 1), (1, 1), ((1, 1), (1, 1))),
+        BlockConfig(64, 64, 64, 4, 3, split_k=88, tap_group=3),
     ),
 }
 
