@@ -158,14 +158,18 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
     if product == "w":
         flat = g.cg < MIN_DOT
         rows = g.kh * g.kw * g.cg if flat else g.cg
-        block_m = _pow2(rows, MIN_DOT, 128)
+        # a kernel row's taps per program (each block of dy loaded once for all of them):
+        # at equal tiles 1.1x to 1.3x faster on the H200's ResNet layers (BENCHMARKS.md,
+        # session 10); their accumulators take registers, so at most 64 channels a tile
+        group = 1 if flat or g.kh * g.kw > 9 else g.kw
+        block_m = _pow2(rows, MIN_DOT, 128 if group == 1 else 64)
         block_n = _pow2(g.og, MIN_DOT, 128)
         block_k = kmax
         mh, mw = g.out_hw
         pixel_blocks = -(-g.n * mh * mw // block_k)
 
         def tiles(block_m: int, block_n: int) -> int:
-            row_blocks = -(-rows // block_m) * (1 if flat else g.kh * g.kw)
+            row_blocks = -(-rows // block_m) * (1 if flat else -(-g.kh * g.kw // group))
             return row_blocks * -(-g.og // block_n) * g.groups
 
         # where the splits that memory allows leave SMs idle, smaller tiles instead
@@ -179,8 +183,8 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
                 block_n //= 2
         wanted = -(-SM_TARGET_PROGRAMS // tiles(block_m, block_n))
         split = max(1, min(pixel_blocks, wanted, most_splits))
-        warps = 8 if block_m * block_n >= 128 * 128 else 4
-        return BlockConfig(block_m, block_n, block_k, warps, 3, split, flat)
+        warps = 8 if block_m * block_n * group >= 128 * 128 else 4
+        return BlockConfig(block_m, block_n, block_k, warps, 3, split, flat, tap_group=group)
     k, cols = (g.cg, g.og) if product == "y" else (g.og, g.cg)
     flat = k < MIN_DOT
     block_k = _pow2(g.kh * g.kw * k if flat else k, MIN_DOT, kmax)
@@ -207,34 +211,34 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
 # by max_split_k whatever the table says.
 TABLE: dict[str, BlockConfig] = {
     "w:bfloat16:k128:n128:t25:s1:m262144:g1": BlockConfig(128, 128, 64, 8, 4, split_k=44),
-    "w:bfloat16:k128:n128:t9:s1:m65536:g1": BlockConfig(128, 128, 64, 8, 3, split_k=21),
+    "w:bfloat16:k128:n128:t9:s1:m65536:g1": BlockConfig(64, 128, 64, 8, 3, split_k=21, tap_group=3),
     "w:bfloat16:k1:n1:t9:s1:m262144:g128": BlockConfig(64, 32, 64, 8, 2, rows=56),
     "w:bfloat16:k1:n8:t25:s1:m1048576:g1": BlockConfig(32, 16, 64, 4, 3, split_k=528, flat=True),
-    "w:bfloat16:k256:n256:t9:s1:m16384:g1": BlockConfig(64, 128, 64, 4, 3, 8, serial=True),
+    "w:bfloat16:k256:n256:t9:s1:m16384:g1": BlockConfig(64, 64, 64, 4, 3, split_k=2, tap_group=3),
     "w:bfloat16:k256:n64:t1:s1:m262144:g1": BlockConfig(64, 64, 64, 4, 3, split_k=132),
-    "w:bfloat16:k512:n512:t9:s1:m16384:g1": BlockConfig(128, 256, 64, 8, 3, 4, serial=True),
-    "w:bfloat16:k64:n128:t9:s2:m65536:g1": BlockConfig(64, 128, 64, 4, 3, split_k=30),
-    "w:bfloat16:k64:n64:t9:s1:m262144:g1": BlockConfig(64, 64, 64, 4, 3, split_k=60),
+    "w:bfloat16:k512:n512:t9:s1:m16384:g1": BlockConfig(128, 256, 64, 8, 3, split_k=4, serial=True),
+    "w:bfloat16:k64:n128:t9:s2:m65536:g1": BlockConfig(64, 64, 64, 4, 3, split_k=44, tap_group=3),
+    "w:bfloat16:k64:n64:t9:s1:m262144:g1": BlockConfig(64, 64, 64, 4, 3, split_k=88, tap_group=3),
     "w:bfloat16:k8:n16:t25:s1:m131072:g1": BlockConfig(64, 16, 64, 4, 3, split_k=132, flat=True),
     "x:bfloat16:k128:n128:t25:s1:m524288:g1": BlockConfig(256, 128, 64, 8, 3, flat=True),
     "x:bfloat16:k128:n128:t9:s1:m65536:g1": BlockConfig(128, 128, 64, 8, 3),
     "x:bfloat16:k128:n64:t9:s2:m262144:g1": BlockConfig(128, 64, 64, 4, 3),
     "x:bfloat16:k16:n8:t25:s1:m262144:g1": BlockConfig(256, 16, 32, 8, 3, flat=True),
-    "x:bfloat16:k1:n1:t9:s1:m262144:g128": BlockConfig(128, 64, 16, 4, 2),
+    "x:bfloat16:k1:n1:t9:s1:m262144:g128": BlockConfig(64, 64, 16, 4, 2, flat=True),
     "x:bfloat16:k256:n256:t9:s1:m16384:g1": BlockConfig(64, 128, 64, 4, 3),
     "x:bfloat16:k512:n512:t9:s1:m16384:g1": BlockConfig(128, 128, 64, 8, 3),
     "x:bfloat16:k64:n256:t1:s1:m262144:g1": BlockConfig(128, 128, 32, 4, 4),
-    "x:bfloat16:k64:n64:t9:s1:m262144:g1": BlockConfig(128, 64, 64, 8, 3),
+    "x:bfloat16:k64:n64:t9:s1:m262144:g1": BlockConfig(128, 64, 64, 4, 3),
     "x:bfloat16:k8:n1:t25:s1:m1048576:g1": BlockConfig(64, 16, 32, 4, 2, flat=True),
     "y:bfloat16:k128:n128:t25:s1:m262144:g1": BlockConfig(256, 128, 64, 8, 3, flat=True),
     "y:bfloat16:k128:n128:t9:s1:m65536:g1": BlockConfig(128, 128, 64, 8, 3),
-    "y:bfloat16:k1:n1:t9:s1:m262144:g128": BlockConfig(128, 64, 16, 4, 2),
+    "y:bfloat16:k1:n1:t9:s1:m262144:g128": BlockConfig(64, 64, 16, 4, 2, flat=True),
     "y:bfloat16:k1:n8:t25:s1:m1048576:g1": BlockConfig(128, 16, 16, 4, 4, flat=True),
     "y:bfloat16:k256:n256:t9:s1:m16384:g1": BlockConfig(64, 128, 64, 4, 3),
     "y:bfloat16:k256:n64:t1:s1:m262144:g1": BlockConfig(64, 64, 64, 4, 3),
     "y:bfloat16:k512:n512:t9:s1:m16384:g1": BlockConfig(128, 128, 64, 8, 3),
     "y:bfloat16:k64:n128:t9:s2:m65536:g1": BlockConfig(128, 128, 64, 8, 3),
-    "y:bfloat16:k64:n64:t9:s1:m262144:g1": BlockConfig(128, 64, 64, 8, 3),
+    "y:bfloat16:k64:n64:t9:s1:m262144:g1": BlockConfig(128, 64, 64, 4, 3),
     "y:bfloat16:k8:n16:t25:s1:m131072:g1": BlockConfig(64, 16, 32, 4, 2, flat=True),
 }
 
