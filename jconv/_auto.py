@@ -306,9 +306,10 @@ def choose_accelerator_method(spec: ConvSpec, platform: str) -> str:
       (0.59x / 0.85x).
 
     Left to lax: stride-1 layers with aligned channels, where 'pallas' lost or
-    tied: ResNet's 3x3 at 56x56 0.94x / 0.89x, 28x28 0.95x / 1.02x, 14x14 0.95x
-    / 0.79x, 7x7 0.77x / 0.83x; 1x1 at 56x56 1.07x / 1.00x; depthwise 3x3 0.78x /
-    0.74x (groups in general); and what was not measured: float32 and float16
+    tied at least one way (session 10, the same card and method): ResNet's 3x3 at
+    56x56 0.93x / 1.03x, 28x28 0.94x / 1.13x, 14x14 0.93x / 0.86x, 7x7 0.76x /
+    0.87x; 1x1 at 56x56 1.08x / 0.98x; depthwise 3x3 0.90x / 0.97x (groups in
+    general); and what was not measured: float32 and float16
     ('pallas' was timed in bfloat16 only), the NCHW layout (a transpose on each
     side of the kernel), dilation. ROCm and TPUs have no Triton lowering of
     'pallas' here.
