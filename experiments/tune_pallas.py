@@ -170,37 +170,23 @@ SERIAL_W_GRIDS = {
     "tiny": [(16, 16, 16, 4, 2, 16)],
 }
 # Kernel gradients with several taps per program (BlockConfig.tap_group), each block of
-# dy loaded once for all of them, and kernel gradients whose splits add by atomic adds
-# (BlockConfig.atomic): (block_m, block_n, block_k, num_warps, num_stages, programs,
-# tap_group, how the splits add: 'partial' sums, 'serial' or 'atomic'); split_k is what
-# makes about that many programs, within max_split_k for partial sums. Tried before the
-# other grids: they are the newest. Dropped after the H200 (session 10): 32-row tiles
-# (195 us on resnet14 against 52) and all nine taps of a 3x3 per program (202 us; with 3
-# stages past the 227 KiB of shared memory).
+# dy loaded once for all of them: (block_m, block_n, block_k, num_warps, num_stages,
+# programs, tap_group, serial); split_k is what makes about that many programs, within
+# max_split_k unless serial. Tried before the other grids: they are the newest. Dropped
+# after the H200 (session 10): 32-row tiles (195 us on resnet14 against 52) and all nine
+# taps of a 3x3 per program (202 us; with 3 stages past the 227 KiB of shared memory).
 TAP_GROUP_W_GRIDS = {
     "full": [
-        (64, 64, 64, 4, 3, 264, 3, "partial"),
-        (64, 128, 64, 8, 3, 264, 3, "partial"),
-        (128, 64, 64, 8, 3, 264, 3, "partial"),
-        (64, 64, 32, 4, 4, 528, 3, "partial"),
-        (64, 128, 64, 8, 3, 264, 3, "serial"),
-        (64, 64, 64, 4, 3, 528, 3, "serial"),
-        (128, 128, 64, 8, 3, 264, 3, "serial"),
-        (64, 64, 64, 4, 3, 264, 3, "atomic"),
-        (64, 64, 64, 4, 3, 528, 3, "atomic"),
-        (64, 128, 64, 8, 3, 264, 3, "atomic"),
-        (128, 128, 64, 8, 3, 264, 1, "atomic"),
-        (128, 256, 64, 8, 3, 264, 1, "atomic"),
+        (64, 64, 64, 4, 3, 264, 3, False),
+        (64, 128, 64, 8, 3, 264, 3, False),
+        (128, 64, 64, 8, 3, 264, 3, False),
+        (64, 64, 32, 4, 4, 528, 3, False),
+        (64, 128, 64, 8, 3, 264, 3, True),
+        (64, 64, 64, 4, 3, 528, 3, True),
+        (128, 128, 64, 8, 3, 264, 3, True),
     ],
-    "small": [
-        (64, 64, 64, 4, 3, 264, 3, "partial"),
-        (64, 128, 64, 8, 3, 264, 3, "serial"),
-        (64, 64, 64, 4, 3, 264, 3, "atomic"),
-        (64, 64, 64, 4, 3, 528, 3, "atomic"),
-        (64, 128, 64, 8, 3, 264, 3, "atomic"),
-        (128, 256, 64, 8, 3, 264, 1, "atomic"),
-    ],
-    "tiny": [(16, 16, 16, 4, 2, 16, 3, "serial"), (16, 16, 16, 4, 2, 16, 3, "atomic")],
+    "small": [(64, 64, 64, 4, 3, 264, 3, False), (64, 128, 64, 8, 3, 264, 3, True)],
+    "tiny": [(16, 16, 16, 4, 2, 16, 3, True)],
 }
 # The same for depthwise kernel gradients: (pixels per block, channels per block,
 # num_warps, programs, every tap in one program).
@@ -222,7 +208,6 @@ class TuneConfig:
     target_s: float = 0.05
     budget_s: float = 420.0  # no new candidate is started after this many seconds
     serial: bool = True  # also try kernel gradients whose splits add in place, in turn
-    atomic: bool = True  # and those whose splits add by atomic adds
     interpret: bool = False
     out: str | None = "runs/tune_pallas"
     quiet: bool = False
@@ -353,9 +338,9 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
     if product == "w":
         rows = geo.kh * geo.kw * geo.cg if base.flat else geo.cg
         taps = geo.kh * geo.kw
-        for bm, bn, bk, warps, stages, programs, group, adds in TAP_GROUP_W_GRIDS[grid]:
-            if base.flat or (taps == 1 and group > 1):
-                continue
+        for bm, bn, bk, warps, stages, programs, group, serial in TAP_GROUP_W_GRIDS[grid]:
+            if base.flat or taps == 1:
+                break
             group = min(group, taps)
             block_m, block_n = _pow2_at_most(rows, bm), _pow2_at_most(geo.og, bn)
             tiles = -(-taps // group) * -(-rows // block_m) * -(-geo.og // block_n) * geo.groups
@@ -367,9 +352,8 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 block_k=bk,
                 num_warps=warps,
                 num_stages=stages,
-                split_k=split if adds != "partial" else min(split, most_splits),
-                serial=adds == "serial",
-                atomic=adds == "atomic",
+                split_k=split if serial else min(split, most_splits),
+                serial=serial,
                 tap_group=group,
             )
             if config not in out:
@@ -383,7 +367,6 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 num_warps=warps,
                 num_stages=stages,
                 split_k=splits(split),
-                tap_group=1,
             )
             if config not in out:
                 out.append(config)
@@ -400,7 +383,6 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 num_stages=stages,
                 split_k=_serial_splits(geo, tiles, bk, programs),
                 serial=True,
-                tap_group=1,
             )
             if config not in out:
                 out.append(config)
@@ -497,8 +479,6 @@ def tune_one(
     cands = candidates(product, geo, dtype, config.grid)
     if not config.serial:
         cands = [c for c in cands if not c.serial]
-    if not config.atomic:
-        cands = [c for c in cands if not c.atomic]
     for i, cand in enumerate(cands):
         if results and time.perf_counter() > deadline:
             break
@@ -549,7 +529,6 @@ def format_row(r: dict) -> str:
         + (f" split{b['split_k']}" if r["product"] == "w" else "")
         + (" flat" if b["flat"] else "")
         + (" serial" if b.get("serial") else "")
-        + (" atomic" if b.get("atomic") else "")
         + (f" taps{b['tap_group']}" if b.get("tap_group", 1) > 1 else "")
         + (f" rows{b['rows']}" if b.get("rows") else "")
     )
@@ -610,9 +589,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=d.budget_s)
     p.add_argument(
         "--no-serial", dest="serial", action="store_false", help="no serial split-K candidates"
-    )
-    p.add_argument(
-        "--no-atomic", dest="atomic", action="store_false", help="no atomic split-K candidates"
     )
     p.add_argument("--interpret", action="store_true", help="interpret mode (no GPU needed)")
     p.add_argument("--out", default=d.out)

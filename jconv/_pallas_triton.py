@@ -18,8 +18,7 @@ The kernel gradient contracts over every output pixel, more work than its few
 tiles spread over the SMs: it splits the pixels (split_k), and the splits'
 partial sums are added afterwards or, with BlockConfig.serial, in place, one
 split after another in a fixed order (a counter per tile), so that no partial
-sums are held and every run gives the same bits; or, with BlockConfig.atomic,
-in place by atomic adds, in the order the splits finish.
+sums are held and every run gives the same bits.
 
 Every load is a gather by integer index arrays, masked, with other=0, and
 every masked store is sent past the end of its output: the same kernel is then
@@ -458,32 +457,13 @@ def _pixel_splits(geo: ConvGeometry, config: BlockConfig) -> tuple[Any, Any, int
     return fh, fw, pixels, pl.cdiv(pl.cdiv(pixels, config.block_k), config.split_k)
 
 
-def _split_refs(refs: tuple[Any, ...], config: BlockConfig) -> tuple[Any, Any]:
+def _split_refs(refs: tuple[Any, ...], serial: bool) -> tuple[Any, Any]:
     """(out_ref, count_ref or None) from a kernel-gradient kernel's refs after x and dy."""
-    if config.serial:  # (counters at launch, out, counters): the first aliases the last
+    if serial:  # (counters at launch, out, counters): the first aliases the last
         _, out_ref, count_ref = refs
         return out_ref, count_ref
-    if config.atomic:  # (zeros at launch, out): the first aliases the second
-        _, out_ref = refs
-        return out_ref, None
     (out_ref,) = refs
     return out_ref, None
-
-
-def _atomic_add(
-    ref: Any, rows: Array, cols: Array, mask: Array, value: Array, interpret: bool
-) -> None:
-    """ref[rows, cols] += value where mask, by atomic adds.
-
-    Masked lanes are sent past the end as well: Pallas's interpreter takes no mask for
-    an atomic add, and drops the lanes whose index is out of range instead.
-    """
-    shape = value.shape
-    mask = jnp.broadcast_to(mask, shape)
-    rows = masked_index(jnp.broadcast_to(rows, shape), mask, ref.shape[0])
-    cols = jnp.broadcast_to(cols, shape)
-    value = value.astype(ref.dtype)
-    plgpu.atomic_add(ref, (rows, cols), value, mask=None if interpret else mask)
 
 
 def _tap_kernel(
@@ -495,15 +475,14 @@ def _tap_kernel(
     x_ref: (N * H * W, C); dy_ref: (N * mh * mw, O); out_ref: (split_k * kh * kw * cg, O),
     this split's partial sum over its share of the output pixels; or, with
     config.serial, (kh * kw * cg, O), to which the splits add in turn (count_ref:
-    one counter per program's tiles); or, with config.atomic, the same buffer, zero at
-    launch, to which the splits add by atomic adds, in whatever order they finish.
+    one counter per program's tiles).
     With tap_group > 1 (not flat) a program keeps an accumulator for each of its taps,
     and each block of dy it loads serves all of them: a program per tap loads every
     block of dy kh * kw times over, which makes ResNet's kernel gradients move more
     bytes from the L2 cache than their dots need (BENCHMARKS.md, session 10).
     """
     geo = geometry
-    out_ref, count_ref = _split_refs(refs, config)
+    out_ref, count_ref = _split_refs(refs, config.serial)
     bm, bn, bk, splits = config.block_m, config.block_n, config.block_k, config.split_k
     fh, fw, pixels, chunk = _pixel_splits(geo, config)
     mh, mw = geo.out_hw
@@ -546,11 +525,7 @@ def _tap_kernel(
     zeros = jnp.zeros((bm, bn), acc_dtype(x_ref.dtype, dy_ref.dtype))
     accs = jax.lax.fori_loop(0, chunk, body, tuple(zeros for _ in tiles))
     cols = g * geo.og + cols[None, :]
-    if config.atomic:
-        for (i, j, ch, rows_ok), acc in zip(tiles, accs):
-            mask = rows_ok.T & cols_ok[None, :]
-            _atomic_add(out_ref, kernel_row(i, j, ch, geo).T, cols, mask, acc, interpret)
-    elif count_ref is None:
+    if count_ref is None:
         for (i, j, ch, rows_ok), acc in zip(tiles, accs):
             rows = s * taps_rows + kernel_row(i, j, ch, geo).T
             _store(out_ref, rows, cols, rows_ok.T & cols_ok[None, :], acc)
@@ -578,7 +553,7 @@ def _depthwise_tap_kernel(
     block_n) then live in registers, which suits small kernels and blocks.
     """
     geo = geometry
-    out_ref, count_ref = _split_refs(refs, config)
+    out_ref, count_ref = _split_refs(refs, config.serial)
     bn, bk = config.block_n, config.block_k
     fh, fw, pixels, chunk = _pixel_splits(geo, config)
     mh, mw = geo.out_hw
@@ -684,9 +659,7 @@ def kernel_grad(
 
     The split_k partial sums are added here, in the accumulation dtype, then rounded;
     with config.serial the splits add them in place instead, one after another in
-    split order (so the sum is the same on every run), and no partial sums are held;
-    with config.atomic they add them in place by atomic adds, in the order they
-    finish: no partial sums and no waiting, but the last bits may differ between runs.
+    split order (so the sum is the same on every run), and no partial sums are held.
     """
     sums, _ = kernel_grad_sums(
         x, dy, geometry, config=config, precision=precision, interpret=interpret
@@ -705,10 +678,9 @@ def kernel_grad_sums(
 ) -> tuple[Array, Array | None]:
     """The kernel gradient's pallas_call: (sums (S, kh, kw, C/groups, O), counters).
 
-    S is split_k partial sums, 1 with config.serial or config.atomic, or one per
-    program of a depthwise kernel gradient that rolls down the rows (config.rows); the
-    counters (serial only: one per tile, each split_k when every split has added its
-    share) are None otherwise.
+    S is split_k partial sums, 1 with config.serial, or one per program of a depthwise
+    kernel gradient that rolls down the rows (config.rows); the counters (serial only:
+    one per tile, each split_k when every split has added its share) are None otherwise.
     """
     geo = geometry
     splits = config.split_k
@@ -716,7 +688,6 @@ def kernel_grad_sums(
     config = dataclasses.replace(
         config,
         serial=config.serial and splits > 1 and not rolling,
-        atomic=config.atomic and splits > 1 and not (rolling or geo.depthwise),
         tap_group=min(config.tap_group, geo.kh * geo.kw),
     )
     acc = acc_dtype(x.dtype, dy.dtype)
@@ -744,12 +715,9 @@ def kernel_grad_sums(
             _tap_kernel, geometry=geo, config=config, precision=precision, interpret=interpret
         )
     operands = [x.reshape(-1, geo.c), dy.reshape(-1, geo.o)]
-    sums = grid[0] * grid[1] if rolling else 1 if config.serial or config.atomic else splits
+    sums = grid[0] * grid[1] if rolling else 1 if config.serial else splits
     out_shape = [_out_struct((sums * geo.kh * geo.kw * geo.cg, geo.o), acc, x)]
     aliases = {}
-    if config.atomic:  # the one sum, zero at launch, added to in place
-        operands.append(jnp.zeros(out_shape[0].shape, acc))
-        aliases = {2: 0}
     if config.serial:  # a counter per tile, zero at launch, updated in place
         tiles = grid[0] * grid[1] * grid[2] // splits
         operands.append(jnp.zeros((tiles,), jnp.int32))

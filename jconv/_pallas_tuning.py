@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,11 +52,6 @@ class BlockConfig:
     tap_group: for a kernel gradient that is neither flat nor depthwise, the taps of one
     program, each with its own accumulator (block_m channels x block_n output channels),
     so that each block of dy is loaded once for all of them, not once per tap.
-    atomic: the kernel gradient's splits (not depthwise) add their sums into one buffer,
-    zero at launch, by atomic adds as they finish: no partial sums held, as with serial,
-    and no split waits for another, but the order of the additions, and so the last bits
-    of the sum, may change from run to run. Never with serial; never chosen from the
-    table when XLA_FLAGS asks for deterministic ops (`--xla_gpu_deterministic_ops=true`).
     Block sizes are powers of two, at least 16.
     """
 
@@ -71,7 +65,6 @@ class BlockConfig:
     serial: bool = False
     rows: int = 0
     tap_group: int = 1
-    atomic: bool = False
 
     def __post_init__(self) -> None:
         for name in ("block_m", "block_n", "block_k"):
@@ -84,7 +77,6 @@ class BlockConfig:
             or self.split_k < 1
             or self.rows < 0
             or self.tap_group < 1
-            or (self.serial and self.atomic)
         ):
             raise ValueError(f"bad launch settings in {self}")
 
@@ -251,15 +243,6 @@ TABLE: dict[str, BlockConfig] = {
 }
 
 
-def deterministic_ops() -> bool:
-    """Whether XLA_FLAGS asks XLA's GPU backend for deterministic ops, which jconv honours
-    by never adding a kernel gradient's splits by atomic adds (BlockConfig.atomic)."""
-    flags = os.environ.get("XLA_FLAGS", "").split()
-    return any(
-        f in ("--xla_gpu_deterministic_ops", "--xla_gpu_deterministic_ops=true") for f in flags
-    )
-
-
 def config_for(
     product: str,
     geometry: ConvGeometry,
@@ -268,16 +251,13 @@ def config_for(
 ) -> BlockConfig:
     """TABLE's setting for this problem's class, else the default.
 
-    Partial sums (split_k > 1, neither serial nor atomic) are kept within max_split_k.
-    An atomic setting runs with partial sums instead where deterministic_ops()."""
+    Partial sums (split_k > 1, not serial) are kept within max_split_k."""
     table = TABLE if table is None else table
     found = table.get(problem_class(product, geometry, dtype))
     if found is None:
         return default_config(product, geometry, dtype)
-    if found.atomic and deterministic_ops():  # the same bits on every run, as asked
-        found = dataclasses.replace(found, atomic=False)
     if (
-        found.split_k > 1 and not found.serial and not found.atomic
+        found.split_k > 1 and not found.serial
     ):  # a class spans shapes: the memory bound is this shape's
         return dataclasses.replace(found, split_k=min(found.split_k, max_split_k(geometry, dtype)))
     return found

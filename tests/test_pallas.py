@@ -27,7 +27,6 @@ from jconv._pallas_tuning import (
     BlockConfig,
     config_for,
     default_config,
-    max_split_k,
     problem_class,
     table_from_json,
     table_to_json,
@@ -262,16 +261,6 @@ OTHER_SETTINGS = {
         "x": BlockConfig(16, 16, 16),
         "w": BlockConfig(16, 16, 16, split_k=3, tap_group=4),
     },
-    "atomic": {  # the splits added by atomic adds, with tap groups and masked tiles
-        "y": BlockConfig(16, 16, 16),
-        "x": BlockConfig(16, 16, 16),
-        "w": BlockConfig(16, 16, 16, split_k=5, tap_group=4, atomic=True),
-    },
-    "atomic-flat": {
-        "y": BlockConfig(16, 16, 16),
-        "x": BlockConfig(16, 16, 16),
-        "w": BlockConfig(16, 32, 16, split_k=3, flat=True, atomic=True),
-    },
 }
 
 
@@ -483,22 +472,6 @@ def test_table_round_trips_and_is_used(monkeypatch):
     assert config_for("y", geo, jnp.float32) == default_config("y", geo, jnp.float32)
 
 
-def test_atomic_splits_give_way_to_deterministic_ops(monkeypatch):
-    """A tabled kernel gradient whose splits add by atomic adds runs with partial sums
-    (within max_split_k) where XLA_FLAGS asks for deterministic ops, and as tabled else."""
-    geo = ConvGeometry(64, 14, 14, 256, 256, 3, 3, 1, (1, 1), (1, 1), ((1, 1), (1, 1)))
-    atomic = BlockConfig(64, 64, 64, split_k=6, atomic=True, tap_group=3)
-    table = {problem_class("w", geo, jnp.bfloat16): atomic}
-    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
-    assert config_for("w", geo, jnp.bfloat16, table) == atomic
-    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=true --xla_dump_to=/tmp/x")
-    plain = config_for("w", geo, jnp.bfloat16, table)
-    assert not plain.atomic and plain.split_k == max_split_k(geo, jnp.bfloat16) == 2
-    assert dataclasses.replace(plain, atomic=True, split_k=6) == atomic
-    with pytest.raises(ValueError, match="bad launch settings"):
-        BlockConfig(16, 16, 16, split_k=2, serial=True, atomic=True)
-
-
 def test_tuned_table_covers_every_bench_layer():
     """The committed table has the bfloat16 settings of all three kernels of each plain bench
     layer (a transposed layer's sub-pixel phases run with the default settings)."""
@@ -607,10 +580,6 @@ KERNEL_GRADIENT_VARIANTS = {  # bench shapes at their GPU batch sizes
     "resnet14-serial-tap-groups": (
         ConvGeometry(64, 14, 14, 256, 256, 3, 3, 1, (1, 1), (1, 1), ((1, 1), (1, 1))),
         BlockConfig(64, 128, 64, 8, 3, split_k=11, serial=True, tap_group=3),
-    ),
-    "resnet14-atomic-tap-groups": (
-        ConvGeometry(64, 14, 14, 256, 256, 3, 3, 1, (1, 1), (1, 1), ((1, 1), (1, 1))),
-        BlockConfig(64, 64, 64, 4, 3, split_k=6, atomic=True, tap_group=3),
     ),
     "resnet56-tap-groups": (
         ConvGeometry(64, 56, 56, 64, 64, 3, 3, 1, (1, 1), (1, 1), ((1, 1), (1, 1))),
