@@ -367,6 +367,7 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 num_warps=warps,
                 num_stages=stages,
                 split_k=splits(split),
+                tap_group=1,
             )
             if config not in out:
                 out.append(config)
@@ -383,6 +384,7 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 num_stages=stages,
                 split_k=_serial_splits(geo, tiles, bk, programs),
                 serial=True,
+                tap_group=1,
             )
             if config not in out:
                 out.append(config)
