@@ -171,7 +171,7 @@ def _channel_axis(op: ConvOp, operand: str) -> int:
 OPERANDS = {"y": ("x", "w", "y"), "dx": ("y", "w", "x"), "dw": ("x", "y", "w")}
 
 
-def _batch(args, dims, *, op: ConvOp):
+def _batch(axis_data, args, dims, *, op: ConvOp):
     """vmap. A vmapped activation of y or dx, with the kernel shared, folds into the batch:
     the same member on a B times larger batch. With x shared, a vmapped kernel (y) or
     output gradient (dw) folds into the output channels: one problem with B times as
@@ -181,10 +181,14 @@ def _batch(args, dims, *, op: ConvOp):
     vmapped, or dx's kernel) is B independent problems: folded into B times as many
     groups, as lax does, for a lowering that takes groups; one after another
     (lax.map), each by the lowering itself, for one that does not ('banded',
-    'winograd'), unless the problems are small (ONE_BY_ONE_MIN_MULTIPLY_ADDS): then
-    as groups, by its `grouped` lowering.
+    'winograd'), unless the problems are small (ONE_BY_ONE_MIN_MULTIPLY_ADDS) or the
+    vmapped axis is laid out on devices (vmap's spmd_axis_name, or an explicit mesh
+    axis): then as groups, by its `grouped` lowering, which the devices split between
+    them, where a lax.map over that axis would run every problem on every device.
     """
     (a, b), (da, db) = args, dims  # an unbatched operand's dimension is None
+    if da is None and db is None:  # neither vmapped (closed over): the problem as it is
+        return conv_p.bind(a, b, op=op), None
     spec = op.spec
     if op.role in ("y", "dx") and db is None:
         a = jnp.moveaxis(a, da, 0)
@@ -202,7 +206,11 @@ def _batch(args, dims, *, op: ConvOp):
         out = conv_p.bind(a, v, op=folded)
         return _unfold_channels(out, _channel_axis(op, kinds[2]), spec.groups, size), 0
 
-    if op.lowering.grouped is not None and multiply_adds(spec) >= ONE_BY_ONE_MIN_MULTIPLY_ADDS:
+    if (
+        op.lowering.grouped is not None
+        and multiply_adds(spec) >= ONE_BY_ONE_MIN_MULTIPLY_ADDS
+        and not _on_devices(axis_data)
+    ):
         # B independent problems that this lowering cannot run as groups: one after
         # another, each by the lowering itself (as groups they ran 'taps' on grouped
         # windows: 3x to 30x slower, BENCHMARKS.md, session 9)
@@ -221,7 +229,19 @@ def _batch(args, dims, *, op: ConvOp):
     return _unfold_channels(out, _channel_axis(op, kinds[2]), 1, size), 0
 
 
-batching.primitive_batchers[conv_p] = _batch
+if hasattr(batching, "fancy_primitive_batchers"):  # given vmap's axis: where it is laid out
+    batching.fancy_primitive_batchers[conv_p] = _batch
+else:  # a JAX that does not say: the vmapped axis taken to be on no devices
+    batching.primitive_batchers[conv_p] = functools.partial(_batch, None)
+
+
+def _on_devices(axis_data: Any) -> bool:
+    """Whether a vmapped axis is split over devices: vmap's spmd_axis_name, or an
+    explicit mesh axis."""
+    if axis_data is None:
+        return False
+    explicit = getattr(axis_data, "explicit_mesh_axis", None)
+    return getattr(axis_data, "spmd_name", None) is not None or explicit is not None
 
 
 # Below this many multiply-adds a problem, B of them run faster as groups ('taps') than

@@ -10,10 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 import jconv
 from jconv import _conv_primitive as conv_primitive
 from jconv._conv_primitive import conv_p
+from tests._cpu import cpu_mesh, needs_8_cpu_devices
 from tests.reference import assert_close, conv_lax
 
 RNG = np.random.default_rng(7)
@@ -168,3 +170,36 @@ def test_exact_fallback_is_a_library_convolution(method, layout):
     assert convolutions  # the fallbacks are there, in their branches
     for line in convolutions:
         assert "dim_labels=b01f_01io->b01f" in line, line
+
+
+@pytest.mark.parametrize("method", ["banded", "winograd"])
+@pytest.mark.usefixtures("on_cpu")
+@needs_8_cpu_devices
+def test_vmapped_axis_on_devices_runs_as_groups(method, monkeypatch, request):
+    """Four (sample, kernel) problems vmapped along an axis split over four devices
+    (spmd_axis_name) run as four groups, which the devices share, even where they would
+    otherwise run one after another (the bound lowered to 0): a lax.map over that axis
+    would run every problem on every device. Values and both gradients against lax, each
+    laid out along the devices as lax's."""
+    monkeypatch.setattr(conv_primitive, "ONE_BY_ONE_MIN_MULTIPLY_ADDS", 0)
+    jax.clear_caches()
+    request.addfinalizer(jax.clear_caches)
+    mesh = cpu_mesh((4,), ("d",), (jax.sharding.AxisType.Auto,))
+    on_d = NamedSharding(mesh, PartitionSpec("d"))
+    xs = RNG.standard_normal((4, *X.shape)).astype(np.float32)
+    ws = WS[:4]
+    conv = lambda x, w: jconv.conv2d(x, w, method=method, padding=1, precision="highest")
+    loss = lambda x, w: jnp.sum(conv(x, w) ** 2)
+    ref_loss = lambda x, w: jnp.sum(conv_lax(x, w, padding=1) ** 2)
+    with jax.set_mesh(mesh):
+        ops = bound_ops(jax.vmap(conv, spmd_axis_name="d"), xs, ws)
+        assert [(role, name, spec.groups) for role, name, spec in ops] == [("y", "taps", 4)]
+        xs_d, ws_d = jax.device_put(xs, on_d), jax.device_put(ws, on_d)
+        y = jax.jit(jax.vmap(conv, spmd_axis_name="d"))(xs_d, ws_d)
+        grads = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1)), spmd_axis_name="d"))(xs_d, ws_d)
+    ref_grads = jax.vmap(jax.grad(ref_loss, argnums=(0, 1)))(xs, ws)
+    assert_close(y, jax.vmap(lambda x, w: conv_lax(x, w, padding=1))(xs, ws))
+    for got, expected in zip(grads, ref_grads):
+        assert_close(got, expected)
+    for got in (y, *grads):
+        assert got.sharding.spec[:1] == ("d",)
