@@ -159,7 +159,7 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
         flat = g.cg < MIN_DOT
         rows = g.kh * g.kw * g.cg if flat else g.cg
         # a kernel row's taps per program (each block of dy loaded once for all of them):
-        # at equal tiles 1.1x to 1.3x faster on the H200's ResNet layers (BENCHMARKS.md,
+        # at equal tiles 1.1x to 1.6x faster on the H200's ResNet layers (BENCHMARKS.md,
         # session 10); their accumulators take registers, so at most 64 channels a tile
         group = 1 if flat or g.kh * g.kw > 9 else g.kw
         block_m = _pow2(rows, MIN_DOT, 128 if group == 1 else 64)
@@ -207,6 +207,12 @@ def default_config(product: str, geometry: ConvGeometry, dtype: Any) -> BlockCon
 # us) and 7x7 (159 -> 152 us) and lost everywhere else; the depthwise layer's three kernels
 # were tuned again with the kernels that roll down the rows (`--layers depthwise`), which
 # won the kernel gradient (110 -> 58 us) and tied elsewhere (benchmarks/gpu-runs/2026-11-27-h200).
+# Session 10 (same card kind, 2026-11-27): the kernel gradients with a kernel row's taps per
+# program (`--grid full --products w --layers resnet14 resnet56 resnet7 resnet28 stride2
+# lesson`), which won on ResNet's 56x56 (69 -> 43 us), 28x28 (50 -> 36), 14x14 (55 -> 52)
+# and the stride-2 layer (33 -> 25); the forward and input gradients of resnet7, resnet14,
+# resnet56 and the depthwise layer (`--products y x`), where only the depthwise layer's
+# unrolled taps won (62 -> 54 us) (benchmarks/gpu-runs/2026-11-27-h200-session10).
 # float32 and unseen classes take default_config; kernel-gradient partial sums are capped
 # by max_split_k whatever the table says.
 TABLE: dict[str, BlockConfig] = {
