@@ -100,6 +100,17 @@ def test_candidates_fit_each_problem():
         assert not any(c.rows and (c.flat or c.serial) for c in cands)
         rolling = tune_pallas.ROWS_W_GRIDS if product == "w" else tune_pallas.ROWS_GRIDS
         assert sum(c.rows > 0 for c in cands) <= len(rolling["full"]) + 2  # + default, table
+    geo = tune_pallas.layer_geometry(bench_conv.LAYERS["resnet14"], 64)
+    cands = tune_pallas.candidates("w", geo, "bfloat16", "full")
+    # a kernel row's taps per program, and a tap per program, are both tried; partial sums
+    # within max_split_k, serial splits beyond it
+    groups = {c.tap_group for c in cands}
+    assert groups == {1, 3} and len(set(cands)) == len(cands)
+    most = _pallas_tuning.max_split_k(geo, "bfloat16")
+    assert all(c.split_k <= most for c in cands if not c.serial)
+    assert any(c.serial and c.split_k > most for c in cands if c.tap_group == 3)
+    conv1x1 = tune_pallas.layer_geometry(bench_conv.LAYERS["conv1x1"], 64)
+    assert {c.tap_group for c in tune_pallas.candidates("w", conv1x1, "bfloat16", "full")} == {1}
 
 
 def test_check_says_which_gpu_result_is_off(monkeypatch):
