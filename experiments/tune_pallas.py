@@ -17,7 +17,8 @@ a call costs about as long as a small layer's kernel runs), median over
 `repeats` runs of 10 calls; elsewhere (interpret mode) the host's clock around
 enough queued calls for about `target_s`. A candidate that fails to compile (too
 much shared memory, say), or whose result differs from the default settings' by
-more than rounding, is recorded and skipped. No new candidate is started once
+more than rounding, is recorded and skipped. Candidates compile `--workers` at a time
+(threads: a GPU machine's cores compile while its GPU waits). No new candidate is started once
 `budget_s` has passed (default 420 s, so that a run ends within the 8 minutes a
 lent H100 allows; classes not reached keep the default settings), and the
 layers are tuned in the order given, so put the important ones first.
@@ -36,6 +37,7 @@ only a check that the script works, its times mean nothing.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -208,6 +210,7 @@ class TuneConfig:
     target_s: float = 0.05
     budget_s: float = 420.0  # no new candidate is started after this many seconds
     serial: bool = True  # also try kernel gradients whose splits add in place, in turn
+    workers: int = 8  # candidates compiled side by side (threads)
     interpret: bool = False
     out: str | None = "runs/tune_pallas"
     quiet: bool = False
@@ -477,20 +480,10 @@ def tune_one(
     batch = config.batch or layer.batch_gpu
     geo = layer_geometry(layer, batch)
     args = operands(product, geo, dtype, key)
-    results, compiled = [], {}
     cands = candidates(product, geo, dtype, config.grid)
     if not config.serial:
         cands = [c for c in cands if not c.serial]
-    for i, cand in enumerate(cands):
-        if results and time.perf_counter() > deadline:
-            break
-        row: dict[str, Any] = {"config": dataclasses.asdict(cand)}
-        try:
-            fn = product_fn(product, geo, dtype, cand, config.interpret)
-            compiled[i] = functools.partial(fn.lower(*args).compile(), *args)
-        except Exception as e:  # a setting that does not compile: recorded, skipped
-            row["error"] = _error(e)
-        results.append(row)
+    results, compiled = _compile_candidates(product, geo, dtype, cands, args, config, deadline)
     _drop_disagreeing(compiled, results, dtype_name)  # also drops those that fail to run
     device = None
     if not config.interpret and compiled:
@@ -520,6 +513,47 @@ def tune_one(
         "best": best and best["config"],
         "candidates": results,
     }
+
+
+def _compile_candidates(
+    product: str,
+    geo: ConvGeometry,
+    dtype: Any,
+    cands: list[BlockConfig],
+    args: tuple,
+    config: TuneConfig,
+    deadline: float,
+) -> tuple[list[dict], dict[int, Callable]]:
+    """Lower and compile the candidates, config.workers at a time: ([one row per candidate
+    started], {its index: a call of the compiled product}).
+
+    A GPU run spends most of its device time compiling (Triton and XLA, about a second a
+    candidate on the H200), on one of the machine's 16 cores unless the candidates
+    compile side by side. A batch is started only before the deadline (the first always).
+    A setting that does not compile is recorded with its error and skipped.
+    """
+    results: list[dict] = []
+    compiled: dict[int, Callable] = {}
+
+    def compile_one(cand: BlockConfig) -> Callable:
+        fn = product_fn(product, geo, dtype, cand, config.interpret)
+        return functools.partial(fn.lower(*args).compile(), *args)
+
+    workers = max(1, config.workers)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(cands), workers):
+            if results and time.perf_counter() > deadline:
+                break
+            batch = cands[start : start + workers]
+            futures = [pool.submit(compile_one, cand) for cand in batch]
+            for i, (cand, future) in enumerate(zip(batch, futures), start):
+                row: dict[str, Any] = {"config": dataclasses.asdict(cand)}
+                try:
+                    compiled[i] = future.result()
+                except Exception as e:  # a setting that does not compile: recorded, skipped
+                    row["error"] = _error(e)
+                results.append(row)
+    return results, compiled
 
 
 def format_row(r: dict) -> str:
@@ -591,6 +625,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=d.budget_s)
     p.add_argument(
         "--no-serial", dest="serial", action="store_false", help="no serial split-K candidates"
+    )
+    p.add_argument(
+        "--workers", type=int, default=d.workers, help="candidates compiled side by side"
     )
     p.add_argument("--interpret", action="store_true", help="interpret mode (no GPU needed)")
     p.add_argument("--out", default=d.out)

@@ -77,6 +77,35 @@ def test_gpu_run_steps_write_what_the_summary_reads(tmp_path, restore_table):
     assert json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]
 
 
+def test_candidates_compile_side_by_side_in_order(monkeypatch):
+    """Candidates compile config.workers at a time; the rows keep the candidates' order, a
+    setting that fails to compile keeps its error, and once the deadline has passed no
+    further batch starts (the first always does)."""
+    geo = tune_pallas.layer_geometry(bench_conv.LAYERS["lenet2"], 1)
+    cands = [BlockConfig(16, 16, 16, split_k=s) for s in range(1, 8)]
+
+    def product_fn(product, geo, dtype, config, interpret):
+        if config.split_k == 3:
+            raise ValueError("too much shared memory")
+        return jax.jit(lambda a, b: a * config.split_k + b)
+
+    monkeypatch.setattr(tune_pallas, "product_fn", product_fn)
+    args = (np.ones(3, np.float32), np.zeros(3, np.float32))
+    for workers in (1, 3):
+        config = tune_pallas.TuneConfig(workers=workers)
+        rows, compiled = tune_pallas._compile_candidates(
+            "w", geo, "float32", cands, args, config, deadline=float("inf")
+        )
+        assert [r["config"]["split_k"] for r in rows] == list(range(1, 8))
+        assert [i for i, r in enumerate(rows) if "error" in r] == [2] and 2 not in compiled
+        assert "too much shared memory" in rows[2]["error"]
+        assert all(float(compiled[i]()[0]) == cands[i].split_k for i in compiled)
+        rows, _ = tune_pallas._compile_candidates(
+            "w", geo, "float32", cands, args, config, deadline=float("-inf")
+        )
+        assert len(rows) == workers  # the first batch only
+
+
 def test_candidates_fit_each_problem():
     geo = tune_pallas.layer_geometry(bench_conv.LAYERS["lenet2"], 1024)
     for product in "yxw":
