@@ -613,7 +613,8 @@ def _write(result: dict, out: str | None) -> None:
         (path / "tune.json").write_text(json.dumps(result, indent=1))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line: a flag for every TuneConfig field."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     d = TuneConfig()
     p.add_argument("--layers", nargs="+", default=list(d.layers), choices=list(LAYERS))
@@ -624,6 +625,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=d.repeats)
     p.add_argument("--budget-s", type=float, default=d.budget_s)
     p.add_argument(
+        "--target-s", type=float, default=d.target_s, help="seconds per timed batch off a GPU"
+    )
+    p.add_argument(
         "--no-serial", dest="serial", action="store_false", help="no serial split-K candidates"
     )
     p.add_argument(
@@ -631,7 +635,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--interpret", action="store_true", help="interpret mode (no GPU needed)")
     p.add_argument("--out", default=d.out)
-    args = p.parse_args(argv)
+    p.add_argument("--quiet", action="store_true", help="no line per tuned kernel")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     result = run(TuneConfig(**vars(args)))
     print(f"{len(result['table'])} winners -> {args.out}/table.json")
     return 0

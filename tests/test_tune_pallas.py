@@ -3,6 +3,7 @@ one tiny layer, so that the GPU run they were written for finds them working."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -201,3 +202,18 @@ def test_a_setting_that_disagrees_with_the_default_is_dropped():
     assert set(compiled) == {0, 1}
     assert results[1]["diff_from_default"] < 2e-3 and "error" not in results[1]
     assert "differs from the first setting's" in results[2]["error"]
+
+
+def test_command_line_takes_every_setting(tmp_path, capsys):
+    """The command line reaches every TuneConfig field (a GPU run once lost its tuning to
+    an unknown flag); --quiet leaves only the closing line."""
+    out = tmp_path / "tune"
+    argv = ["--layers", "lenet2", "--dtypes", "float32", "--products", "w", "--grid", "tiny"]
+    argv += ["--batch", "1", "--repeats", "1", "--budget-s", "60", "--no-serial"]
+    argv += ["--workers", "2", "--interpret", "--quiet", "--out", str(out)]
+    assert tune_pallas.main(argv) == 0
+    assert capsys.readouterr().out.strip().splitlines() == [f"1 winners -> {out}/table.json"]
+    rows = json.loads((out / "tune.json").read_text())["rows"]
+    assert not any(c["config"]["serial"] for c in rows[0]["candidates"])
+    fields = {f.name for f in dataclasses.fields(tune_pallas.TuneConfig)}
+    assert {a.dest for a in tune_pallas.parser()._actions} - {"help"} == fields
