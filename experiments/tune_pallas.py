@@ -341,14 +341,15 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
     if product == "w":
         rows = geo.kh * geo.kw * geo.cg if base.flat else geo.cg
         taps = geo.kh * geo.kw
-        for bm, bn, bk, warps, stages, programs, group, serial in TAP_GROUP_W_GRIDS[grid]:
-            if base.flat or taps == 1:
-                break
-            group = min(group, taps)
+
+        def by_programs(bm, bn, bk, warps, stages, programs, group, serial) -> BlockConfig:
+            """A kernel-gradient setting whose splits make about `programs` programs
+            (partial sums within max_split_k; serial splits, which hold none, beyond)."""
             block_m, block_n = _pow2_at_most(rows, bm), _pow2_at_most(geo.og, bn)
-            tiles = -(-taps // group) * -(-rows // block_m) * -(-geo.og // block_n) * geo.groups
+            tap_blocks = 1 if base.flat else -(-taps // group)
+            tiles = tap_blocks * -(-rows // block_m) * -(-geo.og // block_n) * geo.groups
             split = _serial_splits(geo, tiles, bk, programs)
-            config = dataclasses.replace(
+            return dataclasses.replace(
                 base,
                 block_m=block_m,
                 block_n=block_n,
@@ -359,6 +360,11 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
                 serial=serial,
                 tap_group=group,
             )
+
+        for bm, bn, bk, warps, stages, programs, group, serial in TAP_GROUP_W_GRIDS[grid]:
+            if base.flat or taps == 1:
+                break
+            config = by_programs(bm, bn, bk, warps, stages, programs, min(group, taps), serial)
             if config not in out:
                 out.append(config)
         for bm, bn, bk, warps, stages, split in W_GRIDS[grid]:
@@ -375,20 +381,7 @@ def candidates(product: str, geo: ConvGeometry, dtype: Any, grid: str) -> list[B
             if config not in out:
                 out.append(config)
         for bm, bn, bk, warps, stages, programs in SERIAL_W_GRIDS[grid]:
-            block_m, block_n = _pow2_at_most(rows, bm), _pow2_at_most(geo.og, bn)
-            row_blocks = -(-rows // block_m) * (1 if base.flat else geo.kh * geo.kw)
-            tiles = row_blocks * -(-geo.og // block_n) * geo.groups
-            config = dataclasses.replace(
-                base,
-                block_m=block_m,
-                block_n=block_n,
-                block_k=bk,
-                num_warps=warps,
-                num_stages=stages,
-                split_k=_serial_splits(geo, tiles, bk, programs),
-                serial=True,
-                tap_group=1,
-            )
+            config = by_programs(bm, bn, bk, warps, stages, programs, 1, True)
             if config not in out:
                 out.append(config)
         return out

@@ -229,19 +229,13 @@ def _batch(axis_data, args, dims, *, op: ConvOp):
     return _unfold_channels(out, _channel_axis(op, kinds[2]), 1, size), 0
 
 
-if hasattr(batching, "fancy_primitive_batchers"):  # given vmap's axis: where it is laid out
-    batching.fancy_primitive_batchers[conv_p] = _batch
-else:  # a JAX that does not say: the vmapped axis taken to be on no devices
-    batching.primitive_batchers[conv_p] = functools.partial(_batch, None)
+batching.fancy_primitive_batchers[conv_p] = _batch  # given vmap's axis: where it is laid out
 
 
 def _on_devices(axis_data: Any) -> bool:
     """Whether a vmapped axis is split over devices: vmap's spmd_axis_name, or an
     explicit mesh axis."""
-    if axis_data is None:
-        return False
-    explicit = getattr(axis_data, "explicit_mesh_axis", None)
-    return getattr(axis_data, "spmd_name", None) is not None or explicit is not None
+    return axis_data.spmd_name is not None or axis_data.explicit_mesh_axis is not None
 
 
 # Below this many multiply-adds a problem, B of them run faster as groups ('taps') than
