@@ -13,14 +13,14 @@ The three members of the bilinear family (jconv/_lowering.py):
   correlating with the flipped kernel would form 0 * w at the border, NaN for an
   infinite weight);
 - dw: per tap, the sum over the batch and the pixels of the window times dy, as
-  a scan down the rows of dy, every tap's products of a block of rows added into
-  its own accumulator. Written as kh*kw reductions side by side (JAX's transpose
-  of y), XLA's CPU backend materializes every window at once: kh*kw copies of the
-  input as temporaries, which glibc maps afresh and the kernel zero-fills on every
-  call once they pass its mmap threshold (32 MiB); on the bench's depthwise layer
-  that took 25 to 30 ms of a 50 ms gradient (BENCHMARKS.md). A scan over the taps,
-  one window at a time, read x and dy from memory once per tap; the scan down the
-  rows reads them once.
+  a scan over blocks of dy's rows and samples, every tap's products of a block
+  added into its own accumulator, one row of dy's shape. Written as kh*kw
+  reductions side by side (JAX's transpose of y), XLA's CPU backend materializes
+  every window at once: kh*kw copies of the input as temporaries, which glibc
+  maps afresh and the kernel zero-fills on every call once they pass its mmap
+  threshold (32 MiB); on the bench's depthwise layer that took 25 to 30 ms of a
+  50 ms gradient (BENCHMARKS.md). A scan over the taps, one window at a time,
+  read x and dy from memory once per tap; the scan over blocks reads them once.
 
 No value is mixed before it is multiplied, so no result needs the finiteness
 check of 'banded' and 'winograd' (jconv/_finite_guard.py).
@@ -33,6 +33,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
@@ -99,66 +100,99 @@ def _window_sum(x: Array, w: Array, spec: ConvSpec) -> Array:
     return relayout(_merge_groups(y, ospec), other, spec.layout)
 
 
-ROW_BLOCK_ELEMENTS = 1 << 16  # elements of dy one step of the kernel gradient takes, at most
+# One step of the kernel gradient's scan adds a few rows of dy, for a few samples, into
+# each tap's accumulator: kh * kw * rows products in all, at most MAX_TERMS (each tap's
+# rows are written out as a sum, which XLA fuses with the products into one loop, and
+# compile time grows with the count), for samples whose rows hold at most ACC_ELEMENTS.
+MAX_TERMS = 72
+ACC_ELEMENTS = 1 << 13
 
 
-def _row_block(mh: int, row_elements: int) -> int:
-    """Rows of dy per step: the most that divide mh and hold at most ROW_BLOCK_ELEMENTS.
+def _divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of n that is at most limit (1 at least).
 
     A divisor, so that no step reads past dy: padding dy with zero rows would
     multiply them by x, and 0 * Inf is NaN where the definition has no product.
     """
-    fits = [b for b in range(1, mh + 1) if mh % b == 0 and b * row_elements <= ROW_BLOCK_ELEMENTS]
-    return max(fits, default=1)
+    return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
+
+
+def _row_block(mh: int, taps: int) -> int:
+    """Rows of dy one step adds: the most that divide mh, up to MAX_TERMS // taps."""
+    return _divisor_at_most(mh, MAX_TERMS // taps)
+
+
+def _sample_block(n: int, row_elements: int) -> int:
+    """Samples one step takes: the most that divide n whose rows fit ACC_ELEMENTS."""
+    return _divisor_at_most(n, ACC_ELEMENTS // max(1, row_elements))
 
 
 def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:
     """x: batched (spec.layout); dy: batched output -> dw: (O, 1, kh, kw).
 
-    A scan down the rows of dy, a block of rows of the whole batch per step: each
-    tap's window of the block's slab of x times the block of dy, added into the
-    tap's accumulator (a block of dy's shape); summed over the batch and the pixels
-    once, at the end. Every step's slab, block and accumulators stay in the CPU's
-    caches, where a reduction per tap over the whole images (what this replaced) read
-    x and dy from memory kh * kw times.
+    A scan over blocks of dy, `_sample_block` samples by `_row_block` rows a step: for
+    each tap, the rows' products with the rows of x that the tap meets, summed and
+    added into the tap's accumulator, one row of dy for each of the step's samples;
+    summed over those samples and the row's pixels once, at the end. Each product is
+    one of the definition's, and every step's rows stay in the CPU's caches.
+
+    Each row of x and of dy is its own dynamic slice of the whole array. Sliced from a
+    shared block of rows instead, XLA's CPU backend emitted each tap's sum as a loop
+    10x slower than one row's product (the bench's depthwise layer, 2 rows a step: 21 ms
+    against 2); with a slice per row the scan ran in half the time of session 10's, which
+    added each block of dy's shape into accumulators of that shape (BENCHMARKS.md).
     """
     del kernel_sharding  # a sum over the batch: replicated, wherever the batch lies
     acc = spec.acc_dtype
     x = pad_input(x.astype(acc), spec)
     dy = dy.astype(acc)
-    # dy split as (N, mh, mw, G, og) or (N, G, og, mh, mw) for a channel multiplier;
-    # left whole for one output per group (a minor axis of size 1 slowed XLA's CPU
-    # reductions 3x)
     multiplier = spec.og > 1
     (mh, mw), (sh, sw), (dh, dw) = spec.out_hw, spec.stride, spec.dilation
     ah, aw = LAYOUT_INFO[spec.layout].spatial_axes
     channel = LAYOUT_INFO[spec.layout].channel_axis
-    block = _row_block(mh, dy.size // mh)
+    rows = _row_block(mh, spec.kh * spec.kw)
+    samples = _sample_block(spec.n, dy.size // (spec.n * mh))
+    row_steps = mh // rows
+    span = (mw - 1) * sw + 1  # the input columns one tap's window spans
     x_size, dy_size = list(x.shape), list(dy.shape)
-    x_size[ah], dy_size[ah] = (block - 1) * sh + (spec.kh - 1) * dh + 1, block
+    x_size[0], x_size[ah], x_size[aw] = samples, 1, span
+    dy_size[0], dy_size[ah] = samples, 1
     taps = [(i * dh, j * dw) for i in range(spec.kh) for j in range(spec.kw)]
 
-    def window(slab: Array, i: int, j: int) -> Array:
-        """Tap (i, j)'s strided window of the slab: the x that meets the block of dy."""
-        start, limit, strides = [0] * 4, list(slab.shape), [1] * 4
-        start[ah], limit[ah], strides[ah] = i, i + (block - 1) * sh + 1, sh
-        start[aw], limit[aw], strides[aw] = j, j + (mw - 1) * sw + 1, sw
-        w = jax.lax.slice(slab, start, limit, strides)
-        return _split_groups(w, spec, 1) if multiplier else w
+    def x_row(first: Array, row: Array, column: int) -> Array:
+        """One row of x, for the step's samples, from `column` on: a tap's window row."""
+        start = [jnp.zeros((), row.dtype)] * 4
+        start[0], start[ah], start[aw] = first, row, jnp.asarray(column, row.dtype)
+        r = jax.lax.dynamic_slice(x, start, x_size)
+        if sw > 1:
+            strides = [1] * 4
+            strides[aw] = sw
+            r = jax.lax.slice(r, [0] * 4, r.shape, strides)
+        return _split_groups(r, spec, 1) if multiplier else r
 
-    def dy_block(d: Array) -> Array:  # a block of dy's rows, split as the windows are
-        return _split_groups(d, spec, spec.og) if multiplier else d
+    def dy_row(first: Array, row: Array) -> Array:
+        start = [jnp.zeros((), row.dtype)] * 4
+        start[0], start[ah] = first, row
+        r = jax.lax.dynamic_slice(dy, start, dy_size)
+        return _split_groups(r, spec, spec.og) if multiplier else r
 
-    def step(sums: tuple[Array, ...], b: Array) -> tuple[tuple[Array, ...], None]:
-        zero = jnp.zeros((), b.dtype)
-        x_start, dy_start = [zero] * 4, [zero] * 4
-        x_start[ah], dy_start[ah] = b * (block * sh), b * block
-        slab = jax.lax.dynamic_slice(x, x_start, x_size)
-        d = dy_block(jax.lax.dynamic_slice(dy, dy_start, dy_size))
-        return tuple(s + window(slab, i, j) * d for s, (i, j) in zip(sums, taps)), None
+    def step(sums: tuple[Array, ...], block: tuple[Array, Array]) -> tuple[tuple[Array, ...], None]:
+        first, top = block
+        out = []
+        for s, (i, j) in zip(sums, taps):
+            for q in range(rows):
+                s = s + x_row(first, (top + q) * sh + i, j) * dy_row(first, top + q)
+            out.append(s)
+        return tuple(out), None
 
-    zero = dy_block(jnp.zeros(dy_size, acc))
-    sums, _ = jax.lax.scan(step, (zero,) * len(taps), jnp.arange(mh // block))
+    zero = jnp.zeros(dy_size, acc)
+    zero = _split_groups(zero, spec, spec.og) if multiplier else zero
+    # Each step's first sample and first row, as the scan's inputs: computed inside the
+    # step, a division by a row count that is not a power of two made XLA pass the zero
+    # start indices into each tap's loop as run-time values, which ran it 1.7x slower
+    firsts, tops = np.divmod(np.arange((spec.n // samples) * row_steps), row_steps)
+    blocks = (jnp.asarray(firsts * samples, np.int32), jnp.asarray(tops * rows, np.int32))
+    sums, _ = jax.lax.scan(step, (zero,) * len(taps), blocks)
     kept = (channel, channel + 1) if multiplier else (channel,)
     summed = tuple(a for a in range(zero.ndim) if a not in kept)
     per_tap = jnp.stack([s.sum(summed) for s in sums])  # (kh*kw, G, og) or (kh*kw, O)

@@ -53,20 +53,28 @@ def _numpy_kwargs(x_shape, k_shape, kwargs):
     return dict(stride=spec.stride, dilation=spec.dilation, pads=spec.pads, groups=spec.groups)
 
 
-@pytest.mark.parametrize("rows_per_step", ["all", "one", "two"])
+# The kernel gradient's scan over blocks of dy: rows and samples a step. "default": what
+# these small images get (every row and every sample in one step, or the most rows that
+# divide the height within MAX_TERMS); the others force a row, or two rows where the
+# output's height is even, and one sample a step.
+STEPS = {
+    "default": {},
+    "one-row-one-sample": {"_row_block": lambda mh, taps: 1, "_sample_block": lambda n, r: 1},
+    "two-rows": {"_row_block": lambda mh, taps: 2 if mh % 2 == 0 else 1},
+    "one-sample": {"_sample_block": lambda n, r: 1},
+}
+
+
+@pytest.mark.parametrize("step", list(STEPS))
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("x_shape,k_shape,kwargs", CASES, ids=IDS)
 def test_value_and_gradients_match_the_numpy_loops(
-    x_shape, k_shape, kwargs, layout, rows_per_step, monkeypatch
+    x_shape, k_shape, kwargs, layout, step, monkeypatch
 ):
-    """rows_per_step: the kernel gradient's scan down the rows of dy takes every row in
-    one step (what these small images get), one row a step, or two where the output's
-    height is even (one where it is odd)."""
     from jconv import _method_depthwise
 
-    blocks = {"one": lambda mh, _: 1, "two": lambda mh, _: 2 if mh % 2 == 0 else 1}
-    if rows_per_step in blocks:
-        monkeypatch.setattr(_method_depthwise, "_row_block", blocks[rows_per_step])
+    for name, block in STEPS[step].items():
+        monkeypatch.setattr(_method_depthwise, name, block)
     with jax.enable_x64(True):
         x, w, rng = _arrays(x_shape, k_shape, seed=3)
         ref_kwargs = _numpy_kwargs(x_shape, k_shape, kwargs)
@@ -88,13 +96,17 @@ def test_value_and_gradients_match_the_numpy_loops(
         assert "stablehlo.while" in grad_w.lower(w_in).as_text()
 
 
-def test_row_blocks_divide_the_height_and_fit():
-    from jconv._method_depthwise import ROW_BLOCK_ELEMENTS, _row_block
+def test_step_blocks_divide_the_batch_and_height_and_fit():
+    from jconv._method_depthwise import ACC_ELEMENTS, MAX_TERMS, _row_block, _sample_block
 
-    assert _row_block(56, 4 * 56 * 128) == 2  # the bench's layer: 2 of 56 rows a step
-    assert _row_block(56, ROW_BLOCK_ELEMENTS // 9) == 8  # 9 would fit, but leaves a part
-    assert _row_block(13, 10) == 13 and _row_block(13, 10_000) == 1  # a prime height
-    assert _row_block(8, 10 * ROW_BLOCK_ELEMENTS) == 1  # a row larger than a step
+    assert MAX_TERMS // 9 == 8 and _row_block(56, 9) == 8  # the bench's layer, 3x3
+    assert _row_block(56, 25) == 2  # 5x5: 2 fit, 2 divide 56
+    assert _row_block(54, 9) == 6  # 8 and 7 fit but leave a part
+    assert _row_block(13, 9) == 1 and _row_block(7, 9) == 7  # a prime height
+    assert _row_block(9, 100) == 1  # more taps than MAX_TERMS: a row a step
+    assert _sample_block(4, 56 * 128) == 1  # the bench's layer: one sample's row fills it
+    assert _sample_block(256, 24 * 6) == 32  # 56 would fit; 32 is the largest divisor
+    assert _sample_block(6, 1) == 6 and _sample_block(8, 10 * ACC_ELEMENTS) == 1
 
 
 @pytest.mark.usefixtures("on_cpu")  # XLA's CPU backend's fusions
