@@ -37,7 +37,7 @@ import numpy as np
 
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
-from jconv._layouts import LAYOUT_INFO, relayout
+from jconv._layouts import LAYOUT_INFO
 from jconv._lowering import Lowering, transpose_in_x
 from jconv._padding import pad_input, zero_pad_or_crop
 from jconv._rounding import round_to
@@ -76,28 +76,37 @@ def depthwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
 def _window_sum(x: Array, w: Array, spec: ConvSpec) -> Array:
     """depthwise_y in spec.acc_dtype, linear in x (its transpose is the input gradient).
 
-    Computed in the other layout: x transposed first, y transposed back. Where y is
-    the sum of the windows straight away, XLA's CPU backend merges that sum into a
-    consumer's reduction (a loss's) as a library fusion that takes every window, and
-    the weights broadcast to its shape, as materialized copies: 2 * kh*kw copies of x
-    as temporaries. Computed in NCHW for NHWC that ran the bench's
-    forward-plus-backward 10x slower (BENCHMARKS.md); in NCHW for NCHW, 4.4x
-    (session 7: 41 ms against 9.4). Behind the transpose the sum is the transpose's
-    operand, and stays one pass over the windows.
+    The sum ends in a rounding to its own dtype, which changes no value (`_kept_apart`).
+    Where y is the sum of the windows straight away, XLA's CPU backend merges that sum
+    into a consumer's reduction (a loss's) as a library fusion that takes every window,
+    and the weights broadcast to its shape, as materialized copies: 2 * kh*kw copies of
+    x as temporaries, the bench's forward-plus-backward 18x slower (BENCHMARKS.md).
+    Sessions 7 to 10 kept the sum apart by computing it in the other layout, x
+    transposed first and y back; the transposes cost the NHWC forward pass 1.4x.
     """
     acc = spec.acc_dtype
     x, w = pad_input(x.astype(acc), spec), w.astype(acc)
-    other = "NHWC" if spec.layout == "NCHW" else "NCHW"
-    ospec = dataclasses.replace(spec, layout=other)
-    x = relayout(x, spec.layout, other)
     y = None
     for i in range(spec.kh):
         for j in range(spec.kw):
-            window = _split_groups(tap_window(x, ospec, i, j), ospec, 1)
-            term = window * _weights(w[:, 0, i, j], ospec)
+            window = _split_groups(tap_window(x, spec, i, j), spec, 1)
+            term = window * _weights(w[:, 0, i, j], spec)
             y = term if y is None else y + term
     assert y is not None
-    return relayout(_merge_groups(y, ospec), other, spec.layout)
+    return _kept_apart(_merge_groups(y, spec))
+
+
+def _kept_apart(y: Array) -> Array:
+    """y, rounded to its own dtype's exponent and mantissa: no value changes.
+
+    XLA keeps the rounding (it is a no-op only for this dtype), and its CPU backend's
+    library fusions do not take it, so a consumer's reduction cannot reach through it
+    into the windows' sum (tests/test_depthwise.py checks a loss's temporaries). It is
+    linear, so the input gradient, its transpose, rounds dy the same way (no change).
+    An optimization barrier does not do this: XLA's CPU pipeline removes it first.
+    """
+    info = jnp.finfo(y.dtype)
+    return jax.lax.reduce_precision(y, exponent_bits=info.nexp, mantissa_bits=info.nmant)
 
 
 # One step of the kernel gradient's scan adds a few rows of dy, for a few samples, into
