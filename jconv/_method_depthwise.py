@@ -84,8 +84,9 @@ def _window_sum(x: Array, w: Array, spec: ConvSpec) -> Array:
     Sessions 7 to 10 kept the sum apart by computing it in the other layout, x
     transposed first and y back. Against that, interleaved in one process on the
     bench's layer (session 11), the step with the loss's value and both gradients ran
-    1.05x to 1.18x faster in NHWC and 1.04x to 1.09x in NCHW; alone, the forward pass
-    was within the machine's noise, and NCHW's input gradient ran 0.87x.
+    1.04x to 1.18x faster in NHWC and 1.04x to 1.12x in NCHW. Alone, the NHWC forward
+    pass was within the machine's noise (0.92x to 1.25x); in NCHW the forward pass ran
+    0.88x to 0.94x and the input gradient 0.86x to 0.95x of the transposed form's.
     """
     acc = spec.acc_dtype
     x, w = pad_input(x.astype(acc), spec), w.astype(acc)
@@ -151,9 +152,9 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
     Each row of x and of dy is its own dynamic slice of the whole array. Sliced from a
     shared block of rows instead, XLA's CPU backend emitted each tap's sum as a loop
     10x slower than one row's product (the bench's depthwise layer, 2 rows a step: 21 ms
-    against 2). With a slice per row it ran 1.4x to 1.55x faster than session 10's scan,
+    against 2). With a slice per row it ran 1.4x to 1.6x faster than session 10's scan,
     which added each block of dy's shape into accumulators of that shape (NCHW: 1.25x
-    to 1.35x; interleaved in one process, BENCHMARKS.md).
+    to 1.4x; interleaved in one process, BENCHMARKS.md).
     """
     del kernel_sharding  # a sum over the batch: replicated, wherever the batch lies
     acc = spec.acc_dtype
