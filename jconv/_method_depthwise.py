@@ -103,10 +103,10 @@ def _window_sum(x: Array, w: Array, spec: ConvSpec) -> Array:
 def _kept_apart(y: Array) -> Array:
     """y, rounded to its own dtype's exponent and mantissa: no value changes.
 
-    XLA keeps the rounding (it is a no-op only for this dtype), and its CPU backend's
-    library fusions do not take it, so a consumer's reduction cannot reach through it
-    into the windows' sum (tests/test_depthwise.py checks a loss's temporaries). It is
-    linear, so the input gradient, its transpose, rounds dy the same way (no change).
+    XLA keeps the rounding in the compiled program, and its CPU backend's library
+    fusions do not take it, so a consumer's reduction cannot reach through it into the
+    windows' sum (tests/test_depthwise.py checks a loss's temporaries). It is linear,
+    so the input gradient, its transpose, rounds dy the same way (no change either).
     An optimization barrier does not do this: XLA's CPU pipeline removes it first.
     """
     info = jnp.finfo(y.dtype)
@@ -160,6 +160,8 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
     acc = spec.acc_dtype
     x = pad_input(x.astype(acc), spec)
     dy = dy.astype(acc)
+    # rows split as (..., G, og) for a channel multiplier; left whole for one output per
+    # group (a minor axis of size 1 slowed XLA's CPU reductions 3x)
     multiplier = spec.og > 1
     (mh, mw), (sh, sw), (dh, dw) = spec.out_hw, spec.stride, spec.dilation
     ah, aw = LAYOUT_INFO[spec.layout].spatial_axes
