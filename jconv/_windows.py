@@ -25,6 +25,29 @@ def tap_window(x: Array, spec: ConvSpec, i: int, j: int) -> Array:
     return jax.lax.slice(x, start, limit, strides)
 
 
+def zero_padded_tap_window(x: Array, spec: ConvSpec, i: int, j: int) -> Array:
+    """tap_window of x zero-padded by spec.pads, the padding done for this tap alone.
+
+    x: batched and unpadded, spec.layout. One pad (negative widths crop) per tap and a
+    strided slice: where each tap's window is its own pad, XLA fuses it into the
+    window's consumer, where one padded x shared by every tap is a copy of x in memory
+    (jconv/_method_depthwise.py uses it where that was faster). The same values as
+    ``tap_window(pad_input(x, spec), spec, i, j)`` for zero padding.
+    """
+    (mh, mw), (sh, sw), (dh, dw) = spec.out_hw, spec.stride, spec.dilation
+    widths, strides = [(0, 0, 0)] * 4, [1, 1, 1, 1]
+    for axis, (low_pad, _), tap, dilation, out, stride in zip(
+        LAYOUT_INFO[spec.layout].spatial_axes, spec.pads, (i, j), (dh, dw), (mh, mw), (sh, sw)
+    ):
+        low = low_pad - tap * dilation  # zeros before x (negative: rows of x cut off)
+        widths[axis] = (low, (out - 1) * stride + 1 - x.shape[axis] - low, 0)
+        strides[axis] = stride
+    window = jax.lax.pad(x, jax.numpy.zeros((), x.dtype), widths)
+    return (
+        window if strides == [1, 1, 1, 1] else jax.lax.slice(window, [0] * 4, window.shape, strides)
+    )
+
+
 def spread_widths(
     padded: int, out: int, stride: int, dilation: int, tap: int
 ) -> tuple[int, int, int]:
