@@ -12,6 +12,10 @@ cuDNN (BENCHMARKS.md, "Session 6").
 
 Run it as a module from the repository root (it imports experiments.bench_conv).
 Off a GPU the trace has no GPU timeline: every row says so (kernels: None).
+
+With --no-trace the steps run `calls` times without JAX's profiler, for a profiler
+from outside that reads the GPU's counters (Nsight Compute; both would claim CUPTI):
+experiments/gpu_ncu_forward.sh.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class KernelsConfig:
     calls: int = 20
     top: int = 6  # kernels listed per row, the longest first
     quiet: bool = False
+    trace: bool = True  # False: run the calls untraced, for an outside profiler
 
 
 def profile_case(layer_name: str, direction: str, method: str, config: KernelsConfig) -> dict:
@@ -54,8 +59,14 @@ def profile_case(layer_name: str, direction: str, method: str, config: KernelsCo
     batch = config.batch or layer.batch_gpu
     x, w, ct = layer_arrays(layer, batch, DTYPES[config.dtype], config.layout, jax.random.key(0))
     step = make_step(layer, config.layout, method, direction).lower(x, w, ct).compile()
-    runs = device_bursts({method: lambda: step(x, w, ct)}, calls=config.calls)
     row = {"layer": layer_name, "direction": direction, "method": method, "batch": batch}
+    if not config.trace:
+        jax.block_until_ready(step(x, w, ct))  # the warm-up: the profiler may skip it
+        for _ in range(config.calls):
+            out = step(x, w, ct)
+        jax.block_until_ready(out)
+        return {**row, "busy_us": None, "kernels": None, "traced": False}
+    runs = device_bursts({method: lambda: step(x, w, ct)}, calls=config.calls)
     if runs is None:
         return {**row, "busy_us": None, "kernels": None}
     [events] = runs[method]
@@ -73,6 +84,8 @@ def profile_case(layer_name: str, direction: str, method: str, config: KernelsCo
 
 def format_row(row: dict, top: int) -> str:
     head = f"{row['layer']:<10} {row['direction']:<8} {row['method']:<8}"
+    if row.get("traced") is False:
+        return f"{head} ran untraced (batch {row['batch']}), for an outside profiler"
     if row["kernels"] is None:
         return f"{head} no GPU timeline in the trace"
     lines = [f"{head} {row['busy_us']:9.1f} us of kernels per call"]
@@ -110,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--calls", type=int, default=d.calls)
     p.add_argument("--top", type=int, default=d.top)
+    p.add_argument("--no-trace", dest="trace", action="store_false", help="run untraced, for ncu")
     run(KernelsConfig(**vars(p.parse_args(argv))))
     return 0
 

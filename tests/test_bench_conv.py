@@ -186,3 +186,7 @@ def test_gpu_kernels_smoke():
         assert "no GPU timeline" in gpu_kernels.format_row(row, 6)
     with pytest.raises(ValueError, match="unknown layer"):
         gpu_kernels.run(dataclasses.replace(config, layers=("nope",)))
+    # untraced, for an outside profiler (experiments/gpu_ncu_forward.sh): runs, says so
+    [row] = gpu_kernels.run(dataclasses.replace(config, trace=False))["rows"]
+    assert row["traced"] is False and row["kernels"] is None
+    assert "untraced" in gpu_kernels.format_row(row, 6)
