@@ -182,7 +182,10 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
     ah, aw = LAYOUT_INFO[spec.layout].spatial_axes
     channel = LAYOUT_INFO[spec.layout].channel_axis
     rows = _row_block(mh, spec.kh * spec.kw)
-    samples = _sample_block(spec.n, dy.size // (spec.n * mh))
+    # A batch split over devices in JAX's explicit sharding mode cannot be sliced: there
+    # each step takes every sample (each device its own)
+    whole_batch = jax.typeof(dy).sharding.spec[:1] not in ((), (None,))
+    samples = spec.n if whole_batch else _sample_block(spec.n, dy.size // (spec.n * mh))
     row_steps = mh // rows
     span = (mw - 1) * sw + 1  # the input columns one tap's window spans
     x_size, dy_size = list(x.shape), list(dy.shape)
@@ -216,7 +219,8 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
             out.append(s)
         return tuple(out), None
 
-    zero = jnp.zeros(dy_size, acc)
+    # zeros shaped as one step's rows of dy, and laid out as they are (a batch on devices)
+    zero = jnp.zeros_like(jax.lax.slice(dy, [0] * 4, dy_size))
     zero = _split_groups(zero, spec, spec.og) if multiplier else zero
     # Each step's first sample and first row, as the scan's inputs: computed inside the
     # step, a division by a row count that is not a power of two made XLA pass the zero

@@ -16,6 +16,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jconv
+from tests._cpu import cpu_mesh, needs_8_cpu_devices
 from tests._helpers import lowerings_run
 from tests.reference import assert_close, conv_lax, conv_numpy, conv_numpy_vjp
 
@@ -158,6 +159,49 @@ def test_preferred_element_type_widens_every_member():
     for got, want in zip(jax.jit(vjp)(ct), vjp_ref(ct)):  # each rounded to bfloat16 once
         assert got.dtype == jnp.bfloat16
         assert_close(got, want, jnp.bfloat16)
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", [0, 5], ids=[IDS[0], IDS[5]])
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
+def test_batch_split_in_explicit_sharding_mode(case, layout, sampled, monkeypatch):
+    """x split along the batch over 8 devices in JAX's explicit sharding mode: y and both
+    gradients against lax, y and dx laid out as x. sampled: the kernel gradient's steps
+    would take one sample each, which a batch on devices cannot be sliced into: every
+    step then takes the whole batch (and its accumulators are laid out as dy's rows)."""
+    from jax.sharding import AxisType, PartitionSpec
+
+    from jconv import _method_depthwise
+
+    if sampled:
+        monkeypatch.setattr(_method_depthwise, "_sample_block", lambda n, r: 1)
+    x_shape, k_shape, kwargs = CASES[case]
+    x_shape = (8, *x_shape[1:])
+    x, w, _ = _arrays(x_shape, k_shape, seed=11, dtype=np.float32)
+    to = (lambda a: a.transpose(0, 2, 3, 1)) if layout == "NHWC" else (lambda a: a)
+    x, w = to(x), (w.transpose(2, 3, 1, 0) if layout == "NHWC" else w)
+    mesh = cpu_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))
+
+    def conv(x, w):
+        return jconv.conv2d(x, w, method="taps", layout=layout, **kwargs)
+
+    def ref(x, w):
+        return conv_lax(x, w, layout=layout, **kwargs)
+
+    def loss(f):
+        return lambda x, w: jnp.sum(f(x, w) ** 2)
+
+    with jax.set_mesh(mesh):
+        xs = jax.device_put(x, PartitionSpec("d"))
+        y = jax.jit(conv)(xs, w)
+        dx, dw = jax.jit(jax.grad(loss(conv), (0, 1)))(xs, w)
+    dx_ref, dw_ref = jax.grad(loss(ref), (0, 1))(x, w)
+    assert y.sharding.spec[:1] == dx.sharding.spec[:1] == ("d",)
+    assert_close(y, ref(x, w))
+    assert_close(dx, dx_ref)
+    assert_close(dw, dw_ref)
 
 
 @pytest.mark.parametrize("x_shape,k_shape,kwargs", [CASES[1], CASES[3]], ids=[IDS[1], IDS[3]])
