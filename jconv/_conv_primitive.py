@@ -41,7 +41,7 @@ from jax.interpreters import ad, batching, mlir
 
 from jconv._checks import ConvSpec
 from jconv._finite_guard import finite_or_exact
-from jconv._layouts import relayout
+from jconv._layouts import batch_mesh_axis, relayout
 from jconv._lowering import Lowering, member, transpose_in_x
 from jconv._method_im2col import conv_im2col
 from jconv._method_xla import conv_xla
@@ -112,7 +112,7 @@ def _exact(op: ConvOp, a: Array, b: Array) -> Array:
     sample at a time it needs 1/N of that. lax's convolutions need little beyond
     their results.
     """
-    if op.role != "dx" or jax.typeof(a).sharding.spec[:1] not in ((), (None,)):
+    if op.role != "dx" or batch_mesh_axis(a) is not None:
         return _call(EXACT, op, a, b)  # a scan cannot run over a batch laid out on devices
     one = dataclasses.replace(op, spec=dataclasses.replace(op.spec, n=1))
     return jax.lax.map(lambda a_n: _call(EXACT, one, a_n[None], b)[0], a)  # a: dy; b: w

@@ -12,7 +12,9 @@ to suit a lowering.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import jax
 
 from jconv._typing import Array
 
@@ -40,3 +42,14 @@ def relayout(a: Array, src: str, dst: str) -> Array:
     if src == dst:
         return a
     return a.transpose((0, 2, 3, 1) if dst == "NHWC" else (0, 3, 1, 2))
+
+
+def batch_mesh_axis(a: Array) -> Any:
+    """The mesh axis (or axes) that axis 0 of a, its batch, is split along in JAX's
+    explicit sharding mode; None where it is not split (or no mesh is explicit).
+
+    A batch split that way cannot be sliced, reshaped or looped over as one array
+    would be: the lowerings that do such things ask here first.
+    """
+    spec = getattr(jax.typeof(a).sharding, "spec", None)
+    return spec[0] if spec else None

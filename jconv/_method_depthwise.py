@@ -37,7 +37,7 @@ import numpy as np
 
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
-from jconv._layouts import LAYOUT_INFO
+from jconv._layouts import LAYOUT_INFO, batch_mesh_axis
 from jconv._lowering import Lowering, transpose_in_x
 from jconv._padding import pad_input, zero_pad_or_crop
 from jconv._rounding import round_to
@@ -184,8 +184,8 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
     rows = _row_block(mh, spec.kh * spec.kw)
     # A batch split over devices in JAX's explicit sharding mode cannot be sliced: there
     # each step takes every sample (each device its own)
-    whole_batch = jax.typeof(dy).sharding.spec[:1] not in ((), (None,))
-    samples = spec.n if whole_batch else _sample_block(spec.n, dy.size // (spec.n * mh))
+    row_elements = dy.size // (spec.n * mh)
+    samples = spec.n if batch_mesh_axis(dy) is not None else _sample_block(spec.n, row_elements)
     row_steps = mh // rows
     span = (mw - 1) * sw + 1  # the input columns one tap's window spans
     x_size, dy_size = list(x.shape), list(dy.shape)
@@ -193,11 +193,15 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
     dy_size[0], dy_size[ah] = samples, 1
     taps = [(i * dh, j * dw) for i in range(spec.kh) for j in range(spec.kw)]
 
-    def x_row(first: Array, row: Array, column: int) -> Array:
-        """One row of x, for the step's samples, from `column` on: a tap's window row."""
+    def row_of(a: Array, size: list[int], first: Array, row: Array, column: int = 0) -> Array:
+        """One row of a (x or dy) for the step's samples, `size` long from `column` on."""
         start = [jnp.zeros((), row.dtype)] * 4
         start[0], start[ah], start[aw] = first, row, jnp.asarray(column, row.dtype)
-        r = jax.lax.dynamic_slice(x, start, x_size)
+        return jax.lax.dynamic_slice(a, start, size)
+
+    def x_row(first: Array, row: Array, column: int) -> Array:
+        """A tap's window row: x's row from `column` on, every sw-th column."""
+        r = row_of(x, x_size, first, row, column)
         if sw > 1:
             strides = [1] * 4
             strides[aw] = sw
@@ -205,9 +209,7 @@ def _depthwise_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> 
         return _split_groups(r, spec, 1) if multiplier else r
 
     def dy_row(first: Array, row: Array) -> Array:
-        start = [jnp.zeros((), row.dtype)] * 4
-        start[0], start[ah] = first, row
-        r = jax.lax.dynamic_slice(dy, start, dy_size)
+        r = row_of(dy, dy_size, first, row)
         return _split_groups(r, spec, spec.og) if multiplier else r
 
     def step(sums: tuple[Array, ...], block: tuple[Array, Array]) -> tuple[tuple[Array, ...], None]:

@@ -39,7 +39,7 @@ import jax
 from jax.sharding import AxisType, PartitionSpec
 
 from jconv._checks import ConvSpec
-from jconv._layouts import relayout
+from jconv._layouts import batch_mesh_axis, relayout
 from jconv._padding import pad_input
 from jconv._pallas_geometry import ConvGeometry
 from jconv._pallas_primitive import conv_product
@@ -85,7 +85,7 @@ def _batch_parallel(x: Array, w: Array, bias: Array | None, spec: ConvSpec) -> A
     mesh, explicit = _explicit_axes(x)
     if not explicit:
         return _conv_nhwc(x, w, bias, spec)
-    batch = jax.typeof(x).sharding.spec[0] if jax.typeof(x).sharding.spec else None
+    batch = batch_mesh_axis(x)
     x = jax.sharding.reshard(x, PartitionSpec(batch))
     w = jax.sharding.reshard(w, PartitionSpec())
     args, specs = [x, w], [PartitionSpec(batch), PartitionSpec()]

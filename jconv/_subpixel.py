@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 
 from jconv._checks import ConvSpec
-from jconv._layouts import LAYOUT_INFO
+from jconv._layouts import LAYOUT_INFO, batch_mesh_axis
 from jconv._lowering import Forward
 from jconv._padding import zero_pad_or_crop
 from jconv._typing import Array, DTypeLike
@@ -259,9 +259,9 @@ def _reshape_keeping_batch(y: Array, shape: list[int]) -> Array:
     In JAX's explicit sharding mode a reshape of a batch-sharded array must be
     told where its result goes: the batch stays sharded as it was.
     """
-    spec = getattr(jax.typeof(y).sharding, "spec", None)
-    if spec and spec[0] is not None:
-        out = jax.sharding.PartitionSpec(spec[0], *[None] * (len(shape) - 1))
+    batch = batch_mesh_axis(y)
+    if batch is not None:
+        out = jax.sharding.PartitionSpec(batch, *[None] * (len(shape) - 1))
         return jax.lax.reshape(y, shape, out_sharding=out)
     return y.reshape(shape)
 

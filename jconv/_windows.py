@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from jconv._checks import ConvSpec
 from jconv._layouts import LAYOUT_INFO
@@ -42,7 +43,7 @@ def zero_padded_tap_window(x: Array, spec: ConvSpec, i: int, j: int) -> Array:
         low = low_pad - tap * dilation  # zeros before x (negative: rows of x cut off)
         widths[axis] = (low, (out - 1) * stride + 1 - x.shape[axis] - low, 0)
         strides[axis] = stride
-    window = jax.lax.pad(x, jax.numpy.zeros((), x.dtype), widths)
+    window = jax.lax.pad(x, jnp.zeros((), x.dtype), widths)
     return (
         window if strides == [1, 1, 1, 1] else jax.lax.slice(window, [0] * 4, window.shape, strides)
     )
