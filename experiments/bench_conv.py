@@ -664,6 +664,22 @@ def environment() -> dict:
         "machine": platform.machine(),
         "python": platform.python_version(),
         "torch": torch_version,
+        "settings": timing_settings(),
+    }
+
+
+# Settings from the environment that change what a run measures: XLA's flags, and glibc's
+# allocator policy (a CPU program's temporaries are new memory on every call; README.md,
+# "Speed on a CPU").
+TIMING_SETTINGS = ("XLA_FLAGS", "LD_PRELOAD", "GLIBC_TUNABLES")
+
+
+def timing_settings() -> dict[str, str]:
+    """The environment's timing-relevant settings that are set (XLA_FLAGS, MALLOC_*, ...)."""
+    return {
+        k: v
+        for k, v in sorted(os.environ.items())
+        if k in TIMING_SETTINGS or k.startswith("MALLOC_")
     }
 
 
@@ -761,6 +777,7 @@ def run(config: BenchConfig) -> dict:
             f"{env['device']} ({env['backend']}; {env['cpu_model']}, {env['cpu_count']} cores, "
             f"{' '.join(env['cpu_flags'])}), jax {env['jax']}, torch {env['torch']}, "
             f"{env['date']}, load average {env['load_average']}"
+            + "".join(f", {k}={v}" for k, v in env["settings"].items())
         )
         print(format_table(rows))
         print(json.dumps(result["lesson"], indent=1))

@@ -242,12 +242,18 @@ def _banded_y(x: Array, w: Array, spec: ConvSpec) -> Array:
 
 
 def _banded_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
-    """The transpose in x: one GEMM with T's transpose, then each window put back."""
-    acc = spec.acc_dtype
+    """The transpose in x: one GEMM with T's transpose, then each window put back.
+
+    The GEMM takes dy and T as they are in bfloat16 (spec.gemm_dtype), accumulating in
+    float32: widened first, dy was one more pass over the layer's largest array, a
+    bfloat16 conversion that XLA's CPU backend runs slowly (the input gradient of a 3 -> 64
+    layer at 224x224: 2.2x to 2.5x faster this way; BENCHMARKS.md, session 12).
+    """
+    acc, gemm = spec.acc_dtype, spec.gemm_dtype
     d_stacked = jnp.einsum(
         "nabq,kq->nabk",
-        _blocked_output(dy, spec).astype(acc),
-        banded_weights(w.astype(acc), spec, banded_block(spec)),
+        _blocked_output(dy, spec).astype(gemm),
+        banded_weights(w.astype(gemm), spec, banded_block(spec)),
         precision=spec.precision,
         preferred_element_type=acc,
     )

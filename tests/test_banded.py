@@ -8,6 +8,7 @@ here, problems wide enough for the second.
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -118,8 +119,8 @@ def test_band_gradients_of_another_forward(x_shape, k_shape, kwargs, lowering, l
 def test_band_gradients_of_lax_bfloat16_forward():
     """bfloat16 inputs: y is lax's own bfloat16 convolution, the same bits as method='xla'
     (widened to float32 first it ran 0.82x to 0.94x lax's forward); dx and dw are the
-    band's, which compute in float32 themselves: within bfloat16's tolerance of lax in
-    float32."""
+    band's, accumulating in float32 (dx's GEMM takes dy and the band in bfloat16, not
+    widened first): within bfloat16's tolerance of lax in float32."""
     x_shape, k_shape, kwargs, _ = GRADIENT_CASES[0]
     spec = check_conv_args(x_shape, k_shape, x_dtype="bfloat16", kernel_dtype="bfloat16", **kwargs)
     assert choose_method(spec) == BANDED_GRADIENTS
@@ -139,6 +140,12 @@ def test_band_gradients_of_lax_bfloat16_forward():
     for got, want in zip(vjp(ct), vjp_ref(ct.astype(jnp.float32))):
         assert got.dtype == jnp.bfloat16
         assert_close(got, want, jnp.bfloat16)
+    # dx's GEMM takes bfloat16 operands into a float32 result (the others place weights)
+    dx_program = jax.jit(lambda ct: vjp(ct)[0]).lower(ct).as_text()
+    signature = r"dot_general.*: \((tensor<\S*>), (tensor<\S*>)\) -> (tensor<\S*>)"
+    dots = re.findall(signature, dx_program)
+    wanted = ("xbf16>", "xbf16>", "xf32>")
+    assert any(all(t.endswith(e) for t, e in zip(dot, wanted)) for dot in dots), dots
 
 
 @pytest.mark.usefixtures("on_cpu")

@@ -43,6 +43,17 @@ def test_bench_runs_and_writes_results(tmp_path):
     assert saved["lesson"]["macs_per_sample"] == 1_024_000_000
 
 
+def test_environment_records_the_allocator_and_xla_settings(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+    monkeypatch.setenv("JCONV_UNRELATED", "x")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    settings = bench_conv.environment()["settings"]
+    assert settings["MALLOC_ARENA_MAX"] == "1"
+    assert settings["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false"
+    assert "JCONV_UNRELATED" not in settings and "LD_PRELOAD" not in settings
+
+
 def test_bench_refuses_unknown_names():
     with pytest.raises(ValueError, match="unknown layer"):
         bench_conv.run(bench_conv.BenchConfig(layers=("vgg",), out=None, quiet=True))
