@@ -245,9 +245,10 @@ def _banded_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
     """The transpose in x: one GEMM with T's transpose, then each window put back.
 
     The GEMM takes dy and T as they are in bfloat16 (spec.gemm_dtype), accumulating in
-    float32: widened first, dy was one more pass over the layer's largest array, a
-    bfloat16 conversion that XLA's CPU backend runs slowly (the input gradient of a 3 -> 64
-    layer at 224x224: 2.2x to 2.5x faster this way; BENCHMARKS.md, session 12).
+    float32. Widened first, dy became a float32 copy of the layer's largest array, one
+    more pass over memory and, on a CPU, fresh pages to fault in on every call: half of
+    the input gradient of a 3 -> 64 layer at 224x224, now 2.2x to 2.5x faster
+    (BENCHMARKS.md, session 12).
     """
     acc, gemm = spec.acc_dtype, spec.gemm_dtype
     d_stacked = jnp.einsum(
