@@ -243,7 +243,8 @@ def cpu_compute_dtype(spec: ConvSpec, method: str) -> Any:
     float32, ran up to 20x slower with its gradients (BENCHMARKS.md). Nor
     BANDED_GRADIENTS: its forward pass is lax's own, in bfloat16 as lax runs it (widened,
     0.82x to 0.94x lax's forward on 3 -> 64 and 4 -> 32 to 64 channels, session 8), and the
-    band's gradients compute in float32 whatever the input dtype.
+    band's gradients accumulate in float32 whatever the input dtype (the input gradient's
+    GEMM on bfloat16 operands: a float32 copy of dy cost more than it saved, session 12).
     """
     if jnp.dtype(spec.dtype).itemsize >= 4:
         return None
