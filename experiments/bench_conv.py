@@ -331,12 +331,16 @@ def bursts(events: Sequence[tuple], gap_ns: int) -> list[list[tuple]]:
     return groups
 
 
+def trace_planes(trace_dir: str) -> Any:
+    """The planes (devices, host) of the one jax.profiler trace under trace_dir."""
+    [path] = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    return jax.profiler.ProfileData.from_file(path).planes
+
+
 def gpu_events(trace_dir: str) -> list[KernelEvent]:
     """Every kernel, copy and memset on the GPU's streams in a jax.profiler trace."""
-    [path] = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
-    data = jax.profiler.ProfileData.from_file(path)
     events = []
-    for plane in data.planes:
+    for plane in trace_planes(trace_dir):
         if not plane.name.startswith("/device:GPU"):
             continue
         for line in plane.lines:

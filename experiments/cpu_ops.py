@@ -19,11 +19,8 @@ every `ynn_fusion.N` as one row), which says what kind of work dominates.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
-import glob
-import os
 import re
 import resource
 import sys
@@ -33,36 +30,23 @@ from collections.abc import Sequence
 
 import jax
 
-from experiments.bench_conv import (
-    ALL_LAYERS,
-    DIRECTIONS,
-    DTYPES,
-    environment,
-    layer_arrays,
-    make_step,
-)
+from experiments._cases import CaseConfig, case_parser, run_cases
+from experiments.bench_conv import ALL_LAYERS, DTYPES, layer_arrays, make_step, trace_planes
 
 
 @dataclasses.dataclass
-class OpsConfig:
+class OpsConfig(CaseConfig):
+    """CaseConfig for a CPU: batch None is the layer's CPU batch; `top` operations a row."""
+
     layers: Sequence[str] = ("resnet28",)
-    methods: Sequence[str] = ("auto", "xla")
-    directions: Sequence[str] = DIRECTIONS
-    dtype: str = "float32"
-    layout: str = "NHWC"
-    batch: int | None = None  # None: the layer's CPU batch size
-    calls: int = 20
-    top: int = 8  # operations listed per row, the longest first
+    top: int = 8
     by_kind: bool = False  # sum ynn_fusion.1, ynn_fusion.2, ... as one ynn_fusion
-    quiet: bool = False
 
 
 def op_events(trace_dir: str) -> list[tuple[str, int]]:
     """(hlo_op, duration_ns) of every XLA operation the CPU ran in a jax.profiler trace."""
-    [path] = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
-    data = jax.profiler.ProfileData.from_file(path)
     events = []
-    for plane in data.planes:
+    for plane in trace_planes(trace_dir):
         if not plane.name.startswith("/host:CPU"):
             continue
         for line in plane.lines:
@@ -138,33 +122,11 @@ def format_row(row: dict, top: int) -> str:
 
 def run(config: OpsConfig) -> dict:
     """Profile every (layer, direction, method) asked for; returns {'environment', 'rows'}."""
-    for name in config.layers:
-        if name not in ALL_LAYERS:
-            raise ValueError(f"unknown layer {name!r}; choose from {list(ALL_LAYERS)}")
-    if config.dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {config.dtype!r}; choose from {list(DTYPES)}")
-    rows = []
-    for name in config.layers:
-        for direction in config.directions:
-            for method in config.methods:
-                row = profile_case(name, direction, method, config)
-                rows.append(row)
-                if not config.quiet:
-                    print(format_row(row, config.top), flush=True)
-    return {"environment": environment(), "rows": rows}
+    return run_cases(config, profile_case, format_row)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    d = OpsConfig()
-    p.add_argument("--layers", nargs="+", default=list(d.layers), choices=list(ALL_LAYERS))
-    p.add_argument("--methods", nargs="+", default=list(d.methods))
-    p.add_argument("--directions", nargs="+", default=list(d.directions), choices=DIRECTIONS)
-    p.add_argument("--dtype", default=d.dtype, choices=list(DTYPES))
-    p.add_argument("--layout", default=d.layout, choices=["NCHW", "NHWC"])
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--calls", type=int, default=d.calls)
-    p.add_argument("--top", type=int, default=d.top)
+    p = case_parser(__doc__.split("\n\n")[0], OpsConfig())
     p.add_argument("--by-kind", action="store_true", help="sum the operations by kind")
     run(OpsConfig(**vars(p.parse_args(argv))))
     return 0

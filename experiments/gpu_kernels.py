@@ -20,7 +20,6 @@ experiments/gpu_ncu_forward.sh.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import sys
@@ -28,28 +27,16 @@ from collections.abc import Sequence
 
 import jax
 
-from experiments.bench_conv import (
-    ALL_LAYERS,
-    DIRECTIONS,
-    DTYPES,
-    device_bursts,
-    environment,
-    layer_arrays,
-    make_step,
-)
+from experiments._cases import CaseConfig, case_parser, run_cases
+from experiments.bench_conv import ALL_LAYERS, DTYPES, device_bursts, layer_arrays, make_step
 
 
 @dataclasses.dataclass
-class KernelsConfig:
-    layers: Sequence[str] = ("resnet14",)
+class KernelsConfig(CaseConfig):
+    """CaseConfig for a GPU: batch None is the layer's GPU batch; `top` kernels a row."""
+
     methods: Sequence[str] = ("pallas", "xla")
-    directions: Sequence[str] = DIRECTIONS
     dtype: str = "bfloat16"
-    layout: str = "NHWC"
-    batch: int | None = None  # None: the layer's GPU batch size
-    calls: int = 20
-    top: int = 6  # kernels listed per row, the longest first
-    quiet: bool = False
     trace: bool = True  # False: run the calls untraced, for an outside profiler
 
 
@@ -96,33 +83,11 @@ def format_row(row: dict, top: int) -> str:
 
 def run(config: KernelsConfig) -> dict:
     """Profile every (layer, direction, method) asked for; returns {'environment', 'rows'}."""
-    for name in config.layers:
-        if name not in ALL_LAYERS:
-            raise ValueError(f"unknown layer {name!r}; choose from {list(ALL_LAYERS)}")
-    if config.dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {config.dtype!r}; choose from {list(DTYPES)}")
-    rows = []
-    for name in config.layers:
-        for direction in config.directions:
-            for method in config.methods:
-                row = profile_case(name, direction, method, config)
-                rows.append(row)
-                if not config.quiet:
-                    print(format_row(row, config.top), flush=True)
-    return {"environment": environment(), "rows": rows}
+    return run_cases(config, profile_case, format_row)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    d = KernelsConfig()
-    p.add_argument("--layers", nargs="+", default=list(d.layers), choices=list(ALL_LAYERS))
-    p.add_argument("--methods", nargs="+", default=list(d.methods))
-    p.add_argument("--directions", nargs="+", default=list(d.directions), choices=DIRECTIONS)
-    p.add_argument("--dtype", default=d.dtype, choices=list(DTYPES))
-    p.add_argument("--layout", default=d.layout, choices=["NCHW", "NHWC"])
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--calls", type=int, default=d.calls)
-    p.add_argument("--top", type=int, default=d.top)
+    p = case_parser(__doc__.split("\n\n")[0], KernelsConfig())
     p.add_argument("--no-trace", dest="trace", action="store_false", help="run untraced, for ncu")
     run(KernelsConfig(**vars(p.parse_args(argv))))
     return 0

@@ -13,15 +13,18 @@ then timed in 15 rounds, every program once per round, each a batch of calls las
 about 50 ms; medians.
 """
 
+import functools
 import importlib.util
+import pathlib
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, ".")
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from ab_methods import compiled, interleaved_medians, step
+
 import jconv._method_banded as banded
 from experiments import bench_conv as b
 
@@ -36,19 +39,6 @@ def _old_dx():
     return old._banded_dx
 
 
-def _program(layer, kind: str, x, w, ct):
-    def f(x, w, ct):
-        def loss(x, w):
-            return jnp.vdot(b.conv(layer, "NHWC", "auto", x, w).astype(jnp.float32), ct)
-
-        if kind == "dx":
-            return jax.grad(loss, 0)(x, w)
-        return jax.value_and_grad(loss, (0, 1))(x, w)
-
-    jax.clear_caches()
-    return jax.jit(f).lower(x, w, ct).compile()
-
-
 def main(layers: str, dtype_name: str) -> None:
     dtype = jnp.dtype(dtype_name)
     new = (banded.BANDED_GRADIENTS, banded.TAPS_BANDED_GRADIENTS)
@@ -56,13 +46,15 @@ def main(layers: str, dtype_name: str) -> None:
     variants = {"old": tuple(lowering._replace(dx=old_dx) for lowering in new), "new": new}
     for name in layers.split(","):
         layer = b.ALL_LAYERS[name]
-        x, w, ct = b.layer_arrays(layer, layer.batch_cpu, dtype, "NHWC", jax.random.key(0))
+        args = b.layer_arrays(layer, layer.batch_cpu, dtype, "NHWC", jax.random.key(0))
+        conv = functools.partial(b.conv, layer, "NHWC", "auto")
         fns, results = {}, {}
         for variant, lowerings in variants.items():
             banded.BANDED_GRADIENTS, banded.TAPS_BANDED_GRADIENTS = lowerings  # read when traced
             for kind in KINDS:
-                fns[(variant, kind)] = _program(layer, kind, x, w, ct)
-                results[(variant, kind)] = jax.block_until_ready(fns[(variant, kind)](x, w, ct))
+                fns[(variant, kind)], results[(variant, kind)], _ = compiled(
+                    step(conv, kind), *args
+                )
         banded.BANDED_GRADIENTS, banded.TAPS_BANDED_GRADIENTS = new
         for kind in KINDS:
             pairs = zip(
@@ -73,21 +65,9 @@ def main(layers: str, dtype_name: str) -> None:
                 for p, q in pairs
             ]
             print(f"{name} {kind}: largest difference, new against old, per output: {diffs}")
-        calls = {}
-        for key, g in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(g(x, w, ct))
-            calls[key] = max(1, int(0.05 / (time.perf_counter() - start)))
-        times: dict = {key: [] for key in fns}
-        for _ in range(15):
-            for key, g in fns.items():
-                start = time.perf_counter()
-                for _ in range(calls[key]):
-                    out = g(x, w, ct)
-                jax.block_until_ready(out)
-                times[key].append((time.perf_counter() - start) / calls[key])
+        medians = interleaved_medians(fns, args)
         for kind in KINDS:
-            o, n = (np.median(times[(v, kind)]) * 1e3 for v in variants)
+            o, n = (medians[(v, kind)] * 1e3 for v in variants)
             print(
                 f"{name} {dtype.name} {kind}: old {o:.3f} ms  new {n:.3f} ms  old/new {o / n:.2f}x"
             )

@@ -11,6 +11,7 @@ rule-only lowerings ('banded_gradients', 'taps_banded_gradients'): 'auto' with t
 CPU rule made to answer it.
 """
 
+import functools
 import os
 import sys
 import time
@@ -42,49 +43,71 @@ def _conv(layer, method, x, w):
         _auto.choose_method = _conv2d.choose_method = saved
 
 
+def step(conv, kind: str):
+    """f(x, w, ct) for one of KINDS, conv(x, w) the convolution timed."""
+
+    def f(x, w, ct):
+        if kind == "fwd":
+            return conv(x, w)
+        loss = lambda x, w: jnp.vdot(conv(x, w).astype(jnp.float32), ct)
+        if kind == "dx":
+            return jax.grad(loss, 0)(x, w)
+        if kind == "dw":
+            return jax.grad(loss, 1)(x, w)
+        return jax.value_and_grad(loss, (0, 1))(x, w)
+
+    return f
+
+
+def compiled(f, *args):
+    """f compiled ahead of time after jax.clear_caches() (conv2d's inner jit would otherwise
+    reuse an earlier variant's trace), run once; returns (it, its result, seconds)."""
+    jax.clear_caches()
+    start = time.perf_counter()
+    g = jax.jit(f).lower(*args).compile()
+    out = jax.block_until_ready(g(*args))
+    return g, out, time.perf_counter() - start
+
+
+def interleaved_medians(fns: dict, args: tuple, rounds: int = 15) -> dict:
+    """Median seconds per call of each compiled fn: `rounds` rounds, every fn once per
+    round, each a batch of calls lasting about 50 ms."""
+    calls = {}
+    for key, g in fns.items():
+        start = time.perf_counter()
+        jax.block_until_ready(g(*args))
+        calls[key] = max(1, int(0.05 / (time.perf_counter() - start)))
+    times: dict = {key: [] for key in fns}
+    for _ in range(rounds):
+        for key, g in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls[key]):
+                out = g(*args)
+            jax.block_until_ready(out)
+            times[key].append((time.perf_counter() - start) / calls[key])
+    return {key: float(np.median(t)) for key, t in times.items()}
+
+
 def main(layers: str, dtype_name: str, methods: str, batches: str = "15") -> None:
     dtype = jnp.dtype(dtype_name)
+    names = methods.split(",")
     for name in layers.split(","):
         layer = b.ALL_LAYERS[name]
-        x, w, ct = b.layer_arrays(layer, layer.batch_cpu, dtype, "NHWC", jax.random.key(0))
-        fns = {}
-        for method in methods.split(","):
+        args = b.layer_arrays(layer, layer.batch_cpu, dtype, "NHWC", jax.random.key(0))
+        fns, compile_s = {}, {}
+        for method in names:
+            conv = functools.partial(_conv, layer, method)
             for kind in KINDS:
-
-                def f(x, w, ct, method=method, kind=kind, layer=layer):
-                    if kind == "fwd":
-                        return _conv(layer, method, x, w)
-                    loss = lambda x, w: jnp.vdot(_conv(layer, method, x, w).astype(jnp.float32), ct)
-                    if kind == "dx":
-                        return jax.grad(loss, 0)(x, w)
-                    if kind == "dw":
-                        return jax.grad(loss, 1)(x, w)
-                    return jax.value_and_grad(loss, (0, 1))(x, w)
-
-                jax.clear_caches()
-                s = time.perf_counter()
-                g = jax.jit(f).lower(x, w, ct).compile()
-                jax.block_until_ready(g(x, w, ct))
-                fns[(method, kind)] = (g, time.perf_counter() - s)
-        calls = {}
-        for key, (g, _) in fns.items():
-            s = time.perf_counter()
-            jax.block_until_ready(g(x, w, ct))
-            calls[key] = max(1, int(0.05 / (time.perf_counter() - s)))
-        times = {key: [] for key in fns}
-        for _ in range(int(batches)):
-            for key, (g, _) in fns.items():
-                s = time.perf_counter()
-                for _ in range(calls[key]):
-                    out = g(x, w, ct)
-                jax.block_until_ready(out)
-                times[key].append((time.perf_counter() - s) / calls[key])
+                fns[(method, kind)], _, compile_s[(method, kind)] = compiled(
+                    step(conv, kind), *args
+                )
+        medians = interleaved_medians(fns, args, int(batches))
         for kind in KINDS:
-            first = np.median(times[(methods.split(",")[0], kind)])
-            ms = {m: np.median(times[(m, kind)]) for m in methods.split(",")}
+            first = medians[(names[0], kind)]
             row = "  ".join(
-                f"{m} {t * 1e3:8.3f} ms ({first / t:.2f}x, {fns[(m, kind)][1]:.2f} s)"
-                for m, t in ms.items()
+                f"{m} {medians[(m, kind)] * 1e3:8.3f} ms ({first / medians[(m, kind)]:.2f}x, "
+                f"{compile_s[(m, kind)]:.2f} s)"
+                for m in names
             )
             print(f"{name:9s} {dtype.name:8s} {kind:7s} {row}", flush=True)
 
