@@ -26,9 +26,11 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   won but the band's gradients did (3x3 kernels on 4 to 8 channels, or with 64
   outputs, or on 1 channel; 1.1x to 1.5x lax forward+backward), lax's forward
   pass with the band's gradients (BANDED_GRADIENTS, a lowering only this rule
-  picks). On one input channel (not float16), with few outputs times taps, the
-  forward pass is 'taps''s elementwise one, faster than both (TAPS_BANDED_GRADIENTS,
-  likewise rule-only; LeNet's first layer 2.6x the band's forward).
+  picks). On one input channel (not float16), with few outputs times taps, and on 2
+  or 3 channels with at most 32 outputs and a 3x3 kernel, the forward pass is
+  'taps''s elementwise one, faster than both (TAPS_BANDED_GRADIENTS, likewise
+  rule-only; LeNet's first layer 2.6x the band's forward, a 3-channel first layer
+  1.4x to 1.7x).
   Elsewhere in this class lax won: CIFAR's 16-channel 3x3 layers (banded
   0.14x to 0.3x lax), 16 channels on wide images, 8 channels on wide images, the
   7x7 stride-2 stem on 3 channels;
@@ -103,9 +105,11 @@ BANDED_FORWARD_MIN_TAPS = 25  # kh * kw: 5x5 kernels' bands won forward at any c
 BANDED_GRADIENTS_MAX_CHANNELS = 4  # C/groups: windows cut by shift, band's gradients won
 # lax's forward pass with 'banded''s gradients: a lowering only the rule picks (not a method)
 BANDED_GRADIENTS = BANDED_GRADIENTS_LOWERING.name
-# one input channel: 'taps''s elementwise forward pass with 'banded''s gradients (likewise)
+# one to three input channels: 'taps''s elementwise forward pass with 'banded''s gradients
+# (likewise)
 TAPS_BANDED_GRADIENTS = TAPS_BANDED_GRADIENTS_LOWERING.name
 SINGLE_CHANNEL_MAX_PRODUCTS = 640  # O * kh * kw: the elementwise products per input pixel
+FEW_CHANNELS_MAX_TAPS = 9  # kh * kw: 2 or 3 channels, 3x3 kernels: 'taps''s forward pass
 
 
 def _banded_class(spec: ConvSpec) -> bool:
@@ -147,13 +151,13 @@ def _banded_choice(spec: ConvSpec) -> str:
 
     The band's gradients beat lax's across the class (1.1x to 1.5x forward+backward
     where its forward lost), but its forward pass does not: a convolution's members
-    are chosen one by one, lax's forward where it is faster, and on one input channel
-    'taps''s elementwise forward pass where that is (TAPS_BANDED_GRADIENTS).
+    are chosen one by one, lax's forward where it is faster, and on one to three input
+    channels 'taps''s elementwise forward pass where that is (TAPS_BANDED_GRADIENTS).
     """
     if not _banded_class(spec):
         return "xla"
-    if _single_channel_forward_wins(spec):  # its gradients: the band's, as on any 1 channel
-        return TAPS_BANDED_GRADIENTS
+    if _single_channel_forward_wins(spec) or _few_channel_forward_wins(spec):
+        return TAPS_BANDED_GRADIENTS  # its gradients: the band's, as in the rest of the class
     if _banded_wins(spec):
         return "banded" if _banded_forward_wins(spec) else BANDED_GRADIENTS
     if spec.cg <= BANDED_GRADIENTS_MAX_CHANNELS:
@@ -180,6 +184,28 @@ def _single_channel_forward_wins(spec: ConvSpec) -> bool:
         spec.c == 1
         and jnp.dtype(spec.dtype) != jnp.float16
         and spec.o * spec.kh * spec.kw <= SINGLE_CHANNEL_MAX_PRODUCTS
+    )
+
+
+def _few_channel_forward_wins(spec: ConvSpec) -> bool:
+    """2 or 3 input channels and at most 32 outputs (`_rgb_like`), kernels up to
+    FEW_CHANNELS_MAX_TAPS taps, bfloat16 or float32: where 'taps''s elementwise forward
+    pass (each tap's window times each input channel's weights, cg * kh * kw multiply-adds
+    per output, vectorized over the outputs) ran faster than the band's. Measured
+    (session 13, float32 NHWC, two runs each, interleaved in one process), against
+    'banded' forward / forward+backward: 3 -> 32 at 112x112 1.57x to 1.66x / 1.04x to
+    1.07x, CIFAR's 3 -> 16 1.36x to 1.58x / 1.02x to 1.03x, 3 -> 8 at 128x128 2.2x to
+    2.4x / 1.06x to 1.12x, 2 -> 32 at 64x64 1.7x to 3.6x / 1.17x to 1.22x, 3 -> 32 at 32x32
+    (N=64) 1.27x to 1.71x / 0.93x to 0.96x; in bfloat16 1.2x to 2.0x / 0.96x to 2.56x (the
+    band's 3 -> 32 at 32x32 ran slower than lax there). It lost on 5x5 and 7x7 kernels
+    (3 -> 24 5x5 0.58x, 2 -> 16 5x5 0.72x, 3 -> 32 7x7 0.39x to 0.66x forward: the band's
+    GEMM gains with the taps), and with 64 outputs, where lax's forward pass runs (3 -> 64
+    at 224x224: 1.6x to 2.0x lax's forward but 0.66x to 0.76x with the gradient, its
+    forward's temporaries over glibc's mmap threshold). float16 was not measured."""
+    return (
+        _rgb_like(spec)
+        and spec.kh * spec.kw <= FEW_CHANNELS_MAX_TAPS
+        and jnp.dtype(spec.dtype) != jnp.float16
     )
 
 

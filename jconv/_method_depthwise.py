@@ -3,7 +3,10 @@
 With one input channel per group there is nothing to contract: each tap's share
 of y is the tap's window of x times the tap's weight, channel by channel (times
 each of the group's outputs, for a channel multiplier above 1). 'taps' runs
-depthwise problems here, and so does 'auto' on a CPU.
+depthwise problems here, and so does 'auto' on a CPU. The forward pass also takes
+a few input channels per group (`elementwise_y`): each tap's share is then a sum
+of C/groups such products, which 'auto' runs on 2 or 3 input channels
+(jconv/_auto.py), where a GEMM contracting 2 or 3 values would waste its width.
 
 The three members of the bilinear family (jconv/_lowering.py):
 
@@ -63,12 +66,14 @@ def _merge_groups(a: Array, spec: ConvSpec) -> Array:
     return a.reshape(*a.shape[:axis], spec.o, *a.shape[axis + 2 :])
 
 
-def depthwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
-    """x: batched, spec.layout (zero-padded here); w: (O, 1, kh, kw) -> y, spec.layout.
+def elementwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """x: batched, spec.layout (zero-padded here); w: (O, C/groups, kh, kw) -> y, spec.layout.
 
-    The sum of the windows (`_window_sum`), rounded to the output dtype by
-    jconv/_rounding.py: XLA's CPU backend fused a bfloat16 convert into the sum's loop
-    and ran it 4x slower (LeNet's first layer by 'taps' 8.4 -> 2.0 ms in bfloat16).
+    y = sum over taps (i, j) and a group's input channels c of window(i, j)[c] times
+    w[:, c, i, j]: kh * kw * C/groups elementwise multiply-adds per output, no GEMM
+    (depthwise: C/groups = 1). The sum of the windows (`_window_sum`), rounded to the
+    output dtype by jconv/_rounding.py: XLA's CPU backend fused a bfloat16 convert into
+    the sum's loop and ran it 4x slower (LeNet's first layer by 'taps' 8.4 -> 2.0 ms in bfloat16).
 
     In NCHW at stride 1 each tap pads x on its own (`zero_padded_tap_window`), which XLA fuses into
     the sum: 1.75x to 2.05x faster than slicing one padded copy of x (0.43 to 0.52
@@ -83,7 +88,7 @@ def depthwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
 
 
 def _window_sum(x: Array, w: Array, spec: ConvSpec, pad_per_tap: bool = False) -> Array:
-    """depthwise_y in spec.acc_dtype, linear in x (its transpose is the input gradient).
+    """elementwise_y in spec.acc_dtype, linear in x (its transpose is the input gradient).
 
     The sum ends in a rounding to its own dtype, which changes no value (`_kept_apart`).
     Where y is the sum of the windows straight away, XLA's CPU backend merges that sum
@@ -95,22 +100,25 @@ def _window_sum(x: Array, w: Array, spec: ConvSpec, pad_per_tap: bool = False) -
     bench's layer (session 11), the step with the loss's value and both gradients ran
     1.04x to 1.18x faster in NHWC and 1.04x to 1.12x in NCHW. Alone, the NHWC forward
     pass was within the machine's noise (0.92x to 1.25x); in NCHW the forward pass ran
-    0.88x to 0.94x (before it took a pad per tap, `depthwise_y`) and the input gradient
+    0.88x to 0.94x (before it took a pad per tap, `elementwise_y`) and the input gradient
     0.86x to 0.95x of the transposed form's.
     """
     acc = spec.acc_dtype
     x, w = x.astype(acc), w.astype(acc)
-    if pad_per_tap:  # each tap's window its own pad of x (see depthwise_y)
+    if pad_per_tap:  # each tap's window its own pad of x (see elementwise_y)
         windows = lambda i, j: zero_padded_tap_window(x, spec, i, j)
     else:
         padded = pad_input(x, spec)
         windows = lambda i, j: tap_window(padded, spec, i, j)
+    channel = LAYOUT_INFO[spec.layout].channel_axis + 1  # a group's channels, once split
     y = None
     for i in range(spec.kh):
         for j in range(spec.kw):
-            window = _split_groups(windows(i, j), spec, 1)
-            term = window * _weights(w[:, 0, i, j], spec)
-            y = term if y is None else y + term
+            window = _split_groups(windows(i, j), spec, spec.cg)
+            for c in range(spec.cg):  # depthwise: cg = 1, the window itself
+                one = jax.lax.slice_in_dim(window, c, c + 1, axis=channel)
+                term = one * _weights(w[:, c, i, j], spec)
+                y = term if y is None else y + term
     assert y is not None
     return _kept_apart(_merge_groups(y, spec))
 
@@ -277,7 +285,7 @@ def _depthwise_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
     return round_to(zero_pad_or_crop(dx, crop), spec.dtype)
 
 
-DEPTHWISE = Lowering("taps", depthwise_y, _depthwise_dx, _depthwise_dw, guarded=frozenset())
+DEPTHWISE = Lowering("taps", elementwise_y, _depthwise_dx, _depthwise_dw, guarded=frozenset())
 
 
 def conv_depthwise(x: Array, w: Array, spec: ConvSpec) -> Array:

@@ -34,14 +34,16 @@ CPU_CHOICES = [
     ((2, 64, 56, 56), (64, 64, 7, 7), {}, "xla"),  # beyond F(2, 5): nothing measured faster
     ((2, 256, 56, 56), (64, 256, 1, 1), {}, "taps"),  # 1x1
     ((4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "taps"),  # depthwise
-    # outside the bench suite (bench_conv.py's EXTRA): 'banded' for a handful of channels
-    # only, on images narrow enough to slice its windows one by one, or, with up to 3
-    # channels and 32 outputs, cut by shift; lax elsewhere
-    ((64, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, "banded"),  # CIFAR's first layer
+    # outside the bench suite (bench_conv.py's EXTRA): the band (its gradients, with
+    # 'taps''s elementwise forward pass on up to 3 channels and 32 outputs with 3x3
+    # kernels) for a handful of channels only, on images narrow enough to slice its
+    # windows one by one, or, with up to 3 channels and 32 outputs, cut by shift; lax
+    # elsewhere
+    ((64, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, TAPS_BANDED_GRADIENTS),  # CIFAR's first
     ((64, 16, 32, 32), (16, 16, 3, 3), {"padding": 1}, "xla"),  # CIFAR 16 channels
     ((2, 16, 64, 256), (64, 16, 3, 3), {"padding": "SAME"}, "xla"),  # wide, 16 channels
     ((2, 3, 224, 224), (64, 3, 7, 7), {"stride": 2, "padding": 3}, "xla"),  # ResNet stem
-    ((4, 3, 112, 112), (32, 3, 3, 3), {"padding": 1}, "banded"),  # 3 channels, wide
+    ((4, 3, 112, 112), (32, 3, 3, 3), {"padding": 1}, TAPS_BANDED_GRADIENTS),  # 3, wide
     ((8, 6, 14, 224), (16, 6, 5, 5), {}, "xla"),  # LeNet's conv2, 16 times as wide
     ((2, 1, 512, 512), (6, 1, 5, 5), {"padding": 2}, TAPS_BANDED_GRADIENTS),  # conv1, wide
     ((2, 64, 64, 256), (64, 64, 3, 3), {"padding": "SAME"}, "winograd"),  # more channels

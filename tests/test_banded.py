@@ -55,12 +55,15 @@ def test_windows_cut_by_shift(x_shape, k_shape, kwargs, layout):
 # Shapes 'auto' runs with the band's gradients and another forward pass (jconv/_auto.py):
 # lax's (BANDED_GRADIENTS) for 3x3 kernels on 4 channels, and on 1 channel with more than
 # SINGLE_CHANNEL_MAX_PRODUCTS outputs times taps; 'taps''s elementwise one
-# (TAPS_BANDED_GRADIENTS) on 1 channel with fewer, where the band or lax ran the forward
+# (TAPS_BANDED_GRADIENTS) on 1 channel with fewer, where the band or lax ran the forward,
+# and on 2 or 3 channels per group with 3x3 kernels, where the band did
 GRADIENT_CASES = [
     ((2, 4, 6, 40), (8, 4, 3, 3), {"padding": "SAME"}, BANDED_GRADIENTS),
     ((2, 1, 9, 12), (72, 1, 3, 3), {"padding": 1}, BANDED_GRADIENTS),
     ((2, 1, 9, 12), (32, 1, 3, 3), {"padding": 1}, TAPS_BANDED_GRADIENTS),  # lax's forward
     ((3, 1, 10, 9), (6, 1, 5, 5), {"padding": 2}, TAPS_BANDED_GRADIENTS),  # the band's
+    ((2, 3, 9, 11), (8, 3, 3, 3), {"padding": "SAME"}, TAPS_BANDED_GRADIENTS),  # RGB
+    ((2, 2, 12, 16), (32, 2, 3, 3), {"padding": 1}, TAPS_BANDED_GRADIENTS),  # two channels
 ]
 
 
@@ -149,11 +152,12 @@ def test_band_gradients_of_lax_bfloat16_forward():
 
 
 @pytest.mark.usefixtures("on_cpu")
-def test_single_channel_in_bfloat16():
-    """One input channel in bfloat16: 'taps''s forward pass (rounded by jconv/_rounding.py)
-    and the band's gradients, all three in bfloat16, within bfloat16's tolerance of lax
-    in float32."""
-    x_shape, k_shape, kwargs, lowering = GRADIENT_CASES[3]
+@pytest.mark.parametrize("case", [3, 4], ids=["one channel", "three channels"])
+def test_elementwise_forward_in_bfloat16(case):
+    """One or three input channels in bfloat16: 'taps''s forward pass (rounded by
+    jconv/_rounding.py) and the band's gradients, all three in bfloat16, within
+    bfloat16's tolerance of lax in float32."""
+    x_shape, k_shape, kwargs, lowering = GRADIENT_CASES[case]
     spec = check_conv_args(x_shape, k_shape, x_dtype="bfloat16", kernel_dtype="bfloat16", **kwargs)
     assert lowering == TAPS_BANDED_GRADIENTS and choose_method(spec) == lowering
     rng = np.random.default_rng(8)

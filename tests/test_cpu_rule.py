@@ -19,7 +19,7 @@ from tests.reference import assert_close, conv_lax
 # kernels on fewer than 64 channels (lax)
 CASES = [
     ((3, 6, 14, 14), (16, 6, 5, 5), {}, "banded", True),  # LeNet conv2
-    ((1, 2, 6, 6), (4, 2, 3, 3), {}, "banded", True),  # a small one, quick to compile
+    ((1, 2, 8, 8), (4, 2, 5, 5), {}, "banded", True),  # a small one, quick to compile
     ((2, 8, 12, 12), (16, 8, 3, 3), {"stride": 2, "padding": 1}, "xla", False),  # shallow
     ((2, 40, 9, 9), (24, 40, 3, 3), {"stride": 2, "padding": 1}, "taps", True),  # f32: lax
     ((2, 40, 6, 6), (24, 40, 1, 1), {}, "taps", False),  # one bfloat16 GEMM
@@ -142,10 +142,16 @@ def test_auto_running_lax_compiles_as_lax(on_cpu):
 # forward pass won (there the band's gradients only, BANDED_GRADIENTS) or lax won both
 # ways, and the depthwise layer
 G = BANDED_GRADIENTS
-# one input channel: 'taps''s forward pass with the band's gradients
+# one input channel, or 2 or 3 with 3x3 kernels: 'taps''s forward pass with the band's
+# gradients (float16, not measured on 2 or 3 channels, keeps the band's forward there)
 T = TAPS_BANDED_GRADIENTS
 RULE_SHAPES = [
-    ("rgb112", (4, 3, 112, 112), (32, 3, 3, 3), {"padding": "SAME"}, "banded"),  # by shift
+    ("rgb112", (4, 3, 112, 112), (32, 3, 3, 3), {"padding": "SAME"}, T),  # by shift
+    ("rgb128_8", (4, 3, 128, 128), (8, 3, 3, 3), {"padding": "SAME"}, T),
+    ("two64", (8, 2, 64, 64), (32, 2, 3, 3), {"padding": "SAME"}, T),
+    ("rgb32_n64", (64, 3, 32, 32), (32, 3, 3, 3), {"padding": "SAME"}, T),
+    ("rgb64_7x7", (4, 3, 64, 64), (32, 3, 7, 7), {"padding": "SAME"}, "banded"),
+    ("two64_5x5", (8, 2, 64, 64), (16, 2, 5, 5), {"padding": "SAME"}, "banded"),
     ("gray128", (8, 1, 128, 128), (16, 1, 5, 5), {"padding": "SAME"}, T),
     ("lenet1", (256, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, T),
     ("gray64_64", (16, 1, 64, 64), (64, 1, 3, 3), {"padding": 1}, T),
@@ -153,7 +159,7 @@ RULE_SHAPES = [
     ("gray112_7x7", (4, 1, 112, 112), (16, 1, 7, 7), {"padding": 3}, "banded"),  # 784
     ("rgb56_5x5", (16, 3, 56, 56), (24, 3, 5, 5), {}, "banded"),
     ("rgb64_5x5", (8, 3, 64, 64), (32, 3, 5, 5), {"padding": "SAME"}, "banded"),
-    ("cifar_in", (64, 3, 32, 32), (16, 3, 3, 3), {"padding": "SAME"}, "banded"),  # sliced
+    ("cifar_in", (64, 3, 32, 32), (16, 3, 3, 3), {"padding": "SAME"}, T),  # sliced
     ("c6_5x5_48", (64, 6, 14, 14), (48, 6, 5, 5), {}, "banded"),  # 5x5: any channels
     ("vgg224", (2, 3, 224, 224), (64, 3, 3, 3), {"padding": "SAME"}, G),  # 64 outputs
     ("c4_wide", (4, 4, 64, 256), (32, 4, 3, 3), {"padding": "SAME"}, G),  # 4 channels
@@ -173,3 +179,12 @@ RULE_SHAPES = [
 def test_rule_on_the_measured_shapes(x_shape, k_shape, kwargs, method, dtype):
     method = method[dtype] if isinstance(method, dict) else method
     assert choose_method(spec_of(x_shape, k_shape, kwargs, dtype)) == method
+
+
+def test_float16_keeps_the_band_forward_on_few_channels():
+    """'taps''s elementwise forward pass on 2 or 3 channels was measured in float32 and
+    bfloat16 only: float16 keeps the band's."""
+    rgb112 = dict((c[0], c[1:]) for c in RULE_SHAPES)["rgb112"]
+    x_shape, k_shape, kwargs, _ = rgb112
+    assert choose_method(spec_of(x_shape, k_shape, kwargs, "float32")) == T
+    assert choose_method(spec_of(x_shape, k_shape, kwargs, "float16")) == "banded"

@@ -97,6 +97,42 @@ def test_value_and_gradients_match_the_numpy_loops(
         assert "stablehlo.while" in grad_w.lower(w_in).as_text()
 
 
+# (x shape NCHW, kernel OIHW, keyword arguments): 2 or 3 input channels per group, the
+# forward pass 'auto' runs there with the band's gradients (TAPS_BANDED_GRADIENTS)
+FEW_CHANNEL_CASES = [
+    ((2, 3, 9, 11), (8, 3, 3, 3), {"padding": "SAME"}),
+    ((1, 4, 8, 7), (6, 2, 3, 2), {"groups": 2, "stride": (2, 1), "padding": ((1, 0), (2, 1))}),
+    ((2, 6, 9, 9), (3, 2, 3, 3), {"groups": 3, "dilation": (2, 1), "padding": 2}),
+]
+
+
+@pytest.mark.parametrize("x_shape,k_shape,kwargs", FEW_CHANNEL_CASES)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
+def test_elementwise_forward_on_a_few_channels_per_group(x_shape, k_shape, kwargs, layout, dtype):
+    """elementwise_y sums C/groups elementwise products per tap: against the NumPy loop
+    (float64), under jit and vmap; in bfloat16 rounded once, from float32 sums."""
+    from jconv._method_depthwise import elementwise_y
+
+    with jax.enable_x64(True):
+        x, w, _ = _arrays(x_shape, k_shape, seed=9)
+        y_ref = conv_numpy(x, w, **_numpy_kwargs(x_shape, k_shape, kwargs))
+        if layout == "NHWC":
+            x, w, y_ref = x.transpose(0, 2, 3, 1), w, y_ref.transpose(0, 2, 3, 1)
+        x_in, w_in = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
+        x_shape_in = x_in.shape
+        k_layout_shape = k_shape if layout == "NCHW" else (*k_shape[2:], k_shape[1], k_shape[0])
+        spec = jconv._checks.check_conv_args(
+            x_shape_in, k_layout_shape, x_dtype=dtype, kernel_dtype=dtype, layout=layout,
+            **kwargs,
+        )  # fmt: skip
+        y = jax.jit(lambda x, w: elementwise_y(x, w, spec))(x_in, w_in)  # w: OIHW inside
+        assert y.dtype == jnp.dtype(dtype)
+        assert_close(y, y_ref, jnp.dtype(dtype))
+        batched = jax.vmap(lambda x: elementwise_y(x, w_in, spec))(x_in[:, None])
+        np.testing.assert_array_equal(np.asarray(batched[:, 0]), np.asarray(y))
+
+
 def test_step_blocks_divide_the_batch_and_height_and_fit():
     from jconv._method_depthwise import ACC_ELEMENTS, MAX_TERMS, _row_block, _sample_block
 

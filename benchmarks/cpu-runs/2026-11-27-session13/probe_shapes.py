@@ -1,0 +1,33 @@
+"""ab_methods.py (session 12) on shapes outside bench_conv.py's suite: 2 or 3 input channels.
+
+    JAX_NUM_CPU_DEVICES=1 KINDS=fwd,fwd+bwd python \
+        benchmarks/cpu-runs/2026-11-27-session13/probe_shapes.py \
+        LAYER[,LAYER...] DTYPE METHOD[,METHOD...] [BATCHES]
+
+PROBES are added to bench_conv's layers, then ab_methods.main runs as it does on its own
+(methods interleaved batch by batch in one process, rule-only lowerings accepted).
+"""
+
+import sys
+
+sys.path.insert(0, ".")
+sys.path.insert(0, "benchmarks/cpu-runs/2026-11-27-session12")
+from experiments import bench_conv as b
+
+L = b.Layer
+PROBES = [
+    L("c3k5o24", 3, 24, 5, 56, 1, "SAME", 1, 8, 64, "3 -> 24 5x5 at 56x56"),
+    L("c2k5o16", 2, 16, 5, 64, 1, "SAME", 1, 8, 64, "2 -> 16 5x5 at 64x64"),
+    L("c3k7o32", 3, 32, 7, 64, 1, "SAME", 1, 4, 64, "3 -> 32 7x7 at 64x64"),
+    L("c2k3o32", 2, 32, 3, 64, 1, "SAME", 1, 8, 64, "2 -> 32 3x3 at 64x64"),
+    L("c3k3o8", 3, 8, 3, 128, 1, "SAME", 1, 4, 64, "3 -> 8 3x3 at 128x128"),
+    L("c3k3o32s", 3, 32, 3, 32, 1, "SAME", 1, 64, 64, "3 -> 32 3x3 at 32x32, N=64"),
+    L("c3k3o64", 3, 64, 3, 56, 1, "SAME", 1, 8, 64, "3 -> 64 3x3 at 56x56"),
+]
+for p in PROBES:
+    b.ALL_LAYERS[p.name] = p
+
+import ab_methods  # noqa: E402
+
+if __name__ == "__main__":
+    ab_methods.main(*sys.argv[1:])
