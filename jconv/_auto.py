@@ -30,7 +30,8 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   or 3 channels with at most 32 outputs and a 3x3 kernel, the forward pass is
   'taps''s elementwise one, faster than both (TAPS_BANDED_GRADIENTS, likewise
   rule-only; LeNet's first layer 2.6x the band's forward, a 3-channel first layer
-  1.4x to 1.7x).
+  1.4x to 1.7x); on 2 or 3 channels at any stride (MobileNet's 3 -> 32 stride-2
+  stem: 3.8x lax forward, 1.3x with the gradient).
   Elsewhere in this class lax won: CIFAR's 16-channel 3x3 layers (banded
   0.14x to 0.3x lax), 16 channels on wide images, 8 channels on wide images, the
   7x7 stride-2 stem on 3 channels;
@@ -112,12 +113,13 @@ SINGLE_CHANNEL_MAX_PRODUCTS = 640  # O * kh * kw: the elementwise products per i
 FEW_CHANNELS_MAX_TAPS = 9  # kh * kw: 2 or 3 channels, 3x3 kernels: 'taps''s forward pass
 
 
-def _banded_class(spec: ConvSpec) -> bool:
-    """Shapes 'banded' can run well: a handful of input channels, stride 1, no dilation,
-    few wasted multiply-adds and a banded matrix of bounded size."""
+def _banded_class(spec: ConvSpec, strided: bool = False) -> bool:
+    """Shapes 'banded' can run well: a handful of input channels, stride 1 (any stride
+    where `strided`: for its gradients alone), no dilation, few wasted multiply-adds and
+    a banded matrix of bounded size."""
     return (
         spec.cg <= BANDED_MAX_CHANNELS
-        and spec.stride == (1, 1)
+        and (strided or spec.stride == (1, 1))
         and spec.dilation == (1, 1)
         and banded_overhead(spec) <= BANDED_MAX_OVERHEAD
         and banded_weight_bytes(spec) <= BANDED_MAX_WEIGHT_BYTES
@@ -154,10 +156,12 @@ def _banded_choice(spec: ConvSpec) -> str:
     are chosen one by one, lax's forward where it is faster, and on one to three input
     channels 'taps''s elementwise forward pass where that is (TAPS_BANDED_GRADIENTS).
     """
+    if _few_channel_forward_wins(spec) and _banded_class(spec, strided=True):
+        return TAPS_BANDED_GRADIENTS  # strided too: the band's gradients beat lax's there
     if not _banded_class(spec):
         return "xla"
-    if _single_channel_forward_wins(spec) or _few_channel_forward_wins(spec):
-        return TAPS_BANDED_GRADIENTS  # its gradients: the band's, as in the rest of the class
+    if _single_channel_forward_wins(spec):  # its gradients: the band's, as on any 1 channel
+        return TAPS_BANDED_GRADIENTS
     if _banded_wins(spec):
         return "banded" if _banded_forward_wins(spec) else BANDED_GRADIENTS
     if spec.cg <= BANDED_GRADIENTS_MAX_CHANNELS:
@@ -201,7 +205,12 @@ def _few_channel_forward_wins(spec: ConvSpec) -> bool:
     (3 -> 24 5x5 0.58x, 2 -> 16 5x5 0.72x, 3 -> 32 7x7 0.39x to 0.66x forward: the band's
     GEMM gains with the taps), and with 64 outputs, where lax's forward pass runs (3 -> 64
     at 224x224: 1.6x to 2.0x lax's forward but 0.66x to 0.76x with the gradient, its
-    forward's temporaries over glibc's mmap threshold). float16 was not measured."""
+    forward's temporaries over glibc's mmap threshold). float16 was not measured.
+    Strided, where the band does not run forward and lax did ('banded''s gradients take
+    strides), against lax: MobileNet's stem, 3 -> 32 3x3 stride 2 at 224x224, 3.75x to
+    3.84x / 1.28x to 1.37x (bfloat16 3.25x / 1.42x), 3 -> 16 stride 2 at 112x112 2.52x /
+    1.82x (2.60x / 1.78x), 2 -> 32 stride 2 at 64x64 1.14x / 1.31x (1.49x / 1.29x), 3 ->
+    24 stride 3 10x / 2.4x; the 7x7 stride-2 stem (3 -> 64) lost forward (0.43x)."""
     return (
         _rgb_like(spec)
         and spec.kh * spec.kw <= FEW_CHANNELS_MAX_TAPS

@@ -64,6 +64,7 @@ GRADIENT_CASES = [
     ((3, 1, 10, 9), (6, 1, 5, 5), {"padding": 2}, TAPS_BANDED_GRADIENTS),  # the band's
     ((2, 3, 9, 11), (8, 3, 3, 3), {"padding": "SAME"}, TAPS_BANDED_GRADIENTS),  # RGB
     ((2, 2, 12, 16), (32, 2, 3, 3), {"padding": 1}, TAPS_BANDED_GRADIENTS),  # two channels
+    ((2, 3, 9, 32), (8, 3, 3, 3), {"stride": 2, "padding": "SAME"}, TAPS_BANDED_GRADIENTS),
 ]
 
 

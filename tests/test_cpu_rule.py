@@ -168,6 +168,11 @@ RULE_SHAPES = [
     ("c4_28_64", (16, 4, 28, 28), (64, 4, 3, 3), {"padding": "SAME"}, G),  # sliced, 4 -> 64
     ("c8_96", (8, 8, 96, 96), (16, 8, 3, 3), {"padding": "SAME"}, "xla"),  # 8 channels, wide
     ("stem7", (2, 3, 224, 224), (64, 3, 7, 7), {"stride": 2, "padding": 3}, "xla"),
+    ("mobile_stem", (2, 3, 224, 224), (32, 3, 3, 3), {"stride": 2, "padding": "SAME"}, T),
+    ("two_s2", (16, 2, 64, 64), (32, 2, 3, 3), {"stride": 2, "padding": 1}, T),
+    ("rgb_s3", (4, 3, 96, 96), (24, 3, 3, 3), {"stride": 3}, T),
+    ("rgb_s2_64", (2, 3, 224, 224), (64, 3, 3, 3), {"stride": 2, "padding": 1}, "xla"),
+    ("rgb_dilated", (4, 3, 64, 64), (16, 3, 3, 3), {"dilation": 2, "padding": 2}, "xla"),
     ("depthwise", (4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "taps"),
 ]
 
