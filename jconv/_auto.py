@@ -31,10 +31,11 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   'taps''s elementwise one, faster than both (TAPS_BANDED_GRADIENTS, likewise
   rule-only; LeNet's first layer 2.6x the band's forward, a 3-channel first layer
   1.4x to 1.7x); on 2 or 3 channels at any stride (MobileNet's 3 -> 32 stride-2
-  stem: 3.8x lax forward, 1.3x with the gradient).
+  stem: 3.8x lax forward, 1.3x with the gradient). Strided 5x5 and larger kernels
+  on a handful of channels take lax's forward pass with the band's gradients
+  (ResNet's 7x7 stride-2 stem 1.2x to 1.6x lax with the gradient).
   Elsewhere in this class lax won: CIFAR's 16-channel 3x3 layers (banded
-  0.14x to 0.3x lax), 16 channels on wide images, 8 channels on wide images, the
-  7x7 stride-2 stem on 3 channels;
+  0.14x to 0.3x lax), 16 channels on wide images, 8 channels on wide images;
 - stride-1 kernels up to 5x5 with at least WINOGRAD_MIN_CHANNELS input channels
   (ResNet's 3x3 layers, the lesson's 5x5 layer): 'winograd', which does 4/9 (3x3)
   or 9/25 (5x5) of the multiply-adds;
@@ -111,6 +112,7 @@ BANDED_GRADIENTS = BANDED_GRADIENTS_LOWERING.name
 TAPS_BANDED_GRADIENTS = TAPS_BANDED_GRADIENTS_LOWERING.name
 SINGLE_CHANNEL_MAX_PRODUCTS = 640  # O * kh * kw: the elementwise products per input pixel
 FEW_CHANNELS_MAX_TAPS = 9  # kh * kw: 2 or 3 channels, 3x3 kernels: 'taps''s forward pass
+STRIDED_BAND_GRADIENTS_MIN_TAPS = 25  # kh * kw: strided 5x5 and up, the band's gradients
 
 
 def _banded_class(spec: ConvSpec, strided: bool = False) -> bool:
@@ -156,15 +158,30 @@ def _banded_choice(spec: ConvSpec) -> str:
     are chosen one by one, lax's forward where it is faster, and on one to three input
     channels 'taps''s elementwise forward pass where that is (TAPS_BANDED_GRADIENTS).
     """
-    if _few_channel_forward_wins(spec) and _banded_class(spec, strided=True):
-        return TAPS_BANDED_GRADIENTS  # strided too: the band's gradients beat lax's there
+    if spec.stride != (1, 1):  # the band's forward pass needs stride 1, its gradients not
+        return _strided_banded_choice(spec) if _banded_class(spec, strided=True) else "xla"
     if not _banded_class(spec):
         return "xla"
-    if _single_channel_forward_wins(spec):  # its gradients: the band's, as on any 1 channel
-        return TAPS_BANDED_GRADIENTS
+    if _single_channel_forward_wins(spec) or _few_channel_forward_wins(spec):
+        return TAPS_BANDED_GRADIENTS  # its gradients: the band's, as in the rest of the class
     if _banded_wins(spec):
         return "banded" if _banded_forward_wins(spec) else BANDED_GRADIENTS
     if spec.cg <= BANDED_GRADIENTS_MAX_CHANNELS:
+        return BANDED_GRADIENTS
+    return "xla"
+
+
+def _strided_banded_choice(spec: ConvSpec) -> str:
+    """A strided kernel in the band's class: the band's gradients behind 'taps''s forward
+    pass (`_few_channel_forward_wins`) or lax's (kernels of STRIDED_BAND_GRADIENTS_MIN_TAPS
+    taps and up), else lax. Measured (session 13, float32 / bfloat16, forward+backward,
+    lax's forward with the band's gradients against lax): ResNet's 7x7 stride-2 stem (3
+    -> 64 at 224x224) 1.56x / 1.25x (lax's input gradient there: 16 ms, the band's 6.9),
+    at 112x112 1.19x, 3 -> 32 5x5 stride 2 1.27x / 1.08x, 1 -> 32 7x7 1.87x / 2.21x, 4 ->
+    48 5x5 1.18x / 1.08x; on a 3x3 kernel (3 -> 64 stride 2) 0.95x."""
+    if _few_channel_forward_wins(spec):
+        return TAPS_BANDED_GRADIENTS
+    if spec.kh * spec.kw >= STRIDED_BAND_GRADIENTS_MIN_TAPS:
         return BANDED_GRADIENTS
     return "xla"
 

@@ -56,7 +56,8 @@ def test_windows_cut_by_shift(x_shape, k_shape, kwargs, layout):
 # lax's (BANDED_GRADIENTS) for 3x3 kernels on 4 channels, and on 1 channel with more than
 # SINGLE_CHANNEL_MAX_PRODUCTS outputs times taps; 'taps''s elementwise one
 # (TAPS_BANDED_GRADIENTS) on 1 channel with fewer, where the band or lax ran the forward,
-# and on 2 or 3 channels per group with 3x3 kernels, where the band did
+# and on 2 or 3 channels per group with 3x3 kernels, where the band did; strided, lax's
+# forward with 5x5 kernels and up
 GRADIENT_CASES = [
     ((2, 4, 6, 40), (8, 4, 3, 3), {"padding": "SAME"}, BANDED_GRADIENTS),
     ((2, 1, 9, 12), (72, 1, 3, 3), {"padding": 1}, BANDED_GRADIENTS),
@@ -65,6 +66,7 @@ GRADIENT_CASES = [
     ((2, 3, 9, 11), (8, 3, 3, 3), {"padding": "SAME"}, TAPS_BANDED_GRADIENTS),  # RGB
     ((2, 2, 12, 16), (32, 2, 3, 3), {"padding": 1}, TAPS_BANDED_GRADIENTS),  # two channels
     ((2, 3, 9, 32), (8, 3, 3, 3), {"stride": 2, "padding": "SAME"}, TAPS_BANDED_GRADIENTS),
+    ((2, 3, 11, 40), (8, 3, 7, 7), {"stride": 2, "padding": 3}, BANDED_GRADIENTS),  # a stem
 ]
 
 

@@ -111,14 +111,15 @@ def test_accelerators_keep_bfloat16():
 
 
 def test_auto_running_lax_compiles_as_lax(on_cpu):
-    """A bfloat16 stem on 3 channels, stride 2: the CPU runs lax, CUDA 'pallas'. Under a
-    caller's jit and grad, 'auto''s CPU program has lax's convolutions, as XLA's CPU
-    compiler rewrites them (names and result layouts). With the platform choice made in
-    a function of its own, it did not rewrite them, and the kernel gradient ran 27x
-    slower on a 224x224 stem."""
+    """A bfloat16 first layer on 3 channels, 3x3 stride 2 to 64 outputs: the CPU runs lax,
+    CUDA 'pallas'. Under a caller's jit and grad, 'auto''s CPU program has lax's
+    convolutions, as XLA's CPU compiler rewrites them (names and result layouts). With
+    the platform choice made in a function of its own, it did not rewrite them, and the
+    kernel gradient ran 27x slower on a 224x224 stem (7x7, now lax's forward with the
+    band's gradients)."""
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.bfloat16)
-    w = jax.ShapeDtypeStruct((7, 7, 3, 16), jnp.bfloat16)
-    kwargs = {"stride": 2, "padding": 3, "layout": "NHWC"}
+    w = jax.ShapeDtypeStruct((3, 3, 3, 64), jnp.bfloat16)
+    kwargs = {"stride": 2, "padding": 1, "layout": "NHWC"}
     spec = check_conv_args(x.shape, w.shape, x_dtype=x.dtype, kernel_dtype=w.dtype, **kwargs)
     assert choose_method(spec) == "xla"
 
@@ -167,7 +168,10 @@ RULE_SHAPES = [
     ("c8_16px", (32, 8, 16, 16), (32, 8, 3, 3), {"padding": "SAME"}, G),  # sliced, 8 -> 32
     ("c4_28_64", (16, 4, 28, 28), (64, 4, 3, 3), {"padding": "SAME"}, G),  # sliced, 4 -> 64
     ("c8_96", (8, 8, 96, 96), (16, 8, 3, 3), {"padding": "SAME"}, "xla"),  # 8 channels, wide
-    ("stem7", (2, 3, 224, 224), (64, 3, 7, 7), {"stride": 2, "padding": 3}, "xla"),
+    ("stem7", (2, 3, 224, 224), (64, 3, 7, 7), {"stride": 2, "padding": 3}, G),
+    ("stem7_112", (8, 3, 112, 112), (64, 3, 7, 7), {"stride": 2, "padding": 3}, G),
+    ("rgb_5x5_s2", (4, 3, 128, 128), (32, 3, 5, 5), {"stride": 2, "padding": 2}, G),
+    ("gray_7x7_s2", (4, 1, 128, 128), (32, 1, 7, 7), {"stride": 2, "padding": 3}, G),
     ("mobile_stem", (2, 3, 224, 224), (32, 3, 3, 3), {"stride": 2, "padding": "SAME"}, T),
     ("two_s2", (16, 2, 64, 64), (32, 2, 3, 3), {"stride": 2, "padding": 1}, T),
     ("rgb_s3", (4, 3, 96, 96), (24, 3, 3, 3), {"stride": 3}, T),
