@@ -7,8 +7,15 @@ Each (method, direction) program is compiled ahead of time after jax.clear_cache
 then timed in BATCHES (default 15) rounds, every program once per round, each a batch
 of calls lasting about 50 ms; medians. KINDS=fwd,dx,dw,fwd+bwd (the environment)
 chooses what is timed; the default is fwd,fwd+bwd. A method may also be one of the
-rule-only lowerings ('banded_gradients', 'taps_banded_gradients'): 'auto' with the
-CPU rule made to answer it.
+rule-only lowerings ('banded_gradients', 'taps_banded_gradients').
+
+Every lowering named (all of jconv's RULE_LOWERINGS, not only the rule-only ones; found
+in session 13) runs as 'auto' with the CPU rule made to answer it. On a plain layer that
+is the lowering itself, but in bfloat16 widened to float32 where the rule widens it
+('banded', multi-tap 'taps'), as 'auto' would run it; on a transposed layer (unet_up,
+dcgan) each sub-pixel phase runs it, so 'xla' there is jconv's phases by lax, not lax's
+own input-dilated convolution (which bench_conv.py's 'xla' rows time: 13x slower on
+DCGAN's step). 'auto' is 'auto'.
 """
 
 import functools
