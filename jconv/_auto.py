@@ -31,7 +31,8 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   'taps''s elementwise one, faster than both (TAPS_BANDED_GRADIENTS, likewise
   rule-only; LeNet's first layer 2.6x the band's forward, a 3-channel first layer
   1.4x to 1.7x); on 2 or 3 channels at any stride (MobileNet's 3 -> 32 stride-2
-  stem: 3.8x lax forward, 1.3x with the gradient). Strided 5x5 and larger kernels
+  stem: 3.8x lax forward, 1.3x with the gradient), and on one channel at any stride
+  likewise. Strided 5x5 and larger kernels
   on a handful of channels take lax's forward pass with the band's gradients
   (ResNet's 7x7 stride-2 stem 1.2x to 1.6x lax with the gradient).
   Elsewhere in this class lax won: CIFAR's 16-channel 3x3 layers (banded
@@ -178,8 +179,13 @@ def _strided_banded_choice(spec: ConvSpec) -> str:
     lax's forward with the band's gradients against lax): ResNet's 7x7 stride-2 stem (3
     -> 64 at 224x224) 1.56x / 1.25x (lax's input gradient there: 16 ms, the band's 6.9),
     at 112x112 1.19x, 3 -> 32 5x5 stride 2 1.27x / 1.08x, 1 -> 32 7x7 1.87x / 2.21x, 4 ->
-    48 5x5 1.18x / 1.08x; on a 3x3 kernel (3 -> 64 stride 2) 0.95x."""
-    if _few_channel_forward_wins(spec):
+    48 5x5 1.18x / 1.08x; on a 3x3 kernel (3 -> 64 stride 2) 0.95x. On one input channel
+    `_single_channel_forward_wins` holds at strides too ('taps''s forward with the band's
+    gradients against lax, forward / forward+backward, float32 and bfloat16 alike within
+    the runs' spread: 1 -> 32 3x3 stride 2 at 128x128 1.36x to 2.12x / 1.43x to 1.51x,
+    1 -> 16 5x5 3.49x to 3.57x / 1.73x to 1.84x, 1 -> 64 3x3 1.98x to 2.87x / 1.11x to
+    1.53x)."""
+    if _few_channel_forward_wins(spec) or _single_channel_forward_wins(spec):
         return TAPS_BANDED_GRADIENTS
     if spec.kh * spec.kw >= STRIDED_BAND_GRADIENTS_MIN_TAPS:
         return BANDED_GRADIENTS

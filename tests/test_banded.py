@@ -67,6 +67,7 @@ GRADIENT_CASES = [
     ((2, 2, 12, 16), (32, 2, 3, 3), {"padding": 1}, TAPS_BANDED_GRADIENTS),  # two channels
     ((2, 3, 9, 32), (8, 3, 3, 3), {"stride": 2, "padding": "SAME"}, TAPS_BANDED_GRADIENTS),
     ((2, 3, 11, 40), (8, 3, 7, 7), {"stride": 2, "padding": 3}, BANDED_GRADIENTS),  # a stem
+    ((2, 1, 12, 40), (8, 1, 5, 5), {"stride": 2, "padding": 2}, TAPS_BANDED_GRADIENTS),
 ]
 
 
