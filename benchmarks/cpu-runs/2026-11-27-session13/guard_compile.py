@@ -26,7 +26,8 @@ def unguarded(result, exact, *operands):
 def main(layers: str) -> None:
     for name in layers.split(","):
         layer = b.ALL_LAYERS[name]
-        args = b.layer_arrays(layer, layer.batch_cpu, b.DTYPES["float32"], "NHWC", jax.random.key(0))
+        dtype = b.DTYPES["float32"]
+        args = b.layer_arrays(layer, layer.batch_cpu, dtype, "NHWC", jax.random.key(0))
         for mode in ("guarded", "unguarded", "guarded", "unguarded"):
             cp.finite_or_exact = GUARDED if mode == "guarded" else unguarded
             jax.clear_caches()
