@@ -32,11 +32,12 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   rule-only; LeNet's first layer 2.6x the band's forward, a 3-channel first layer
   1.4x to 1.7x); on 2 or 3 channels at any stride (MobileNet's 3 -> 32 stride-2
   stem: 3.8x lax forward, 1.3x with the gradient), and on one channel at any stride
-  likewise. Strided 5x5 and larger kernels
-  on a handful of channels take lax's forward pass with the band's gradients
-  (ResNet's 7x7 stride-2 stem 1.2x to 1.6x lax with the gradient).
-  Elsewhere in this class lax won: CIFAR's 16-channel 3x3 layers (banded
-  0.14x to 0.3x lax), 16 channels on wide images, 8 channels on wide images;
+  likewise. Strided 5x5 and larger kernels on a handful of channels take lax's
+  forward pass with the band's gradients (ResNet's 7x7 stride-2 stem 1.2x to 1.6x
+  lax with the gradient). These last rules were measured on a 2-core AMD EPYC
+  (session 13), the others on the Xeon. Elsewhere in this class lax won: CIFAR's
+  16-channel 3x3 layers (banded 0.14x to 0.3x lax), 16 channels on wide images, 8
+  channels on wide images;
 - stride-1 kernels up to 5x5 with at least WINOGRAD_MIN_CHANNELS input channels
   (ResNet's 3x3 layers, the lesson's 5x5 layer): 'winograd', which does 4/9 (3x3)
   or 9/25 (5x5) of the multiply-adds;
@@ -175,16 +176,16 @@ def _banded_choice(spec: ConvSpec) -> str:
 def _strided_banded_choice(spec: ConvSpec) -> str:
     """A strided kernel in the band's class: the band's gradients behind 'taps''s forward
     pass (`_few_channel_forward_wins`) or lax's (kernels of STRIDED_BAND_GRADIENTS_MIN_TAPS
-    taps and up), else lax. Measured (session 13, float32 / bfloat16, forward+backward,
-    lax's forward with the band's gradients against lax): ResNet's 7x7 stride-2 stem (3
-    -> 64 at 224x224) 1.56x / 1.25x (lax's input gradient there: 16 ms, the band's 6.9),
-    at 112x112 1.19x, 3 -> 32 5x5 stride 2 1.27x / 1.08x, 1 -> 32 7x7 1.87x / 2.21x, 4 ->
-    48 5x5 1.18x / 1.08x; on a 3x3 kernel (3 -> 64 stride 2) 0.95x. On one input channel
-    `_single_channel_forward_wins` holds at strides too ('taps''s forward with the band's
-    gradients against lax, forward / forward+backward, float32 and bfloat16 alike within
-    the runs' spread: 1 -> 32 3x3 stride 2 at 128x128 1.36x to 2.12x / 1.43x to 1.51x,
-    1 -> 16 5x5 3.49x to 3.57x / 1.73x to 1.84x, 1 -> 64 3x3 1.98x to 2.87x / 1.11x to
-    1.53x)."""
+    taps and up), else lax. Measured (session 13, AMD EPYC, float32 / bfloat16,
+    forward+backward, lax's forward with the band's gradients against lax): ResNet's
+    7x7 stride-2 stem (3 -> 64 at 224x224) 1.56x / 1.25x (lax's input gradient there:
+    16 ms, the band's 6.9), at 112x112 1.19x, 3 -> 32 5x5 stride 2 1.27x / 1.08x, 1 -> 32
+    7x7 1.87x / 2.21x, 4 -> 48 5x5 1.18x / 1.08x; on a 3x3 kernel (3 -> 64 stride 2)
+    0.95x. On one input channel `_single_channel_forward_wins` holds at strides too
+    ('taps''s forward with the band's gradients against lax, forward /
+    forward+backward, float32 and bfloat16 alike within the runs' spread: 1 -> 32 3x3
+    stride 2 at 128x128 1.36x to 2.12x / 1.43x to 1.51x, 1 -> 16 5x5 3.49x to 3.57x /
+    1.73x to 1.84x, 1 -> 64 3x3 1.98x to 2.87x / 1.11x to 1.53x)."""
     if _few_channel_forward_wins(spec) or _single_channel_forward_wins(spec):
         return TAPS_BANDED_GRADIENTS
     if spec.kh * spec.kw >= STRIDED_BAND_GRADIENTS_MIN_TAPS:
@@ -219,8 +220,8 @@ def _few_channel_forward_wins(spec: ConvSpec) -> bool:
     FEW_CHANNELS_MAX_TAPS taps, bfloat16 or float32: where 'taps''s elementwise forward
     pass (each tap's window times each input channel's weights, cg * kh * kw multiply-adds
     per output, vectorized over the outputs) ran faster than the band's. Measured
-    (session 13, float32 NHWC, two runs each, interleaved in one process), against
-    'banded' forward / forward+backward: 3 -> 32 at 112x112 1.57x to 1.66x / 1.04x to
+    (session 13, AMD EPYC, float32 NHWC, two runs each, interleaved in one process),
+    against 'banded' forward / forward+backward: 3 -> 32 at 112x112 1.57x to 1.66x / 1.04x to
     1.07x, CIFAR's 3 -> 16 1.36x to 1.58x / 1.02x to 1.03x, 3 -> 8 at 128x128 2.2x to
     2.4x / 1.06x to 1.12x, 2 -> 32 at 64x64 1.7x to 3.6x / 1.17x to 1.22x, 3 -> 32 at 32x32
     (N=64) 1.27x to 1.71x / 0.93x to 0.96x; in bfloat16 1.2x to 2.0x / 0.96x to 2.56x (the
