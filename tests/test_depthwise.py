@@ -117,16 +117,15 @@ def test_elementwise_forward_on_a_few_channels_per_group(x_shape, k_shape, kwarg
     with jax.enable_x64(True):
         x, w, _ = _arrays(x_shape, k_shape, seed=9)
         y_ref = conv_numpy(x, w, **_numpy_kwargs(x_shape, k_shape, kwargs))
+        k_shape_in = k_shape  # the argument's layout: OIHW for NCHW, HWIO for NHWC
         if layout == "NHWC":
-            x, w, y_ref = x.transpose(0, 2, 3, 1), w, y_ref.transpose(0, 2, 3, 1)
-        x_in, w_in = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
-        x_shape_in = x_in.shape
-        k_layout_shape = k_shape if layout == "NCHW" else (*k_shape[2:], k_shape[1], k_shape[0])
+            x, y_ref = x.transpose(0, 2, 3, 1), y_ref.transpose(0, 2, 3, 1)
+            k_shape_in = (*k_shape[2:], k_shape[1], k_shape[0])
         spec = jconv._checks.check_conv_args(
-            x_shape_in, k_layout_shape, x_dtype=dtype, kernel_dtype=dtype, layout=layout,
-            **kwargs,
-        )  # fmt: skip
-        y = jax.jit(lambda x, w: elementwise_y(x, w, spec))(x_in, w_in)  # w: OIHW inside
+            x.shape, k_shape_in, x_dtype=dtype, kernel_dtype=dtype, layout=layout, **kwargs
+        )
+        x_in, w_in = jnp.asarray(x, dtype), jnp.asarray(w, dtype)  # members take OIHW
+        y = jax.jit(lambda x, w: elementwise_y(x, w, spec))(x_in, w_in)
         assert y.dtype == jnp.dtype(dtype)
         assert_close(y, y_ref, jnp.dtype(dtype))
         batched = jax.vmap(lambda x: elementwise_y(x, w_in, spec))(x_in[:, None])
