@@ -117,13 +117,12 @@ FEW_CHANNELS_MAX_TAPS = 9  # kh * kw: 2 or 3 channels, 3x3 kernels: 'taps''s for
 STRIDED_BAND_GRADIENTS_MIN_TAPS = 25  # kh * kw: strided 5x5 and up, the band's gradients
 
 
-def _banded_class(spec: ConvSpec, strided: bool = False) -> bool:
-    """Shapes 'banded' can run well: a handful of input channels, stride 1 (any stride
-    where `strided`: for its gradients alone), no dilation, few wasted multiply-adds and
-    a banded matrix of bounded size."""
+def _banded_class(spec: ConvSpec) -> bool:
+    """Shapes the band can run well: a handful of input channels, no dilation, few wasted
+    multiply-adds and a banded matrix of bounded size. Its gradients take any stride; its
+    forward pass runs at stride 1 only (`_banded_choice`)."""
     return (
         spec.cg <= BANDED_MAX_CHANNELS
-        and (strided or spec.stride == (1, 1))
         and spec.dilation == (1, 1)
         and banded_overhead(spec) <= BANDED_MAX_OVERHEAD
         and banded_weight_bytes(spec) <= BANDED_MAX_WEIGHT_BYTES
@@ -152,20 +151,22 @@ def _rgb_like(spec: ConvSpec) -> bool:
 
 
 def _banded_choice(spec: ConvSpec) -> str:
-    """'banded', BANDED_GRADIENTS (lax's forward pass, the band's gradients) or 'xla' for a
-    shape with a shallow contraction (C/groups * kh * kw <= BANDED_MAX_CONTRACTION).
+    """'banded', BANDED_GRADIENTS (lax's forward pass, the band's gradients),
+    TAPS_BANDED_GRADIENTS ('taps''s elementwise forward pass, the band's gradients) or
+    'xla' for a shape with a shallow contraction (C/groups * kh * kw <=
+    BANDED_MAX_CONTRACTION).
 
     The band's gradients beat lax's across the class (1.1x to 1.5x forward+backward
     where its forward lost), but its forward pass does not: a convolution's members
     are chosen one by one, lax's forward where it is faster, and on one to three input
     channels 'taps''s elementwise forward pass where that is (TAPS_BANDED_GRADIENTS).
     """
-    if spec.stride != (1, 1):  # the band's forward pass needs stride 1, its gradients not
-        return _strided_banded_choice(spec) if _banded_class(spec, strided=True) else "xla"
     if not _banded_class(spec):
         return "xla"
     if _single_channel_forward_wins(spec) or _few_channel_forward_wins(spec):
         return TAPS_BANDED_GRADIENTS  # its gradients: the band's, as in the rest of the class
+    if spec.stride != (1, 1):  # the band's forward pass runs at stride 1 only
+        return BANDED_GRADIENTS if _strided_band_gradients_win(spec) else "xla"
     if _banded_wins(spec):
         return "banded" if _banded_forward_wins(spec) else BANDED_GRADIENTS
     if spec.cg <= BANDED_GRADIENTS_MAX_CHANNELS:
@@ -173,24 +174,14 @@ def _banded_choice(spec: ConvSpec) -> str:
     return "xla"
 
 
-def _strided_banded_choice(spec: ConvSpec) -> str:
-    """A strided kernel in the band's class: the band's gradients behind 'taps''s forward
-    pass (`_few_channel_forward_wins`) or lax's (kernels of STRIDED_BAND_GRADIENTS_MIN_TAPS
-    taps and up), else lax. Measured (session 13, AMD EPYC, float32 / bfloat16,
-    forward+backward, lax's forward with the band's gradients against lax): ResNet's
-    7x7 stride-2 stem (3 -> 64 at 224x224) 1.56x / 1.25x (lax's input gradient there:
-    16 ms, the band's 6.9), at 112x112 1.19x, 3 -> 32 5x5 stride 2 1.27x / 1.08x, 1 -> 32
-    7x7 1.87x / 2.21x, 4 -> 48 5x5 1.18x / 1.08x; on a 3x3 kernel (3 -> 64 stride 2)
-    0.95x. On one input channel `_single_channel_forward_wins` holds at strides too
-    ('taps''s forward with the band's gradients against lax, forward /
-    forward+backward, float32 and bfloat16 alike within the runs' spread: 1 -> 32 3x3
-    stride 2 at 128x128 1.36x to 2.12x / 1.43x to 1.51x, 1 -> 16 5x5 3.49x to 3.57x /
-    1.73x to 1.84x, 1 -> 64 3x3 1.98x to 2.87x / 1.11x to 1.53x)."""
-    if _few_channel_forward_wins(spec) or _single_channel_forward_wins(spec):
-        return TAPS_BANDED_GRADIENTS
-    if spec.kh * spec.kw >= STRIDED_BAND_GRADIENTS_MIN_TAPS:
-        return BANDED_GRADIENTS
-    return "xla"
+def _strided_band_gradients_win(spec: ConvSpec) -> bool:
+    """A strided kernel of STRIDED_BAND_GRADIENTS_MIN_TAPS taps and up in the band's class:
+    where lax's forward pass with the band's gradients ran faster than lax. Measured
+    (session 13, AMD EPYC, float32 / bfloat16, forward+backward): ResNet's 7x7 stride-2
+    stem (3 -> 64 at 224x224) 1.56x / 1.25x (lax's input gradient there: 16 ms, the
+    band's 6.9), at 112x112 1.19x, 3 -> 32 5x5 stride 2 1.27x / 1.08x, 1 -> 32 7x7 1.87x /
+    2.21x, 4 -> 48 5x5 1.18x / 1.08x; on a 3x3 kernel (3 -> 64 stride 2) 0.95x."""
+    return spec.kh * spec.kw >= STRIDED_BAND_GRADIENTS_MIN_TAPS
 
 
 def _single_channel_forward_wins(spec: ConvSpec) -> bool:
@@ -207,7 +198,11 @@ def _single_channel_forward_wins(spec: ConvSpec) -> bool:
     plus backward, against 2.6x forward). In bfloat16, once its result was rounded by
     jconv/_rounding.py (XLA's fused convert had made it 4x slower), 1.4x to 1.5x the
     band's forward on LeNet's layer and 1.01x to 1.21x with the gradient (two runs);
-    float16 was not measured and keeps the rule above. BENCHMARKS.md, session 8."""
+    float16 was not measured and keeps the rule above. BENCHMARKS.md, session 8. At
+    strides too, where lax ran (session 13, AMD EPYC, against lax, forward /
+    forward+backward, float32 and bfloat16 alike within the runs' spread): 1 -> 32 3x3
+    stride 2 at 128x128 1.36x to 2.12x / 1.43x to 1.51x, 1 -> 16 5x5 3.49x to 3.57x /
+    1.73x to 1.84x, 1 -> 64 3x3 1.98x to 2.87x / 1.11x to 1.53x."""
     return (
         spec.c == 1
         and jnp.dtype(spec.dtype) != jnp.float16
