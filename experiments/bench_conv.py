@@ -112,7 +112,7 @@ SUITE = (
 )
 # Shapes outside the suite that 'auto''s CPU rule must also win on (issue #16): wide
 # images with few channels, first layers on 3 channels (VGG's: lax's forward with the
-# band's gradients), dilation, CIFAR-sized layers.
+# band's gradients), dilation, CIFAR-sized layers, grouped convolutions.
 EXTRA = (
     Layer("wide16", 16, 64, 3, 64, 1, "SAME", 1, 2, 16, "16 -> 64 3x3 on 64x256", width=256),
     Layer("stem7", 3, 64, 7, 224, 2, 3, 1, 2, 64, "ResNet stem: 3 -> 64 7x7 s2, 224 -> 112"),
@@ -123,6 +123,7 @@ EXTRA = (
     Layer("cifar_in", 3, 16, 3, 32, 1, "SAME", 1, 64, 256, "CIFAR first layer 3 -> 16, 32x32"),
     Layer("cifar32", 16, 16, 3, 32, 1, "SAME", 1, 64, 256, "CIFAR ResNet 16 -> 16, 32x32"),
     Layer("cifar8", 64, 64, 3, 8, 1, "SAME", 1, 64, 256, "CIFAR ResNet 64 -> 64, 8x8"),
+    Layer("resnext", 256, 256, 3, 28, 1, "SAME", 32, 4, 64, "ResNeXt 3x3, 32 groups of 8, 28x28"),
 )  # fmt: skip
 LAYERS = {layer.name: layer for layer in SUITE}
 ALL_LAYERS = {**LAYERS, **{layer.name: layer for layer in EXTRA}}

@@ -46,8 +46,15 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   bfloat16), and in float32 on kernels up to 3x3 contracting at least 64 channels
   (`_strided_taps_win`: 1.0x to 1.5x lax both ways on a quiet machine); other
   strided float32 kernels lax (32 channels, 5x5: 'taps' lost forward);
-- everything else (dilation, shallow layers that 'banded' does not take): 'xla'
-  ('taps' ran 0.5x to 0.7x lax on a dilated 3x3).
+- grouped convolutions (not depthwise): XLA_EIGEN below, strided ones 'taps' (lax's
+  grouped kernel gradient took 11x to 65x as long as 'taps''s; `_lax_choice`);
+- everything else (dilation, shallow layers that 'banded' does not take): lax's
+  convolution ('taps' ran 0.5x to 0.7x lax on a dilated 3x3), in float32 on 16 or
+  more channels mostly as XLA_EIGEN, a lowering only this rule picks: the same
+  convolution steered off YNNPACK, which XLA:CPU gives it to and which ran it on one
+  of the two cores, onto XLA's own kernel (jconv/_method_xla_eigen.py; 1.2x to 1.9x
+  lax forward, 1.2x to 1.8x with the gradient inside `_eigen_wins`, session 14, AMD
+  EPYC); elsewhere 'xla'.
 'im2col' is never the fastest on a CPU in the suite and needs kh*kw copies of
 the input; it stays available by name. On bfloat16 and float16 inputs 'banded'
 and 'taps' (but a 1x1 'taps') compute in float32 (`cpu_compute_dtype`): chosen on
@@ -95,6 +102,8 @@ from jconv._method_banded import (
 )
 from jconv._method_banded import TAPS_BANDED_GRADIENTS as TAPS_BANDED_GRADIENTS_LOWERING
 from jconv._method_winograd import winograd_supported
+from jconv._method_xla_eigen import XLA_EIGEN as XLA_EIGEN_LOWERING
+from jconv._method_xla_eigen import extension
 from jconv._pallas_tuning import MIN_DOT
 
 BANDED_MAX_CONTRACTION = 256  # C/groups * kh * kw: the direct GEMMs' depth is this small
@@ -115,6 +124,14 @@ TAPS_BANDED_GRADIENTS = TAPS_BANDED_GRADIENTS_LOWERING.name
 SINGLE_CHANNEL_MAX_PRODUCTS = 640  # O * kh * kw: the elementwise products per input pixel
 FEW_CHANNELS_MAX_TAPS = 9  # kh * kw: 2 or 3 channels, 3x3 kernels: 'taps''s forward pass
 STRIDED_BAND_GRADIENTS_MIN_TAPS = 25  # kh * kw: strided 5x5 and up, the band's gradients
+# lax's convolution kept on XLA:CPU's own kernel, with 'taps''s kernel gradient on groups
+# (jconv/_method_xla_eigen.py): a lowering only the rule picks
+XLA_EIGEN = XLA_EIGEN_LOWERING.name
+YNNPACK_MIN_CHANNELS = 17  # max(C, O): XLA:CPU hands YNNPACK float32 convolutions from here
+EIGEN_MIN_CHANNELS = 16  # C, without groups: with 8, Eigen's kernel ran 0.7x to 1.2x
+EIGEN_MAX_PIXELS = 64 * 64  # H * W where 16 to 128 channels won; wider, YNNPACK used 2 cores
+EIGEN_MAX_OUTPUTS = 128  # O, 3x3 kernels; 5x5 and up: EIGEN_MAX_OUTPUTS_LARGE
+EIGEN_MAX_OUTPUTS_LARGE = 64  # with 128 outputs YNNPACK ran on both cores: a tie
 
 
 def _banded_class(spec: ConvSpec) -> bool:
@@ -162,16 +179,16 @@ def _banded_choice(spec: ConvSpec) -> str:
     channels 'taps''s elementwise forward pass where that is (TAPS_BANDED_GRADIENTS).
     """
     if not _banded_class(spec):
-        return "xla"
+        return _lax_choice(spec)
     if _single_channel_forward_wins(spec) or _few_channel_forward_wins(spec):
         return TAPS_BANDED_GRADIENTS  # its gradients: the band's, as in the rest of the class
     if spec.stride != (1, 1):  # the band's forward pass runs at stride 1 only
-        return BANDED_GRADIENTS if _strided_band_gradients_win(spec) else "xla"
+        return BANDED_GRADIENTS if _strided_band_gradients_win(spec) else _lax_choice(spec)
     if _banded_wins(spec):
         return "banded" if _banded_forward_wins(spec) else BANDED_GRADIENTS
     if spec.cg <= BANDED_GRADIENTS_MAX_CHANNELS:
         return BANDED_GRADIENTS
-    return "xla"
+    return _lax_choice(spec)
 
 
 def _strided_band_gradients_win(spec: ConvSpec) -> bool:
@@ -268,6 +285,54 @@ def _strided_taps_win(spec: ConvSpec) -> bool:
     )
 
 
+def _eigen_wins(spec: ConvSpec) -> bool:
+    """Where lax's convolution ran faster on XLA:CPU's own kernel than on YNNPACK's, with
+    its gradients (XLA_EIGEN, jconv/_method_xla_eigen.py), or where lax's grouped kernel
+    gradient is the thing to avoid.
+
+    Grouped convolutions (not depthwise, which 'taps' runs): always, for the kernel
+    gradient ('taps''s, 13x to 65x faster than lax's) and, in float32, the forward pass
+    (1.5x to 7.7x lax's: YNNPACK's grouped convolution is slow). Without groups, float32
+    convolutions that XLA gives YNNPACK (`extension` says it can be steered away for
+    at most 1/8 more outputs) on at least EIGEN_MIN_CHANNELS input channels: up to 3x3
+    kernels (dilated too) with up to EIGEN_MAX_OUTPUTS outputs on images up to
+    EIGEN_MAX_PIXELS, or on wider ones with at most 32 inputs and 64 outputs (16 -> 64 on
+    64x256: 1.5x forward, 1.2x to 1.3x with the gradient); larger kernels with up to
+    EIGEN_MAX_OUTPUTS_LARGE outputs on images up to EIGEN_MAX_PIXELS. Measured (session 14, AMD
+    EPYC, 2 cores, float32 NHWC, 80 shapes drawn from those 'auto' ran by lax and 10 more,
+    lax against this lowering interleaved in one process), inside the rule 1.2x to 1.9x
+    forward and 1.2x to 1.8x with the gradient, but for the output-poor corner (16
+    outputs: 0.9x to 1.2x); outside it the losses: 5x5 and 7x7 kernels or 128 input
+    channels on 64x256 images (0.57x to 0.83x forward, YNNPACK at twice its one-core
+    speed), 5x5 and 7x7 kernels with 128 outputs (0.98x to 1.00x), and 8 input channels
+    with the gradient (0.69x to 1.0x)."""
+    if spec.groups > 1:
+        return spec.cg > 1 and extension(spec) is not None
+    if (
+        jnp.dtype(spec.dtype) != jnp.float32
+        or max(spec.c, spec.o) < YNNPACK_MIN_CHANNELS
+        or spec.c < EIGEN_MIN_CHANNELS
+        or extension(spec) is None
+    ):
+        return False
+    small = spec.height * spec.width <= EIGEN_MAX_PIXELS
+    if spec.kh * spec.kw <= 9:
+        return spec.o <= EIGEN_MAX_OUTPUTS if small else spec.c <= 32 and spec.o <= 64
+    return small and spec.o <= EIGEN_MAX_OUTPUTS_LARGE
+
+
+def _lax_choice(spec: ConvSpec) -> str:
+    """Where the rule would run lax's convolution: on XLA:CPU's own kernel where that won
+    (`_eigen_wins`); grouped ones that cannot be steered there (strided: the extension
+    would cost half the outputs or more) by 'taps', which ran lax's forward pass's speed
+    (0.9x to 1.2x) and its gradients 11x to 50x faster, and 2x faster than lax's forward
+    pass with 'taps''s kernel gradient (3x3 stride 2, 4 to 32 groups; session 14);
+    else as lax runs it ('xla')."""
+    if _eigen_wins(spec):
+        return XLA_EIGEN
+    return "taps" if spec.groups > 1 and spec.cg > 1 else "xla"
+
+
 def choose_method(spec: ConvSpec) -> str:
     """The lowering that 'auto' runs for spec on a CPU (see the module docstring)."""
     if spec.cg == 1 and spec.groups > 1:  # depthwise: every product is elementwise
@@ -281,7 +346,7 @@ def choose_method(spec: ConvSpec) -> str:
     narrow = jnp.dtype(spec.dtype).itemsize < 4  # computed in float32 (cpu_compute_dtype)
     if spec.dilation == (1, 1) and max(spec.stride) > 1 and (narrow or _strided_taps_win(spec)):
         return "taps"
-    return "xla"
+    return _lax_choice(spec)
 
 
 def cpu_compute_dtype(spec: ConvSpec, method: str) -> Any:

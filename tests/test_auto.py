@@ -15,6 +15,7 @@ from jconv._auto import (
     ACCELERATOR_PLATFORMS,
     BANDED_GRADIENTS,
     TAPS_BANDED_GRADIENTS,
+    XLA_EIGEN,
     auto_methods,
     choose_method,
     pallas_class,
@@ -31,8 +32,13 @@ CPU_CHOICES = [
     ((8, 32, 32, 32), (64, 32, 3, 3), {"stride": 2, "padding": 1}, "xla"),  # 32: lax
     ((4, 64, 56, 56), (64, 64, 5, 5), {"stride": 2, "padding": 2}, "xla"),  # 5x5: lax
     ((4, 64, 56, 56), (128, 64, 1, 1), {"stride": 2}, "taps"),  # a strided 1x1
-    ((2, 64, 56, 56), (64, 64, 3, 3), {"dilation": 2}, "xla"),  # 'taps' lost to lax
-    ((2, 64, 56, 56), (64, 64, 7, 7), {}, "xla"),  # beyond F(2, 5): nothing measured faster
+    # lax's, on XLA:CPU's kernel rather than YNNPACK ('taps' lost to lax on the first)
+    ((2, 64, 56, 56), (64, 64, 3, 3), {"dilation": 2}, XLA_EIGEN),
+    ((2, 64, 56, 56), (64, 64, 7, 7), {"padding": 3}, XLA_EIGEN),  # beyond F(2, 5)
+    ((2, 64, 56, 56), (64, 64, 7, 7), {}, "xla"),  # VALID: 7 more of 50 rows, too many
+    ((2, 64, 56, 56), (128, 64, 7, 7), {"padding": 3}, "xla"),  # 128 outputs: YNNPACK on both cores
+    ((4, 256, 28, 28), (256, 8, 3, 3), {"padding": 1, "groups": 32}, XLA_EIGEN),  # ResNeXt
+    ((4, 256, 28, 28), (256, 8, 3, 3), {"stride": 2, "padding": 1, "groups": 32}, "taps"),
     ((2, 256, 56, 56), (64, 256, 1, 1), {}, "taps"),  # 1x1
     ((4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "taps"),  # depthwise
     # outside the bench suite (bench_conv.py's EXTRA): the band (its gradients, with
@@ -42,7 +48,7 @@ CPU_CHOICES = [
     # elsewhere
     ((64, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, TAPS_BANDED_GRADIENTS),  # CIFAR's first
     ((64, 16, 32, 32), (16, 16, 3, 3), {"padding": 1}, "xla"),  # CIFAR 16 channels
-    ((2, 16, 64, 256), (64, 16, 3, 3), {"padding": "SAME"}, "xla"),  # wide, 16 channels
+    ((2, 16, 64, 256), (64, 16, 3, 3), {"padding": "SAME"}, XLA_EIGEN),  # wide, 16 channels
     ((2, 3, 224, 224), (64, 3, 7, 7), {"stride": 2, "padding": 3}, BANDED_GRADIENTS),  # stem
     ((4, 3, 112, 112), (32, 3, 3, 3), {"padding": 1}, TAPS_BANDED_GRADIENTS),  # 3, wide
     ((8, 6, 14, 224), (16, 6, 5, 5), {}, "xla"),  # LeNet's conv2, 16 times as wide
@@ -68,7 +74,7 @@ def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     """NCHW (where 'pallas' was not timed): lax on GPUs and TPUs (jconv/_auto.py). The CPU's
     rule picks by dtype too (strided kernels: 'taps' in bfloat16, and in float32 on 3x3
     kernels contracting at least 64 channels; one input channel: 'taps''s forward pass in
-    float32 and bfloat16)."""
+    float32 and bfloat16; XLA_EIGEN without groups in float32 only)."""
     spec = spec_of(x_shape, k_shape, kwargs, dtype)
     rules = auto_methods(spec)
     assert rules == {
@@ -77,6 +83,8 @@ def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     }  # fmt: skip
     deep = k_shape[1] * k_shape[2] * k_shape[3] > 256  # not the few-channel class
     strided = kwargs.get("stride", 1) > 1 and k_shape[2:] != (1, 1) and deep
+    if dtype == "bfloat16" and cpu == XLA_EIGEN and kwargs.get("groups", 1) == 1:
+        cpu = "xla"  # YNNPACK takes float32 only: nothing to steer lax's convolution from
     assert rules["cpu"] == ("taps" if dtype == "bfloat16" and strided else cpu)
     if dtype == "float32" and strided:  # float32: 'taps' on 3x3, 64 channels and more
         assert (cpu == "taps") == (k_shape[2:] == (3, 3) and k_shape[1] >= 64)

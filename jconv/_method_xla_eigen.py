@@ -1,0 +1,137 @@
+"""lax's convolution kept on XLA:CPU's own convolution kernel: a lowering only 'auto' picks.
+
+XLA's CPU backend (jax 0.10) hands a float32 convolution to YNNPACK where it
+can: an NHWC-shaped problem (it transposes NCHW into that shape first), more
+than 16 input or output channels, no input dilation, and an output no longer
+than its input along either spatial axis. Anything else runs on its own
+kernel, Eigen's tensor-contraction convolution. On this project's 2-core
+machines YNNPACK's convolution ran on one core at the suite's batch sizes (pinned
+to one core: the same time) and Eigen's on both: 1.2x to 1.8x faster forward on
+16 to 128 channels with 3x3 to 7x7 kernels (BENCHMARKS.md, session 14).
+
+The last of those conditions is the lever a library holds, since XLA's options
+belong to the caller's jit: pad `extra` more rows (or columns) on the high side,
+so that the output comes out one pixel longer than the input, and slice them
+off. It costs extra / mh more multiply-adds (1/56 on a 56x56 image) and leaves
+the products and sums lax forms, computed by the other kernel (so rounded
+differently, as two BLAS differ).
+
+The input gradient at stride 1 is a stride-1 correlation of dy with the flipped
+kernel, given the same extra pixel; a strided one is input-dilated, which
+YNNPACK does not take anyway, so lax's. The kernel gradient is lax's own
+(YNNPACK's; Eigen's kernel-gradient convolution ran 10x to 20x slower) without
+groups, and 'taps''s with them: lax's grouped kernel gradient, a convolution
+with a batch group count, took 135 ms to 2 s where 'taps''s took 3 to 40 ms
+(BENCHMARKS.md, session 14).
+
+Example (the result is lax's convolution's, to rounding):
+
+>>> import jax, jax.numpy as jnp
+>>> from jconv._checks import check_conv_args
+>>> spec = check_conv_args((2, 8, 8, 32), (3, 3, 32, 32), x_dtype=jnp.float32,
+...                        kernel_dtype=jnp.float32, padding="SAME", layout="NHWC")
+>>> extension(spec)
+(0, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from jconv._checks import ConvSpec
+from jconv._conv_primitive import lowered_conv
+from jconv._layouts import LAYOUT_INFO
+from jconv._lowering import Lowering, member, transpose_in_w, transpose_in_x
+from jconv._method_taps import TAPS
+from jconv._method_xla import conv_xla
+from jconv._typing import Array
+
+MAX_EXTRA = 0.125  # extra outputs along the extended axis: at most this fraction of them
+
+
+def extension(spec: ConvSpec) -> tuple[int, int] | None:
+    """(axis, extra): the spatial axis (0 height, 1 width) along which `extra` more outputs
+    make the output longer than the input, the cheaper of the two; None where both cost
+    more than MAX_EXTRA of the outputs, or where the input is dilated (YNNPACK never
+    takes those: nothing to steer)."""
+    if spec.input_dilation != (1, 1):
+        return None
+    options = []
+    for axis, (size, out) in enumerate(zip((spec.height, spec.width), spec.out_hw)):
+        extra = max(0, size - out + 1)
+        if extra <= MAX_EXTRA * out:
+            options.append((extra / out, axis, extra))
+    if not options:
+        return None
+    _, axis, extra = min(options)
+    return axis, extra
+
+
+def _extended(spec: ConvSpec, axis: int, extra: int) -> ConvSpec:
+    """spec with `extra * stride` more zero rows (axis 0) or columns (1) on the high side."""
+    (top, bottom), (left, right) = spec.pads
+    more = extra * spec.stride[axis]
+    if axis == 0:
+        return dataclasses.replace(spec, pads=((top, bottom + more), (left, right)))
+    return dataclasses.replace(spec, pads=((top, bottom), (left, right + more)))
+
+
+def eigen_y(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> lax's convolution, computed
+    with `extension(spec)`'s extra outputs, which are then dropped."""
+    ext = extension(spec)
+    if ext is None:
+        return conv_xla(x, w, spec)
+    axis, extra = ext
+    y = conv_xla(x, w, _extended(spec, axis, extra))
+    dim = LAYOUT_INFO[spec.layout].spatial_axes[axis]
+    return jax.lax.slice_in_dim(y, 0, spec.out_hw[axis], axis=dim)
+
+
+def _flipped_kernel(w: Array, groups: int) -> Array:
+    """(O, C/g, kh, kw) -> (C, O/g, kh, kw) rotated by 180 degrees: the kernel that
+    correlates a group's output gradient into its input gradient."""
+    o, cg, kh, kw = w.shape
+    w = w.reshape(groups, o // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+    return w.reshape(groups * cg, o // groups, kh, kw)[:, :, ::-1, ::-1]
+
+
+def _eigen_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
+    """dx: at stride 1, dy correlated with the flipped kernel and padded to come out
+    (H, W), by `eigen_y`; otherwise lax's transpose of its convolution."""
+    same_dtype = spec.preferred_element_type is None or np.dtype(spec.out_dtype) == np.dtype(
+        spec.dtype
+    )
+    if spec.stride != (1, 1) or spec.input_dilation != (1, 1) or not same_dtype:
+        return transpose_in_x(conv_xla, dy, w, spec)
+    mh, mw = spec.out_hw
+    (top, bottom), (left, right) = spec.pads
+    reach_h, reach_w = (spec.kh - 1) * spec.dilation[0], (spec.kw - 1) * spec.dilation[1]
+    dx_pads = ((reach_h - top, reach_h - bottom), (reach_w - left, reach_w - right))
+    dx_spec = dataclasses.replace(
+        spec, c=spec.o, o=spec.c, height=mh, width=mw, pads=dx_pads, preferred_element_type=None
+    )
+    return eigen_y(dy, _flipped_kernel(w, spec.groups), dx_spec).astype(spec.dtype)
+
+
+def _eigen_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:
+    """dw: without groups lax's transpose of its own convolution (YNNPACK's, the faster
+    here); with groups 'taps''s, a GEMM per tap contracting the batch and the pixels."""
+    if spec.groups > 1:
+        return member(TAPS, "dw", x, dy, spec, kernel_sharding)
+    return transpose_in_w(conv_xla, x, dy, spec, kernel_sharding)
+
+
+# Neither lax's results nor 'taps''s need a finiteness check: nothing is mixed before it
+# is multiplied.
+XLA_EIGEN = Lowering("xla_eigen", eigen_y, _eigen_dx, _eigen_dw, guarded=frozenset())
+
+
+def conv_xla_eigen(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout:
+    lax's convolution on XLA:CPU's own kernel (XLA_EIGEN), through jconv's primitive."""
+    return lowered_conv(x, w, spec, XLA_EIGEN)

@@ -1,0 +1,251 @@
+"""XLA_EIGEN (jconv/_method_xla_eigen.py): lax's convolution steered onto XLA:CPU's own
+kernel, forward and gradients against the NumPy loop and lax, and the rule that picks it."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jconv
+from jconv._auto import XLA_EIGEN, choose_method
+from jconv._checks import check_conv_args
+from jconv._conv_primitive import lowered_conv
+from jconv._method_xla_eigen import XLA_EIGEN as XLA_EIGEN_LOWERING
+from jconv._method_xla_eigen import extension
+from tests._cpu import cpu_mesh, needs_8_cpu_devices
+from tests._helpers import lowerings_run
+from tests.reference import assert_close, conv_lax, conv_numpy, conv_numpy_vjp, explicit_pads
+
+
+def _spec(x_shape, k_shape, dtype="float32", layout="NHWC", **kwargs):
+    return check_conv_args(
+        x_shape,
+        k_shape,
+        x_dtype=dtype,
+        kernel_dtype=dtype,
+        layout=layout,
+        transposed_ok=True,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    "x_shape,k_shape,kwargs,expected",
+    [
+        ((2, 8, 8, 32), (3, 3, 32, 32), {"padding": "SAME"}, (0, 1)),
+        ((2, 64, 256, 16), (3, 3, 16, 64), {"padding": "SAME"}, (1, 1)),  # the cheaper axis
+        ((4, 68, 68, 8), (5, 5, 8, 8), {"padding": "VALID"}, (0, 5)),  # 5 of 64 rows
+        ((2, 16, 16, 8), (5, 5, 8, 8), {"padding": "VALID"}, None),  # 5 of 12: too many
+        ((2, 56, 56, 8), (3, 3, 8, 8), {"padding": "SAME", "stride": 2}, None),
+        ((2, 9, 9, 8), (3, 3, 8, 8), {"padding": 3}, (0, 0)),  # already longer than x
+        ((2, 9, 9, 8), (3, 3, 8, 8), {"padding": 1, "input_dilation": 2}, None),
+    ],
+)
+def test_extension(x_shape, k_shape, kwargs, expected):
+    assert extension(_spec(x_shape, k_shape, **kwargs)) == expected
+
+
+# (x NCHW, kernel OIHW, conv2d's arguments): padding forms, groups, dilation, strides (lax's
+# input gradient there), padding beyond the kernel's reach (the input gradient's
+# correlation crops), a kernel taller than the extension's axis is long.
+CASES = [
+    ((2, 4, 9, 10), (6, 4, 3, 3), {"padding": "SAME"}),
+    ((2, 4, 9, 10), (6, 2, 3, 3), {"padding": ((2, 0), (1, 3)), "groups": 2}),
+    ((1, 6, 12, 9), (6, 3, 3, 2), {"padding": 2, "dilation": (2, 3), "groups": 2}),
+    ((2, 3, 11, 12), (4, 3, 5, 3), {"padding": "VALID"}),
+    ((2, 4, 10, 11), (6, 4, 3, 3), {"padding": 1, "stride": (2, 1)}),
+    ((2, 4, 10, 11), (4, 2, 3, 3), {"padding": 1, "stride": 2, "groups": 2}),
+    ((2, 4, 9, 9), (5, 4, 3, 3), {"padding": ((3, 0), (1, 4))}),  # beyond the kernel's reach
+]
+
+
+def _eigen_conv(layout: str, kwargs: dict, x_shape, k_shape, dtype="float32", **extra):
+    """XLA_EIGEN itself (not through 'auto'), on the spec conv2d would resolve."""
+    spec = check_conv_args(
+        x_shape, k_shape, x_dtype=dtype, kernel_dtype=dtype, layout="NCHW", **kwargs, **extra
+    )
+    spec = spec.__class__(**{**spec.__dict__, "layout": layout})
+
+    def conv(x, w_oihw):
+        return lowered_conv(x, w_oihw, spec, XLA_EIGEN_LOWERING)
+
+    return conv, spec
+
+
+@pytest.mark.parametrize("x_shape,k_shape,kwargs", CASES)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_against_the_numpy_loop(x_shape, k_shape, kwargs, layout):
+    """y, dx and dw against the loop (float64 inputs, jax_enable_x64 off: float32)."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(k_shape).astype(np.float32)
+    conv, spec = _eigen_conv(layout, kwargs, x_shape, k_shape)
+    pads = explicit_pads(spec.pads)
+    ref_kwargs = {"stride": spec.stride, "dilation": spec.dilation, "groups": spec.groups}
+    nhwc = layout == "NHWC"
+    to = lambda a: a.transpose(0, 2, 3, 1) if nhwc else a
+    back = lambda a: np.asarray(a).transpose(0, 3, 1, 2) if nhwc else np.asarray(a)
+    y, vjp = jax.vjp(jax.jit(conv), to(x), w)
+    want = conv_numpy(x, w, pads=pads, **ref_kwargs)
+    assert_close(back(y), want)
+    dy = rng.standard_normal(want.shape).astype(np.float32)
+    dx, dw = vjp(to(dy))
+    dx_want, dw_want = conv_numpy_vjp(x, w, dy, pads=pads, **ref_kwargs)
+    assert_close(back(dx), dx_want)
+    assert_close(dw, dw_want)
+
+
+@pytest.mark.parametrize("case", [0, 1, 4])
+def test_transformations_against_lax(case):
+    """jvp, vmap of x and of the kernel, the transpose in x and a second derivative,
+    under jit, against lax at HIGHEST."""
+    x_shape, k_shape, kwargs = CASES[case]
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(k_shape).astype(np.float32)
+    conv, _ = _eigen_conv("NCHW", kwargs, x_shape, k_shape)
+    ref = lambda x, w: conv_lax(x, w, **kwargs)
+    ct = rng.standard_normal(jax.eval_shape(ref, x, w).shape).astype(np.float32)
+    tx, tw = (rng.standard_normal(a.shape).astype(np.float32) for a in (x, w))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def transformed(conv, x, w, ct, tx, tw):
+        loss = lambda x, w: jnp.vdot(conv(x, w), ct)
+        return {
+            "jvp": jax.jvp(conv, (x, w), (tx, tw))[1],
+            "vmap x": jax.vmap(conv, in_axes=(0, None))(x[:, None], w),
+            "vmap w": jax.vmap(conv, in_axes=(None, 0))(x, jnp.stack([w, tw])),
+            "transpose": jax.linear_transpose(lambda x: conv(x, w), x)(ct),
+            "second": jax.grad(lambda x: jnp.sum(jax.grad(loss, 1)(x, w) ** 2))(x),
+            "remat": jax.grad(jax.checkpoint(loss), (0, 1))(x, w),
+        }
+
+    got, want = transformed(conv, x, w, ct, tx, tw), transformed(ref, x, w, ct, tx, tw)
+    for name in want:
+        jax.tree.map(assert_close, got[name], want[name])
+
+
+def test_preferred_element_type():
+    """bfloat16 inputs into a float32 result: lax's input gradient (not the flipped
+    correlation, whose operands would not share a dtype), within bfloat16's tolerance."""
+    x_shape, k_shape, kwargs = CASES[0]
+    rng = np.random.default_rng(23)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal(k_shape), jnp.bfloat16)
+    conv, _ = _eigen_conv(
+        "NCHW", kwargs, x_shape, k_shape, "bfloat16", preferred_element_type=jnp.float32
+    )
+    y, vjp = jax.vjp(jax.jit(conv), x, w)
+    assert y.dtype == jnp.float32
+    ref = lambda x, w: conv_lax(x.astype(jnp.float32), w.astype(jnp.float32), **kwargs)
+    y_ref, vjp_ref = jax.vjp(ref, x, w)
+    assert_close(y, y_ref, jnp.bfloat16)
+    ct = rng.standard_normal(y.shape).astype(np.float32)
+    for got, want in zip(vjp(ct), vjp_ref(ct)):
+        assert got.dtype == jnp.bfloat16
+        assert_close(got, want, jnp.bfloat16)
+
+
+def _ynnpack_fusions(fn, *args) -> int:
+    return jax.jit(fn).lower(*args).compile().as_text().count('"__ynn_fusion"')
+
+
+@pytest.mark.usefixtures("on_cpu")
+def test_keeps_xla_cpu_off_ynnpack():
+    """What the lowering is for: lax's forward convolution and its stride-1 input gradient
+    compile to no YNNPACK fusion (lax's own do). Skipped where XLA gives lax's to YNNPACK
+    no longer (another jax): then the extra row buys nothing, and the rule should go."""
+    x = np.random.default_rng(24).standard_normal((2, 16, 16, 32)).astype(np.float32)
+    w = np.random.default_rng(25).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    lax_conv = lambda x, w: jconv.conv2d(x, w, padding="SAME", layout="NHWC", method="xla")
+    if _ynnpack_fusions(lax_conv, x, w) == 0:
+        pytest.skip("this jax's XLA:CPU runs lax's convolution without YNNPACK")
+    conv, _ = _eigen_conv("NHWC", {"padding": "SAME"}, (2, 32, 16, 16), (32, 32, 3, 3))
+    w_oihw = w.transpose(3, 2, 0, 1)
+    assert _ynnpack_fusions(conv, x, w_oihw) == 0
+    dx = lambda x, w: jax.vjp(lambda x: conv(x, w), x)[1](x)[0]
+    assert _ynnpack_fusions(dx, x, w_oihw) == 0
+
+
+# Shapes 'auto' runs by XLA_EIGEN on a CPU, and neighbours it does not (jconv/_auto.py,
+# `_eigen_wins`), NHWC x and HWIO kernel shapes.
+RULE_CASES = [
+    ((2, 64, 256, 16), (3, 3, 16, 64), {}, XLA_EIGEN),  # the bench's wide16
+    ((4, 28, 28, 64), (3, 3, 64, 64), {"dilation": 2}, XLA_EIGEN),  # its dilated layer
+    ((8, 28, 28, 64), (7, 7, 64, 64), {}, XLA_EIGEN),
+    ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4}, XLA_EIGEN),  # grouped
+    ((4, 28, 28, 256), (3, 3, 8, 256), {"groups": 32}, XLA_EIGEN),  # ResNeXt's
+    ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4, "dilation": 2}, XLA_EIGEN),
+    ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4, "stride": 2}, "taps"),  # no extension
+    ((64, 32, 32, 16), (3, 3, 16, 16), {}, "xla"),  # 16 channels: no YNNPACK to avoid
+    ((2, 64, 256, 16), (5, 5, 16, 64), {"dilation": 2}, "xla"),  # YNNPACK on two cores there
+    ((16, 28, 28, 16), (7, 7, 16, 128), {}, "xla"),  # likewise: a tie
+    ((2, 64, 256, 8), (5, 5, 8, 128), {}, "xla"),  # 8 channels: lost with the gradient
+    ((2, 56, 56, 64), (3, 3, 64, 128), {"stride": 2}, "taps"),  # no cheap extension
+]
+
+
+@pytest.mark.parametrize("x_shape,k_shape,kwargs,expected", RULE_CASES)
+def test_rule(x_shape, k_shape, kwargs, expected):
+    spec = _spec(x_shape, k_shape, padding="SAME", **kwargs)
+    assert choose_method(spec) == expected
+    if expected == XLA_EIGEN and spec.groups == 1:
+        for dtype in ("bfloat16", "float16"):  # YNNPACK takes float32 only
+            assert choose_method(_spec(x_shape, k_shape, dtype, padding="SAME", **kwargs)) != (
+                XLA_EIGEN
+            )
+
+
+@pytest.mark.usefixtures("on_cpu")
+@pytest.mark.parametrize("groups,dtype", [(1, "float32"), (4, "float32"), (4, "bfloat16")])
+def test_auto_runs_it(groups, dtype):
+    """'auto' on a small shape of the rule (without groups float32 only: test_rule):
+    XLA_EIGEN forward and backward, against lax."""
+    x_shape, k_shape = (2, 24, 10, 10), (24, 24 // groups, 3, 3)
+    kwargs = {"padding": "SAME", "groups": groups}
+    spec = check_conv_args(x_shape, k_shape, x_dtype=dtype, kernel_dtype=dtype, **kwargs)
+    assert choose_method(spec) == XLA_EIGEN
+    rng = np.random.default_rng(26)
+    x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+    w = jnp.asarray(rng.standard_normal(k_shape), dtype)
+    conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
+    loss = lambda conv: lambda x, w: jnp.sum(conv(x, w) ** 2)
+    assert lowerings_run(conv, x, w) == {XLA_EIGEN}
+    assert lowerings_run(jax.grad(loss(conv), (0, 1)), x, w) == {XLA_EIGEN}
+    f32 = lambda a: a.astype(jnp.float32)
+    ref = lambda x, w: conv_lax(f32(x), f32(w), **kwargs)
+    assert_close(jax.jit(conv)(x, w), ref(x, w), dtype)
+    grads = jax.jit(jax.grad(loss(conv), (0, 1)))(x, w)
+    for got, want in zip(grads, jax.grad(loss(ref), (0, 1))(x, w)):
+        assert got.dtype == dtype
+        assert_close(got, want, dtype, scale=float(jnp.max(jnp.abs(want))) + 1.0)
+
+
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
+def test_on_a_split_batch():
+    """x split along the batch over 8 devices in JAX's explicit sharding mode: the batch
+    stays split, forward and input gradient, and both gradients agree with lax."""
+    from jax.sharding import AxisType, PartitionSpec
+
+    x_shape, k_shape = (8, 24, 10, 10), (24, 6, 3, 3)
+    kwargs = {"padding": "SAME", "groups": 4}
+    rng = np.random.default_rng(27)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(k_shape).astype(np.float32)
+    conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
+    ref = lambda x, w: conv_lax(x, w, **kwargs)
+    loss = lambda conv: lambda x, w: jnp.sum(conv(x, w) ** 2)
+    mesh = cpu_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))
+    with jax.set_mesh(mesh):
+        xs = jax.device_put(x, PartitionSpec("d"))
+        y = jax.jit(conv)(xs, w)
+        dx, dw = jax.jit(jax.grad(loss(conv), (0, 1)))(xs, w)
+    assert y.sharding.spec[0] == "d" and dx.sharding.spec[0] == "d"
+    assert_close(y, ref(x, w))
+    for got, want in zip((dx, dw), jax.grad(loss(ref), (0, 1))(x, w)):
+        assert_close(got, want, scale=float(np.max(np.abs(want))) + 1.0)
