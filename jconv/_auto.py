@@ -47,14 +47,14 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   (`_strided_taps_win`: 1.0x to 1.5x lax both ways on a quiet machine); other
   strided float32 kernels lax (32 channels, 5x5: 'taps' lost forward);
 - grouped convolutions (not depthwise): XLA_EIGEN below, strided ones 'taps' (lax's
-  grouped kernel gradient took 11x to 65x as long as 'taps''s; `_lax_choice`);
+  grouped kernel gradient took 13x to 51x as long as 'taps''s; `_lax_choice`);
 - everything else (dilation, shallow layers that 'banded' does not take): lax's
-  convolution ('taps' ran 0.5x to 0.7x lax on a dilated 3x3), in float32 on 16 or
-  more channels mostly as XLA_EIGEN, a lowering only this rule picks: the same
-  convolution steered off YNNPACK, which XLA:CPU gives it to and which ran it on one
-  of the two cores, onto XLA's own kernel (jconv/_method_xla_eigen.py; 1.2x to 1.9x
-  lax forward, 1.2x to 1.8x with the gradient inside `_eigen_wins`, session 14, AMD
-  EPYC); elsewhere 'xla'.
+  convolution ('taps' ran 0.5x to 0.7x lax on a dilated 3x3), in float32 with 16 to
+  128 channels on images up to 64x64 mostly as XLA_EIGEN, a lowering only this rule
+  picks: the same convolution steered off YNNPACK, which XLA:CPU gives it to and which
+  ran it on one of the two cores, onto XLA's own kernel (jconv/_method_xla_eigen.py;
+  1.1x to 1.9x lax forward, 1.2x to 1.8x with the gradient inside `_eigen_wins`,
+  session 14, AMD EPYC); elsewhere 'xla'.
 'im2col' is never the fastest on a CPU in the suite and needs kh*kw copies of
 the input; it stays available by name. On bfloat16 and float16 inputs 'banded'
 and 'taps' (but a 1x1 'taps') compute in float32 (`cpu_compute_dtype`): chosen on
@@ -128,10 +128,12 @@ STRIDED_BAND_GRADIENTS_MIN_TAPS = 25  # kh * kw: strided 5x5 and up, the band's 
 # (jconv/_method_xla_eigen.py): a lowering only the rule picks
 XLA_EIGEN = XLA_EIGEN_LOWERING.name
 YNNPACK_MIN_CHANNELS = 17  # max(C, O): XLA:CPU hands YNNPACK float32 convolutions from here
-EIGEN_MIN_CHANNELS = 16  # C, without groups: with 8, Eigen's kernel ran 0.7x to 1.2x
-EIGEN_MAX_PIXELS = 64 * 64  # H * W where 16 to 128 channels won; wider, YNNPACK used 2 cores
-EIGEN_MAX_OUTPUTS = 128  # O, 3x3 kernels; 5x5 and up: EIGEN_MAX_OUTPUTS_LARGE
-EIGEN_MAX_OUTPUTS_LARGE = 64  # with 128 outputs YNNPACK ran on both cores: a tie
+EIGEN_MAX_PIXELS = 64 * 64  # H * W; on 64x256 images YNNPACK used both cores, or tied
+EIGEN_MIN_CHANNELS_3X3 = 32  # C, kernels up to 3x3: with 16, lost with the gradient
+EIGEN_MIN_OUTPUTS_3X3 = 32  # O, likewise: with 16, a tie
+EIGEN_MAX_OUTPUTS = 128  # O, kernels up to 3x3
+EIGEN_MIN_CHANNELS = 16  # C, 5x5 and up: with 8, lost with the gradient (0.7x to 1.0x)
+EIGEN_MAX_OUTPUTS_LARGE = 64  # O, 5x5 and up: with 128, YNNPACK ran on both cores (a tie)
 
 
 def _banded_class(spec: ConvSpec) -> bool:
@@ -290,43 +292,52 @@ def _eigen_wins(spec: ConvSpec) -> bool:
     its gradients (XLA_EIGEN, jconv/_method_xla_eigen.py), or where lax's grouped kernel
     gradient is the thing to avoid.
 
-    Grouped convolutions (not depthwise, which 'taps' runs): always, for the kernel
-    gradient ('taps''s, 13x to 65x faster than lax's) and, in float32, the forward pass
-    (1.5x to 7.7x lax's: YNNPACK's grouped convolution is slow). Without groups, float32
-    convolutions that XLA gives YNNPACK (`extension` says it can be steered away for
-    at most 1/8 more outputs) on at least EIGEN_MIN_CHANNELS input channels: up to 3x3
-    kernels (dilated too) with up to EIGEN_MAX_OUTPUTS outputs on images up to
-    EIGEN_MAX_PIXELS, or on wider ones with at most 32 inputs and 64 outputs (16 -> 64 on
-    64x256: 1.5x forward, 1.2x to 1.3x with the gradient); larger kernels with up to
-    EIGEN_MAX_OUTPUTS_LARGE outputs on images up to EIGEN_MAX_PIXELS. Measured (session 14, AMD
-    EPYC, 2 cores, float32 NHWC, 80 shapes drawn from those 'auto' ran by lax and 10 more,
-    lax against this lowering interleaved in one process), inside the rule 1.2x to 1.9x
-    forward and 1.2x to 1.8x with the gradient, but for the output-poor corner (16
-    outputs: 0.9x to 1.2x); outside it the losses: 5x5 and 7x7 kernels or 128 input
-    channels on 64x256 images (0.57x to 0.83x forward, YNNPACK at twice its one-core
-    speed), 5x5 and 7x7 kernels with 128 outputs (0.98x to 1.00x), and 8 input channels
-    with the gradient (0.69x to 1.0x)."""
+    Grouped convolutions (not depthwise, which 'taps' runs) that `extension` can steer:
+    for the kernel gradient ('taps''s, 13x to 51x faster than lax's) and, in float32, the
+    forward pass (1.5x to 7.7x lax's: YNNPACK's grouped convolution is slow). Without
+    groups, float32 convolutions that XLA gives YNNPACK, steered for at most 1/8 more
+    outputs, on images up to EIGEN_MAX_PIXELS: 3x3 kernels (dilated too) from at least
+    EIGEN_MIN_CHANNELS_3X3 input channels to EIGEN_MIN_OUTPUTS_3X3 to EIGEN_MAX_OUTPUTS
+    outputs, larger kernels from at least EIGEN_MIN_CHANNELS to at most
+    EIGEN_MAX_OUTPUTS_LARGE.
+
+    Measured (session 14, AMD EPYC, 2 cores, float32 NHWC, lax against this lowering
+    interleaved in one process): 80 shapes drawn from those 'auto' ran by lax and 10
+    more with the loss chained to y (a training step's order), 15 with bench_conv.py's
+    loss (a fixed cotangent, so that y, dx and dw may run side by side). Inside the
+    rule 1.1x to 1.9x forward and 1.2x to 1.8x with the gradient (the bench's dilated
+    layer 1.47x / 1.40x), ties at worst (0.95x). Where lax's YNNPACK convolutions ran on
+    one core each, three of them side by side (the bench's loss) used both, and the
+    rule's bounds come from there: 16 input channels with 3x3 kernels won forward (1.1x to
+    1.6x) but lost with the gradient (0.89x to 0.95x; the bench's wide16, 16 -> 64 on
+    64x256, 1.51x / 0.93x), and 16 outputs tied (0.95x to 1.17x). Outside it also: 5x5
+    and 7x7 kernels or 128 channels on 64x256 images (0.57x to 0.83x forward: YNNPACK at
+    twice its one-core speed), 5x5 and 7x7 kernels to 128 outputs (0.98x to 1.00x), 8
+    input channels with the gradient (0.69x to 1.0x)."""
     if spec.groups > 1:
         return spec.cg > 1 and extension(spec) is not None
     if (
         jnp.dtype(spec.dtype) != jnp.float32
         or max(spec.c, spec.o) < YNNPACK_MIN_CHANNELS
-        or spec.c < EIGEN_MIN_CHANNELS
+        or spec.height * spec.width > EIGEN_MAX_PIXELS
         or extension(spec) is None
     ):
         return False
-    small = spec.height * spec.width <= EIGEN_MAX_PIXELS
     if spec.kh * spec.kw <= 9:
-        return spec.o <= EIGEN_MAX_OUTPUTS if small else spec.c <= 32 and spec.o <= 64
-    return small and spec.o <= EIGEN_MAX_OUTPUTS_LARGE
+        return (
+            spec.c >= EIGEN_MIN_CHANNELS_3X3
+            and EIGEN_MIN_OUTPUTS_3X3 <= spec.o <= EIGEN_MAX_OUTPUTS
+        )
+    return spec.c >= EIGEN_MIN_CHANNELS and spec.o <= EIGEN_MAX_OUTPUTS_LARGE
 
 
 def _lax_choice(spec: ConvSpec) -> str:
     """Where the rule would run lax's convolution: on XLA:CPU's own kernel where that won
     (`_eigen_wins`); grouped ones that cannot be steered there (strided: the extension
     would cost half the outputs or more) by 'taps', which ran lax's forward pass's speed
-    (0.9x to 1.2x) and its gradients 11x to 50x faster, and 2x faster than lax's forward
-    pass with 'taps''s kernel gradient (3x3 stride 2, 4 to 32 groups; session 14);
+    (0.9x to 1.2x) and its gradients 3.3x to 50x faster, and 1.1x to 2.3x faster with the
+    gradient than lax's forward pass with 'taps''s kernel gradient (3x3 stride 2, 2 to 32
+    groups; session 14);
     else as lax runs it ('xla')."""
     if _eigen_wins(spec):
         return XLA_EIGEN

@@ -48,7 +48,7 @@ CPU_CHOICES = [
     # elsewhere
     ((64, 3, 32, 32), (16, 3, 3, 3), {"padding": 1}, TAPS_BANDED_GRADIENTS),  # CIFAR's first
     ((64, 16, 32, 32), (16, 16, 3, 3), {"padding": 1}, "xla"),  # CIFAR 16 channels
-    ((2, 16, 64, 256), (64, 16, 3, 3), {"padding": "SAME"}, XLA_EIGEN),  # wide, 16 channels
+    ((2, 16, 64, 256), (64, 16, 3, 3), {"padding": "SAME"}, "xla"),  # wide, 16 channels
     ((2, 3, 224, 224), (64, 3, 7, 7), {"stride": 2, "padding": 3}, BANDED_GRADIENTS),  # stem
     ((4, 3, 112, 112), (32, 3, 3, 3), {"padding": 1}, TAPS_BANDED_GRADIENTS),  # 3, wide
     ((8, 6, 14, 224), (16, 6, 5, 5), {}, "xla"),  # LeNet's conv2, 16 times as wide

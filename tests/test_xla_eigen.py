@@ -174,16 +174,20 @@ def test_keeps_xla_cpu_off_ynnpack():
 # Shapes 'auto' runs by XLA_EIGEN on a CPU, and neighbours it does not (jconv/_auto.py,
 # `_eigen_wins`), NHWC x and HWIO kernel shapes.
 RULE_CASES = [
-    ((2, 64, 256, 16), (3, 3, 16, 64), {}, XLA_EIGEN),  # the bench's wide16
-    ((4, 28, 28, 64), (3, 3, 64, 64), {"dilation": 2}, XLA_EIGEN),  # its dilated layer
+    ((4, 28, 28, 64), (3, 3, 64, 64), {"dilation": 2}, XLA_EIGEN),  # the bench's dilated
     ((8, 28, 28, 64), (7, 7, 64, 64), {}, XLA_EIGEN),
+    ((8, 56, 56, 16), (5, 5, 16, 64), {}, XLA_EIGEN),
+    ((16, 28, 28, 32), (3, 3, 32, 64), {"dilation": 2}, XLA_EIGEN),
     ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4}, XLA_EIGEN),  # grouped
     ((4, 28, 28, 256), (3, 3, 8, 256), {"groups": 32}, XLA_EIGEN),  # ResNeXt's
     ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4, "dilation": 2}, XLA_EIGEN),
     ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4, "stride": 2}, "taps"),  # no extension
     ((64, 32, 32, 16), (3, 3, 16, 16), {}, "xla"),  # 16 channels: no YNNPACK to avoid
+    ((2, 64, 256, 16), (3, 3, 16, 64), {}, "xla"),  # the bench's wide16: a wide image
+    ((64, 14, 14, 16), (3, 3, 16, 32), {"dilation": 2}, "xla"),  # 16 channels, 3x3
+    ((64, 14, 14, 32), (3, 3, 32, 16), {"dilation": 2}, "xla"),  # 16 outputs, 3x3
     ((2, 64, 256, 16), (5, 5, 16, 64), {"dilation": 2}, "xla"),  # YNNPACK on two cores there
-    ((16, 28, 28, 16), (7, 7, 16, 128), {}, "xla"),  # likewise: a tie
+    ((16, 28, 28, 16), (7, 7, 16, 128), {}, "xla"),  # 128 outputs: a tie
     ((2, 64, 256, 8), (5, 5, 8, 128), {}, "xla"),  # 8 channels: lost with the gradient
     ((2, 56, 56, 64), (3, 3, 64, 128), {"stride": 2}, "taps"),  # no cheap extension
 ]
@@ -205,7 +209,7 @@ def test_rule(x_shape, k_shape, kwargs, expected):
 def test_auto_runs_it(groups, dtype):
     """'auto' on a small shape of the rule (without groups float32 only: test_rule):
     XLA_EIGEN forward and backward, against lax."""
-    x_shape, k_shape = (2, 24, 10, 10), (24, 24 // groups, 3, 3)
+    x_shape, k_shape = (2, 24, 10, 10), (24, 24 // groups, 5, 5)
     kwargs = {"padding": "SAME", "groups": groups}
     spec = check_conv_args(x_shape, k_shape, x_dtype=dtype, kernel_dtype=dtype, **kwargs)
     assert choose_method(spec) == XLA_EIGEN
