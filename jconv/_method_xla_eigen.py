@@ -6,8 +6,9 @@ than 16 input or output channels, no input dilation, and an output no longer
 than its input along either spatial axis. Anything else runs on its own
 kernel, Eigen's tensor-contraction convolution. On this project's 2-core
 machines YNNPACK's convolution ran on one core at the suite's batch sizes (pinned
-to one core: the same time) and Eigen's on both: 1.2x to 1.8x faster forward on
-16 to 128 channels with 3x3 to 7x7 kernels (BENCHMARKS.md, session 14).
+to one core: the same time) and Eigen's on both: 1.1x to 1.9x faster forward and
+1.2x to 1.8x with the gradient on 16 to 128 channels with 3x3 to 7x7 kernels, where
+'auto' takes it (jconv/_auto.py's `_eigen_wins`; BENCHMARKS.md, session 14).
 
 The last of those conditions is the lever a library holds, since XLA's options
 belong to the caller's jit: pad `extra` more rows (or columns) on the high side,
