@@ -16,7 +16,7 @@ from jconv._checks import check_conv_args
 from jconv._conv_primitive import lowered_conv
 from jconv._method_xla_eigen import XLA_EIGEN as XLA_EIGEN_LOWERING
 from jconv._method_xla_eigen import extension
-from tests._cpu import cpu_mesh, needs_8_cpu_devices
+from tests._cpu import CPU_DEVICES, cpu_mesh, needs_8_cpu_devices
 from tests._helpers import lowerings_run
 from tests.reference import assert_close, conv_lax, conv_numpy, conv_numpy_vjp, explicit_pads
 
@@ -253,3 +253,35 @@ def test_on_a_split_batch():
     assert_close(y, ref(x, w))
     for got, want in zip((dx, dw), jax.grad(loss(ref), (0, 1))(x, w)):
         assert_close(got, want, scale=float(np.max(np.abs(want))) + 1.0)
+
+
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
+def test_inside_shard_map():
+    """'auto' on a grouped shape inside shard_map, the batch split over two devices: y and
+    the kernel's gradient (summed by JAX over the devices) against lax."""
+    from jax.sharding import PartitionSpec
+
+    x_shape, k_shape = (4, 24, 10, 10), (24, 6, 3, 3)
+    kwargs = {"padding": "SAME", "groups": 4}
+    rng = np.random.default_rng(28)
+    x, w = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, k_shape))
+    ct = rng.standard_normal((4, 24, 10, 10)).astype(np.float32)
+    mesh = jax.sharding.Mesh(np.array(CPU_DEVICES[:2]), ("data",))
+
+    def step(conv):
+        def local(x, w, ct):
+            y, vjp = jax.vjp(lambda x, w: conv(x, w), x, w)
+            dx, dw = vjp(ct)
+            return y, dx, jax.lax.psum(dw, "data")
+
+        specs = (PartitionSpec("data"), PartitionSpec(), PartitionSpec("data"))
+        out_specs = (PartitionSpec("data"), PartitionSpec("data"), PartitionSpec())
+        return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=out_specs))
+
+    conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
+    assert lowerings_run(conv, x[:2], w) == {XLA_EIGEN}
+    got = step(conv)(x, w, ct)
+    want = step(lambda x, w: conv_lax(x, w, **kwargs))(x, w, ct)
+    for g, e in zip(got, want):
+        assert_close(g, e, scale=float(np.max(np.abs(e))) + 1.0)
