@@ -2,10 +2,13 @@
 
 fwd and fwd+bwd (the tall input gradient, lax's kernel gradient), on shapes 'auto' ran
 by lax before session 14: `eigen_grid.py SEED COUNT` draws COUNT of them,
-`eigen_grid.py list "n,h,w,c,o,k,d,g;..."` takes a list.
+`eigen_grid.py list "n,h,w,c,o,k,d,g;..."` takes a list. RULE=1 draws from the shapes the
+final rule runs by XLA_EIGEN instead; BENCH=1 times bench_conv.py's loss (a fixed
+cotangent) instead of one chained to y.
 """
 
 import itertools
+import os
 import random
 import sys
 import time
@@ -93,7 +96,10 @@ for c, o, k, hw, d, g in itertools.product(
         groups=g,
         layout="NHWC",
     )
-    if choose_method(spec) == "xla" and max(c, o) > 16:
+    if os.environ.get("RULE"):  # the shapes the final rule runs by XLA_EIGEN, no groups
+        if choose_method(spec) == "xla_eigen" and g == 1:
+            shapes.append((n, h, w, c, o, k, d, g))
+    elif choose_method(spec) == "xla" and max(c, o) > 16:  # what 'auto' ran by lax before
         shapes.append((n, h, w, c, o, k, d, g))
 if sys.argv[1] == "list":
     shapes = [tuple(map(int, t.split(","))) for t in sys.argv[2].split(";")]
@@ -110,13 +116,14 @@ for n, h, w, c, o, kk, d, g in shapes:
         "tall": variant(pads, d, g, kk),
     }
     comp = {}
+    ct = jnp.asarray(np.random.randn(n, h, w, o), jnp.float32)
     for vn, f in fs.items():
         comp[vn, "fwd"] = jax.jit(f).lower(x, k).compile()
-        comp[vn, "bwd"] = (
-            jax.jit(jax.value_and_grad(lambda x, k, f=f: jnp.sum(f(x, k) ** 2) / 2, argnums=(0, 1)))
-            .lower(x, k)
-            .compile()
-        )
+        if os.environ.get("BENCH"):  # bench_conv.py's loss: a fixed cotangent
+            loss = lambda x, k, f=f, ct=ct: jnp.vdot(f(x, k), ct)
+        else:  # the loss chained to y, as in a training step
+            loss = lambda x, k, f=f: jnp.sum(f(x, k) ** 2) / 2
+        comp[vn, "bwd"] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(x, k).compile()
     for a, b in zip(
         jax.tree.leaves(comp["tall", "bwd"](x, k)), jax.tree.leaves(comp["lax", "bwd"](x, k))
     ):
