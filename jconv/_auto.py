@@ -46,8 +46,10 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   bfloat16), and in float32 on kernels up to 3x3 contracting at least 64 channels
   (`_strided_taps_win`: 1.0x to 1.5x lax both ways on a quiet machine); other
   strided float32 kernels lax (32 channels, 5x5: 'taps' lost forward);
-- grouped convolutions (not depthwise): XLA_EIGEN below, strided ones 'taps' (lax's
-  grouped kernel gradient took 13x to 51x as long as 'taps''s; `_lax_choice`);
+- grouped convolutions (not depthwise): XLA_EIGEN below, with 'taps''s forward pass
+  on up to 4 channels per group on small images (TAPS_EIGEN_GRADIENTS), strided ones
+  'taps' (lax's grouped kernel gradient took 13x to 51x as long as 'taps''s;
+  `_grouped_choice`);
 - everything else (dilation, shallow layers that 'banded' does not take): lax's
   convolution ('taps' ran 0.5x to 0.7x lax on a dilated 3x3), in float32 with 16 to
   128 channels on images up to 64x64 mostly as XLA_EIGEN, a lowering only this rule
@@ -102,6 +104,7 @@ from jconv._method_banded import (
 )
 from jconv._method_banded import TAPS_BANDED_GRADIENTS as TAPS_BANDED_GRADIENTS_LOWERING
 from jconv._method_winograd import winograd_supported
+from jconv._method_xla_eigen import TAPS_EIGEN_GRADIENTS as TAPS_EIGEN_GRADIENTS_LOWERING
 from jconv._method_xla_eigen import XLA_EIGEN as XLA_EIGEN_LOWERING
 from jconv._method_xla_eigen import extension
 from jconv._pallas_tuning import MIN_DOT
@@ -134,6 +137,10 @@ EIGEN_MIN_OUTPUTS_3X3 = 32  # O, likewise: with 16, a tie
 EIGEN_MAX_OUTPUTS = 128  # O, kernels up to 3x3
 EIGEN_MIN_CHANNELS = 16  # C, 5x5 and up: with 8, lost with the gradient (0.7x to 1.0x)
 EIGEN_MAX_OUTPUTS_LARGE = 64  # O, 5x5 and up: with 128, YNNPACK ran on both cores (a tie)
+# grouped: 'taps''s forward pass with XLA_EIGEN's gradients (likewise rule-only)
+TAPS_EIGEN_GRADIENTS = TAPS_EIGEN_GRADIENTS_LOWERING.name
+GROUPED_TAPS_MAX_CHANNELS = 4  # C/groups: 'taps''s forward won with 4, lost with 8 and 16
+GROUPED_TAPS_MAX_PIXELS = 28 * 28  # H * W: at 56x56 XLA_EIGEN's forward won (1.4x)
 
 
 def _banded_class(spec: ConvSpec) -> bool:
@@ -288,15 +295,11 @@ def _strided_taps_win(spec: ConvSpec) -> bool:
 
 
 def _eigen_wins(spec: ConvSpec) -> bool:
-    """Where lax's convolution ran faster on XLA:CPU's own kernel than on YNNPACK's, with
-    its gradients (XLA_EIGEN, jconv/_method_xla_eigen.py), or where lax's grouped kernel
-    gradient is the thing to avoid.
+    """Where lax's convolution without groups ran faster on XLA:CPU's own kernel than on
+    YNNPACK's, with its gradients (XLA_EIGEN, jconv/_method_xla_eigen.py; grouped ones:
+    `_grouped_choice`).
 
-    Grouped convolutions (not depthwise, which 'taps' runs) that `extension` can steer:
-    for the kernel gradient ('taps''s, 13x to 51x faster than lax's) and the forward pass
-    (float32 1.5x to 7.7x lax's: YNNPACK's grouped convolution is slow; bfloat16 1.6x to
-    2.1x; float16 not measured). Without
-    groups, float32 convolutions that XLA gives YNNPACK, steered for at most 1/8 more
+    Float32 convolutions that XLA gives YNNPACK, steered for at most 1/8 more
     outputs, on images up to EIGEN_MAX_PIXELS: 3x3 kernels (dilated too) from at least
     EIGEN_MIN_CHANNELS_3X3 input channels to EIGEN_MIN_OUTPUTS_3X3 to EIGEN_MAX_OUTPUTS
     outputs, larger kernels from at least EIGEN_MIN_CHANNELS to at most
@@ -316,7 +319,7 @@ def _eigen_wins(spec: ConvSpec) -> bool:
     twice its one-core speed), 5x5 and 7x7 kernels to 128 outputs (0.98x to 1.00x), 8
     input channels with the gradient (0.69x to 1.0x)."""
     if spec.groups > 1:
-        return spec.cg > 1 and extension(spec) is not None
+        return False  # `_grouped_choice`
     if (
         jnp.dtype(spec.dtype) != jnp.float32
         or max(spec.c, spec.o) < YNNPACK_MIN_CHANNELS
@@ -332,17 +335,38 @@ def _eigen_wins(spec: ConvSpec) -> bool:
     return spec.c >= EIGEN_MIN_CHANNELS and spec.o <= EIGEN_MAX_OUTPUTS_LARGE
 
 
+def _grouped_choice(spec: ConvSpec) -> str:
+    """A grouped convolution (not depthwise, which 'taps' runs): never lax's, whose grouped
+    kernel gradient (a convolution with a batch group count, which XLA:CPU decomposes)
+    took 13x to 51x as long as 'taps''s.
+
+    Where `extension` steers lax's forward pass off YNNPACK (whose grouped convolution is
+    slow: float32 1.5x to 7.7x faster steered; bfloat16 1.6x to 2.1x), XLA_EIGEN: that
+    forward pass and input gradient, 'taps''s kernel gradient; on up to
+    GROUPED_TAPS_MAX_CHANNELS channels per group and images up to GROUPED_TAPS_MAX_PIXELS,
+    'taps''s forward pass with the same gradients (TAPS_EIGEN_GRADIENTS): as built, against
+    XLA_EIGEN with bench_conv.py's loss, two processes, 1.15x to 2.0x forward and 1.02x to
+    1.44x with the gradient on 128 -> 128 in 32 groups, 64 -> 64 in 16 and 32 -> 64 in 8
+    at 28x28, 48 -> 96 in 12 at 14x14, 16 -> 32 in 4 at 28x28 (1.3x to 2.2x lax forward);
+    at 56x56 XLA_EIGEN's forward won (1.4x), and with 8 and 16 channels per group XLA_EIGEN
+    won both ways. Strided (the extension would cost half the outputs or more): 'taps',
+    which ran lax's forward speed (0.9x to 1.2x), its gradients 3.3x to 50x faster, and
+    1.1x to 2.3x faster with the gradient than lax's forward pass with 'taps''s kernel
+    gradient (3x3 stride 2, 2 to 32 groups). float16 was not measured. Session 14, AMD
+    EPYC, float32 NHWC unless said."""
+    if extension(spec) is None:
+        return "taps"
+    if spec.cg <= GROUPED_TAPS_MAX_CHANNELS and spec.height * spec.width <= GROUPED_TAPS_MAX_PIXELS:
+        return TAPS_EIGEN_GRADIENTS
+    return XLA_EIGEN
+
+
 def _lax_choice(spec: ConvSpec) -> str:
-    """Where the rule would run lax's convolution: on XLA:CPU's own kernel where that won
-    (`_eigen_wins`); grouped ones that cannot be steered there (strided: the extension
-    would cost half the outputs or more) by 'taps', which ran lax's forward pass's speed
-    (0.9x to 1.2x) and its gradients 3.3x to 50x faster, and 1.1x to 2.3x faster with the
-    gradient than lax's forward pass with 'taps''s kernel gradient (3x3 stride 2, 2 to 32
-    groups; session 14);
-    else as lax runs it ('xla')."""
-    if _eigen_wins(spec):
-        return XLA_EIGEN
-    return "taps" if spec.groups > 1 and spec.cg > 1 else "xla"
+    """Where the rule would run lax's convolution: grouped ones by `_grouped_choice`; on
+    XLA:CPU's own kernel where that won (`_eigen_wins`); else as lax runs it ('xla')."""
+    if spec.groups > 1 and spec.cg > 1:
+        return _grouped_choice(spec)
+    return XLA_EIGEN if _eigen_wins(spec) else "xla"
 
 
 def choose_method(spec: ConvSpec) -> str:

@@ -16,6 +16,7 @@ from jconv._auto import (
     BANDED_GRADIENTS,
     PHASES,
     TAPS_BANDED_GRADIENTS,
+    TAPS_EIGEN_GRADIENTS,
     XLA_EIGEN,
     auto_methods,
     choose_method,
@@ -35,7 +36,7 @@ from jconv._method_taps import conv_taps
 from jconv._method_vmap import conv_vmap
 from jconv._method_winograd import conv_winograd
 from jconv._method_xla import conv_xla
-from jconv._method_xla_eigen import conv_xla_eigen
+from jconv._method_xla_eigen import conv_taps_eigen_gradients, conv_xla_eigen
 from jconv._subpixel import conv_subpixel, crop_undilated
 from jconv._typing import Array, ArrayLike, DTypeLike, IntLike, IntPair, PaddingLike, PrecisionLike
 
@@ -59,6 +60,7 @@ RULE_LOWERINGS: dict[str, Forward] = {
     BANDED_GRADIENTS: conv_banded_gradients,
     TAPS_BANDED_GRADIENTS: conv_taps_banded_gradients,
     XLA_EIGEN: conv_xla_eigen,
+    TAPS_EIGEN_GRADIENTS: conv_taps_eigen_gradients,
 }
 
 

@@ -1,4 +1,4 @@
-"""lax's convolution kept on XLA:CPU's own convolution kernel: a lowering only 'auto' picks.
+"""lax's convolution kept on XLA:CPU's own convolution kernel: lowerings only 'auto' picks.
 
 XLA's CPU backend (jax 0.10) hands a float32 convolution to YNNPACK where it
 can: an NHWC-shaped problem (it transposes NCHW into that shape first), more
@@ -23,7 +23,8 @@ YNNPACK does not take anyway, so lax's. The kernel gradient is lax's own
 (YNNPACK's; Eigen's kernel-gradient convolution ran 10x to 20x slower) without
 groups, and 'taps''s with them: lax's grouped kernel gradient, a convolution
 with a batch group count, took 135 ms to 2 s where 'taps''s took 3 to 40 ms
-(BENCHMARKS.md, session 14).
+(BENCHMARKS.md, session 14). With a few channels per group on small images 'auto'
+runs 'taps''s forward pass with these gradients instead (TAPS_EIGEN_GRADIENTS).
 
 Example (the result is lax's convolution's, to rounding):
 
@@ -130,9 +131,22 @@ def _eigen_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Arra
 # Neither lax's results nor 'taps''s need a finiteness check: nothing is mixed before it
 # is multiplied.
 XLA_EIGEN = Lowering("xla_eigen", eigen_y, _eigen_dx, _eigen_dw, guarded=frozenset())
+# Grouped convolutions with a few channels per group on small images: 'taps''s forward pass
+# with XLA_EIGEN's gradients (jconv/_auto.py). The forward pass is checked as method='taps'
+# checks it: needless for its numerics, but the program XLA fused without the check ran
+# that forward pass 3x slower on one of the shapes measured (BENCHMARKS.md, session 14).
+TAPS_EIGEN_GRADIENTS = Lowering(
+    "taps_eigen_gradients", TAPS.y, _eigen_dx, _eigen_dw, guarded=frozenset({"y"})
+)
 
 
 def conv_xla_eigen(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout:
     lax's convolution on XLA:CPU's own kernel (XLA_EIGEN), through jconv's primitive."""
     return lowered_conv(x, w, spec, XLA_EIGEN)
+
+
+def conv_taps_eigen_gradients(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout:
+    'taps''s forward pass with XLA_EIGEN's gradients (TAPS_EIGEN_GRADIENTS)."""
+    return lowered_conv(x, w, spec, TAPS_EIGEN_GRADIENTS)

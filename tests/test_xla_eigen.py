@@ -1,5 +1,6 @@
 """XLA_EIGEN (jconv/_method_xla_eigen.py): lax's convolution steered onto XLA:CPU's own
-kernel, forward and gradients against the NumPy loop and lax, and the rule that picks it."""
+kernel, and TAPS_EIGEN_GRADIENTS, 'taps''s forward pass with its gradients: forward and
+gradients against the NumPy loop and lax, and the rule that picks them."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 
 import jconv
-from jconv._auto import XLA_EIGEN, choose_method
+from jconv._auto import TAPS_EIGEN_GRADIENTS, XLA_EIGEN, choose_method
 from jconv._checks import check_conv_args
 from jconv._conv_primitive import lowered_conv
+from jconv._method_xla_eigen import TAPS_EIGEN_GRADIENTS as TAPS_EIGEN_GRADIENTS_LOWERING
 from jconv._method_xla_eigen import XLA_EIGEN as XLA_EIGEN_LOWERING
 from jconv._method_xla_eigen import extension
 from tests._cpu import CPU_DEVICES, cpu_mesh, needs_8_cpu_devices
@@ -63,27 +65,40 @@ CASES = [
 ]
 
 
-def _eigen_conv(layout: str, kwargs: dict, x_shape, k_shape, dtype="float32", **extra):
-    """XLA_EIGEN itself (not through 'auto'), on the spec conv2d would resolve."""
+# The two lowerings of the module: XLA_EIGEN, and 'taps''s forward pass with its gradients.
+LOWERINGS = {"xla_eigen": XLA_EIGEN_LOWERING, "taps_eigen_gradients": TAPS_EIGEN_GRADIENTS_LOWERING}
+
+
+def _eigen_conv(
+    layout: str,
+    kwargs: dict,
+    x_shape,
+    k_shape,
+    dtype="float32",
+    lowering=XLA_EIGEN_LOWERING,
+    **extra,
+):
+    """The lowering itself (not through 'auto'), on the spec conv2d would resolve."""
     spec = check_conv_args(
         x_shape, k_shape, x_dtype=dtype, kernel_dtype=dtype, layout="NCHW", **kwargs, **extra
     )
     spec = spec.__class__(**{**spec.__dict__, "layout": layout})
 
     def conv(x, w_oihw):
-        return lowered_conv(x, w_oihw, spec, XLA_EIGEN_LOWERING)
+        return lowered_conv(x, w_oihw, spec, lowering)
 
     return conv, spec
 
 
 @pytest.mark.parametrize("x_shape,k_shape,kwargs", CASES)
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_against_the_numpy_loop(x_shape, k_shape, kwargs, layout):
+@pytest.mark.parametrize("lowering", LOWERINGS)
+def test_against_the_numpy_loop(x_shape, k_shape, kwargs, layout, lowering):
     """y, dx and dw against the loop (float64 inputs, jax_enable_x64 off: float32)."""
     rng = np.random.default_rng(21)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(k_shape).astype(np.float32)
-    conv, spec = _eigen_conv(layout, kwargs, x_shape, k_shape)
+    conv, spec = _eigen_conv(layout, kwargs, x_shape, k_shape, lowering=LOWERINGS[lowering])
     pads = explicit_pads(spec.pads)
     ref_kwargs = {"stride": spec.stride, "dilation": spec.dilation, "groups": spec.groups}
     nhwc = layout == "NHWC"
@@ -100,14 +115,15 @@ def test_against_the_numpy_loop(x_shape, k_shape, kwargs, layout):
 
 
 @pytest.mark.parametrize("case", [0, 1, 4])
-def test_transformations_against_lax(case):
+@pytest.mark.parametrize("lowering", LOWERINGS)
+def test_transformations_against_lax(case, lowering):
     """jvp, vmap of x and of the kernel, the transpose in x and a second derivative,
     under jit, against lax at HIGHEST."""
     x_shape, k_shape, kwargs = CASES[case]
     rng = np.random.default_rng(22)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(k_shape).astype(np.float32)
-    conv, _ = _eigen_conv("NCHW", kwargs, x_shape, k_shape)
+    conv, _ = _eigen_conv("NCHW", kwargs, x_shape, k_shape, lowering=LOWERINGS[lowering])
     ref = lambda x, w: conv_lax(x, w, **kwargs)
     ct = rng.standard_normal(jax.eval_shape(ref, x, w).shape).astype(np.float32)
     tx, tw = (rng.standard_normal(a.shape).astype(np.float32) for a in (x, w))
@@ -180,6 +196,9 @@ RULE_CASES = [
     ((16, 28, 28, 32), (3, 3, 32, 64), {"dilation": 2}, XLA_EIGEN),
     ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4}, XLA_EIGEN),  # grouped
     ((4, 28, 28, 256), (3, 3, 8, 256), {"groups": 32}, XLA_EIGEN),  # ResNeXt's
+    ((4, 28, 28, 128), (3, 3, 4, 128), {"groups": 32}, TAPS_EIGEN_GRADIENTS),  # 4 a group
+    ((8, 14, 14, 48), (3, 3, 4, 96), {"groups": 12}, TAPS_EIGEN_GRADIENTS),
+    ((4, 56, 56, 128), (3, 3, 4, 128), {"groups": 32}, XLA_EIGEN),  # 56x56: its forward
     ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4, "dilation": 2}, XLA_EIGEN),
     ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4, "stride": 2}, "taps"),  # no extension
     ((64, 32, 32, 16), (3, 3, 16, 16), {}, "xla"),  # 16 channels: no YNNPACK to avoid
@@ -205,21 +224,30 @@ def test_rule(x_shape, k_shape, kwargs, expected):
 
 
 @pytest.mark.usefixtures("on_cpu")
-@pytest.mark.parametrize("groups,dtype", [(1, "float32"), (4, "float32"), (4, "bfloat16")])
-def test_auto_runs_it(groups, dtype):
-    """'auto' on a small shape of the rule (without groups float32 only: test_rule):
-    XLA_EIGEN forward and backward, against lax."""
+@pytest.mark.parametrize(
+    "groups,dtype,lowering",
+    [
+        (1, "float32", XLA_EIGEN),
+        (4, "float32", XLA_EIGEN),
+        (4, "bfloat16", XLA_EIGEN),
+        (6, "float32", TAPS_EIGEN_GRADIENTS),
+        (6, "bfloat16", TAPS_EIGEN_GRADIENTS),
+    ],
+)
+def test_auto_runs_it(groups, dtype, lowering):
+    """'auto' on a small shape of the rule (without groups float32 only: test_rule): the
+    lowering forward and backward, against lax."""
     x_shape, k_shape = (2, 24, 10, 10), (24, 24 // groups, 5, 5)
     kwargs = {"padding": "SAME", "groups": groups}
     spec = check_conv_args(x_shape, k_shape, x_dtype=dtype, kernel_dtype=dtype, **kwargs)
-    assert choose_method(spec) == XLA_EIGEN
+    assert choose_method(spec) == lowering
     rng = np.random.default_rng(26)
     x = jnp.asarray(rng.standard_normal(x_shape), dtype)
     w = jnp.asarray(rng.standard_normal(k_shape), dtype)
     conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
     loss = lambda conv: lambda x, w: jnp.sum(conv(x, w) ** 2)
-    assert lowerings_run(conv, x, w) == {XLA_EIGEN}
-    assert lowerings_run(jax.grad(loss(conv), (0, 1)), x, w) == {XLA_EIGEN}
+    assert lowerings_run(conv, x, w) == {lowering}
+    assert lowerings_run(jax.grad(loss(conv), (0, 1)), x, w) == {lowering}
     f32 = lambda a: a.astype(jnp.float32)
     ref = lambda x, w: conv_lax(f32(x), f32(w), **kwargs)
     assert_close(jax.jit(conv)(x, w), ref(x, w), dtype)
