@@ -318,8 +318,6 @@ def _eigen_wins(spec: ConvSpec) -> bool:
     and 7x7 kernels or 128 channels on 64x256 images (0.57x to 0.83x forward: YNNPACK at
     twice its one-core speed), 5x5 and 7x7 kernels to 128 outputs (0.98x to 1.00x), 8
     input channels with the gradient (0.69x to 1.0x)."""
-    if spec.groups > 1:
-        return False  # `_grouped_choice`
     if (
         jnp.dtype(spec.dtype) != jnp.float32
         or max(spec.c, spec.o) < YNNPACK_MIN_CHANNELS

@@ -102,6 +102,15 @@ class ConvSpec:
         return ((hp - (self.kh - 1) * dh - 1) // sh + 1, (wp - (self.kw - 1) * dw - 1) // sw + 1)
 
     @property
+    def input_gradient_pads(self) -> Pads:
+        """At stride 1, the padding of dy (a negative amount crops) whose correlation with
+        the flipped kernel, the input gradient, comes out the size of x: each side's
+        kernel reach, (k - 1) * dilation, less x's own padding there."""
+        (top, bottom), (left, right) = self.pads
+        reach_h, reach_w = (self.kh - 1) * self.dilation[0], (self.kw - 1) * self.dilation[1]
+        return ((reach_h - top, reach_h - bottom), (reach_w - left, reach_w - right))
+
+    @property
     def out_dtype(self) -> Any:
         """dtype of conv2d's result (before a bias is added)."""
         return self.preferred_element_type or self.dtype

@@ -53,3 +53,22 @@ def batch_mesh_axis(a: Array) -> Any:
     """
     spec = getattr(jax.typeof(a).sharding, "spec", None)
     return spec[0] if spec else None
+
+
+def transposed_kernel(kernel: Array, groups: int, layout: str) -> Array:
+    """A forward convolution's kernel -> conv2d's kernel for its transpose, in `layout`'s order.
+
+    'NCHW': (C, O/groups, kh, kw) -> (O, C/groups, kh, kw); 'NHWC':
+    (kh, kw, O/groups, C) -> (kh, kw, C/groups, O); both spatially flipped. C is
+    the transposed convolution's input channels (the forward one's output
+    channels), split into groups, each group's block of the swapped axes
+    kept together. In NCHW it is also the kernel that correlates a convolution's output
+    gradient into its input gradient (jconv/_method_xla_eigen.py).
+    """
+    if layout == "NCHW":
+        c, og, kh, kw = kernel.shape
+        k = kernel.reshape(groups, c // groups, og, kh, kw).transpose(0, 2, 1, 3, 4)
+        return k.reshape(groups * og, c // groups, kh, kw)[:, :, ::-1, ::-1]
+    kh, kw, og, c = kernel.shape
+    k = kernel.reshape(kh, kw, og, groups, c // groups).transpose(0, 1, 4, 3, 2)
+    return k.reshape(kh, kw, c // groups, groups * og)[::-1, ::-1]

@@ -276,8 +276,7 @@ def _winograd_y(x: Array, w: Array, spec: ConvSpec) -> Array:
 
 def _winograd_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
     """dx: dy correlated with the flipped kernel, padded so that it comes out (N, H, W, C)."""
-    (top, bottom), (left, right) = spec.pads
-    dx_pads = ((spec.kh - 1 - top, spec.kh - 1 - bottom), (spec.kw - 1 - left, spec.kw - 1 - right))
+    dx_pads = spec.input_gradient_pads  # no dilation here: winograd_supported
     dx = _correlate(_to_nhwc(dy, spec), _hwio(w, spec), spec, dx_pads, transposed=True)
     return _from_nhwc(dx, spec, spec.dtype)
 

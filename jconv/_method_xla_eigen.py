@@ -46,7 +46,7 @@ import numpy as np
 
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
-from jconv._layouts import LAYOUT_INFO
+from jconv._layouts import LAYOUT_INFO, transposed_kernel
 from jconv._lowering import Lowering, member, transpose_in_w, transpose_in_x
 from jconv._method_taps import TAPS
 from jconv._method_xla import conv_xla
@@ -94,30 +94,20 @@ def eigen_y(x: Array, w: Array, spec: ConvSpec) -> Array:
     return jax.lax.slice_in_dim(y, 0, spec.out_hw[axis], axis=dim)
 
 
-def _flipped_kernel(w: Array, groups: int) -> Array:
-    """(O, C/g, kh, kw) -> (C, O/g, kh, kw) rotated by 180 degrees: the kernel that
-    correlates a group's output gradient into its input gradient."""
-    o, cg, kh, kw = w.shape
-    w = w.reshape(groups, o // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
-    return w.reshape(groups * cg, o // groups, kh, kw)[:, :, ::-1, ::-1]
-
-
 def _eigen_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
-    """dx: at stride 1, dy correlated with the flipped kernel and padded to come out
-    (H, W), by `eigen_y`; otherwise lax's transpose of its convolution."""
-    same_dtype = spec.preferred_element_type is None or np.dtype(spec.out_dtype) == np.dtype(
-        spec.dtype
-    )
-    if spec.stride != (1, 1) or spec.input_dilation != (1, 1) or not same_dtype:
+    """dx: at stride 1, dy correlated with the flipped kernel (conv_transpose2d's kernel)
+    and padded to come out (H, W), by `eigen_y`; strided, or with a result dtype other
+    than the inputs' (whose operands would not share a dtype), lax's transpose of its
+    convolution."""
+    if spec.stride != (1, 1) or np.dtype(spec.out_dtype) != np.dtype(spec.dtype):
         return transpose_in_x(conv_xla, dy, w, spec)
     mh, mw = spec.out_hw
-    (top, bottom), (left, right) = spec.pads
-    reach_h, reach_w = (spec.kh - 1) * spec.dilation[0], (spec.kw - 1) * spec.dilation[1]
-    dx_pads = ((reach_h - top, reach_h - bottom), (reach_w - left, reach_w - right))
     dx_spec = dataclasses.replace(
-        spec, c=spec.o, o=spec.c, height=mh, width=mw, pads=dx_pads, preferred_element_type=None
-    )
-    return eigen_y(dy, _flipped_kernel(w, spec.groups), dx_spec).astype(spec.dtype)
+        spec, c=spec.o, o=spec.c, height=mh, width=mw, pads=spec.input_gradient_pads,
+        preferred_element_type=None,
+    )  # fmt: skip
+    w_t = transposed_kernel(w, spec.groups, "NCHW")
+    return eigen_y(dy, w_t, dx_spec).astype(spec.dtype)
 
 
 def _eigen_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:

@@ -27,3 +27,14 @@ def cpu_mesh(shape: tuple[int, ...], names: tuple[str, ...], axis_types=None) ->
     """jax.make_mesh over the first prod(shape) CPU devices."""
     devices = CPU_DEVICES[: math.prod(shape)]
     return jax.make_mesh(shape, names, axis_types, devices=devices)
+
+
+def on_a_split_batch(conv, x, w):
+    """conv(x, w) and the gradients (dx, dw) of sum(conv(x, w)**2), each jitted, with x's
+    batch split over the 8 CPU devices in JAX's explicit sharding mode."""
+    from jax.sharding import AxisType, PartitionSpec
+
+    loss = lambda x, w: jax.numpy.sum(conv(x, w) ** 2)
+    with jax.set_mesh(cpu_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))):
+        xs = jax.device_put(x, PartitionSpec("d"))
+        return jax.jit(conv)(xs, w), *jax.jit(jax.grad(loss, (0, 1)))(xs, w)

@@ -19,7 +19,7 @@ import jconv
 from jconv._auto import BANDED_GRADIENTS, TAPS_BANDED_GRADIENTS, choose_method, cpu_compute_dtype
 from jconv._checks import check_conv_args
 from jconv._method_banded import MAX_BLOCK_SLICES, banded_unrolled
-from tests._cpu import cpu_mesh, needs_8_cpu_devices
+from tests._cpu import needs_8_cpu_devices, on_a_split_batch
 from tests._helpers import lowerings_run
 from tests.reference import assert_close, assert_same_non_finite, conv_lax, conv_numpy_vjp
 
@@ -135,8 +135,6 @@ def test_band_gradients_of_another_forward(x_shape, k_shape, kwargs, lowering, l
 def test_band_gradients_of_another_forward_on_a_split_batch(case):
     """x split along the batch over 8 devices in JAX's explicit sharding mode: 'taps''s
     forward (or lax's) and the band's gradients keep the batch split and agree with lax."""
-    from jax.sharding import AxisType, PartitionSpec
-
     x_shape, k_shape, kwargs, lowering = GRADIENT_CASES[case]
     x_shape = (8, *x_shape[1:])
     spec = check_conv_args(x_shape, k_shape, x_dtype="float32", kernel_dtype="float32", **kwargs)
@@ -145,15 +143,11 @@ def test_band_gradients_of_another_forward_on_a_split_batch(case):
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(k_shape).astype(np.float32)
     conv, ref = auto_conv(kwargs), lambda x, w: conv_lax(x, w, **kwargs)
-    loss = lambda conv: lambda x, w: jnp.sum(conv(x, w) ** 2)
-    mesh = cpu_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))
-    with jax.set_mesh(mesh):
-        xs = jax.device_put(x, PartitionSpec("d"))
-        y = jax.jit(conv)(xs, w)
-        dx, dw = jax.jit(jax.grad(loss(conv), (0, 1)))(xs, w)
+    y, dx, dw = on_a_split_batch(conv, x, w)
     assert y.sharding.spec[0] == "d" and dx.sharding.spec[0] == "d"
     assert_close(y, ref(x, w))
-    for got, want in zip((dx, dw), jax.grad(loss(ref), (0, 1))(x, w)):
+    loss = lambda x, w: jnp.sum(ref(x, w) ** 2)
+    for got, want in zip((dx, dw), jax.grad(loss, (0, 1))(x, w)):
         assert_close(got, want)
 
 

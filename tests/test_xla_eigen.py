@@ -4,6 +4,7 @@ gradients against the NumPy loop and lax, and the rule that picks them."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -18,7 +19,7 @@ from jconv._conv_primitive import lowered_conv
 from jconv._method_xla_eigen import TAPS_EIGEN_GRADIENTS as TAPS_EIGEN_GRADIENTS_LOWERING
 from jconv._method_xla_eigen import XLA_EIGEN as XLA_EIGEN_LOWERING
 from jconv._method_xla_eigen import extension
-from tests._cpu import CPU_DEVICES, cpu_mesh, needs_8_cpu_devices
+from tests._cpu import CPU_DEVICES, needs_8_cpu_devices, on_a_split_batch
 from tests._helpers import lowerings_run
 from tests.reference import assert_close, conv_lax, conv_numpy, conv_numpy_vjp, explicit_pads
 
@@ -82,7 +83,7 @@ def _eigen_conv(
     spec = check_conv_args(
         x_shape, k_shape, x_dtype=dtype, kernel_dtype=dtype, layout="NCHW", **kwargs, **extra
     )
-    spec = spec.__class__(**{**spec.__dict__, "layout": layout})
+    spec = dataclasses.replace(spec, layout=layout)
 
     def conv(x, w_oihw):
         return lowered_conv(x, w_oihw, spec, lowering)
@@ -262,8 +263,6 @@ def test_auto_runs_it(groups, dtype, lowering):
 def test_on_a_split_batch():
     """x split along the batch over 8 devices in JAX's explicit sharding mode: the batch
     stays split, forward and input gradient, and both gradients agree with lax."""
-    from jax.sharding import AxisType, PartitionSpec
-
     x_shape, k_shape = (8, 24, 10, 10), (24, 6, 3, 3)
     kwargs = {"padding": "SAME", "groups": 4}
     rng = np.random.default_rng(27)
@@ -271,15 +270,11 @@ def test_on_a_split_batch():
     w = rng.standard_normal(k_shape).astype(np.float32)
     conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
     ref = lambda x, w: conv_lax(x, w, **kwargs)
-    loss = lambda conv: lambda x, w: jnp.sum(conv(x, w) ** 2)
-    mesh = cpu_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))
-    with jax.set_mesh(mesh):
-        xs = jax.device_put(x, PartitionSpec("d"))
-        y = jax.jit(conv)(xs, w)
-        dx, dw = jax.jit(jax.grad(loss(conv), (0, 1)))(xs, w)
+    y, dx, dw = on_a_split_batch(conv, x, w)
     assert y.sharding.spec[0] == "d" and dx.sharding.spec[0] == "d"
     assert_close(y, ref(x, w))
-    for got, want in zip((dx, dw), jax.grad(loss(ref), (0, 1))(x, w)):
+    loss = lambda x, w: jnp.sum(ref(x, w) ** 2)
+    for got, want in zip((dx, dw), jax.grad(loss, (0, 1))(x, w)):
         assert_close(got, want, scale=float(np.max(np.abs(want))) + 1.0)
 
 
