@@ -565,7 +565,7 @@ def auto_rules(layer: Layer, x: jax.Array, w: jax.Array, layout: str) -> dict[st
 
 def chosen(rules: dict[str, str], platform: str, layer: Layer, x, w, layout: str) -> str:
     """What 'auto' ran on this platform; for the sub-pixel phases, each phase's lowering."""
-    from jconv._auto import PHASES, choose_method
+    from jconv._auto import PHASES, choose_phase_method
     from jconv._subpixel import phase_spec, plan
 
     method = rules.get(platform, rules["default"])
@@ -574,7 +574,7 @@ def chosen(rules: dict[str, str], platform: str, layer: Layer, x, w, layout: str
     spec = layer_spec(layer, x, w, layout)
     ph_plan, pw_plan = plan(spec)
     picks = {
-        choose_method(phase_spec(spec, ph, pw))
+        choose_phase_method(phase_spec(spec, ph, pw))
         for ph in ph_plan.phases
         for pw in pw_plan.phases
         if ph.reads_x and pw.reads_x

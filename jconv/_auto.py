@@ -476,20 +476,52 @@ def choose_accelerator_method(spec: ConvSpec, platform: str) -> str:
     return "xla"
 
 
-PHASES = "phases"  # each sub-pixel phase (jconv/_subpixel.py) by `choose_method`
+PHASES = "phases"  # each sub-pixel phase (jconv/_subpixel.py) by `choose_phase_method`
+PHASE_EIGEN_MAX_TAPS = 4  # kh * kw of a phase kernel: up to 2x2, XLA_EIGEN over 'winograd'
+
+
+def choose_phase_method(spec: ConvSpec) -> str:
+    """The lowering 'auto' runs on a CPU for one sub-pixel phase of a transposed
+    convolution (a plain spec): `choose_method`'s, except for float32 phase kernels of at
+    most 2x2 (a 4x4 stride-2 up-sampling's four phases, DCGAN's) that it would run by
+    'winograd': XLA_EIGEN, where `extension` steers it.
+
+    A transposed layer's phases are separate convolutions in one program, and
+    'winograd''s three members emit one XLA kernel per transformed position each (9 for
+    a 2x2 kernel), which XLA:CPU compiles at about 12 ms apiece: the four phases' forward
+    pass and gradients took 2.0 to 2.9 s to compile, over the 2 s a first call may wait,
+    against XLA_EIGEN's 0.4 to 0.55 s. With F(2, 2)'s 16/9 the least that Winograd saves,
+    XLA_EIGEN also ran faster with the gradient on the five 4x4 stride-2 layers measured
+    (512 -> 256 at 8x8, DCGAN's 256 -> 128 at 16x16, 128 -> 64 and 64 -> 32 at 32x32:
+    1.05x to 2.07x, two processes, bench_conv.py's loss), and forward on three of them
+    (1.07x to 1.57x; 0.75x to 0.81x on DCGAN's, 0.91x to 1.12x on 128 -> 64). Plain 2x2
+    convolutions keep 'winograd': one convolution compiles in about 1 s, and XLA_EIGEN
+    lost with the gradient on two of four (0.68x to 0.78x; session 15, AMD EPYC, float32
+    NHWC). bfloat16 was not measured: 'winograd', as before.
+    """
+    method = choose_method(spec)
+    if (
+        method == "winograd"
+        and spec.kh * spec.kw <= PHASE_EIGEN_MAX_TAPS
+        and jnp.dtype(spec.dtype) == jnp.float32
+        and extension(spec) is not None
+    ):
+        return XLA_EIGEN
+    return method
 
 
 def auto_methods_transposed(spec: ConvSpec) -> dict[str, str]:
     """'auto' for input dilation (transposed convolutions) or crops, per platform.
 
     On a CPU, PHASES: the sub-pixel phases, each a plain convolution run by the
-    lowering `choose_method` picks for it. Measured on bench_conv's two
+    lowering `choose_phase_method` picks for it. Measured on bench_conv's two
     transposed layers (BENCHMARKS.md): forward-plus-backward 9x to 40x faster
     than lax, whose CPU gradient of an input-dilated convolution is slow;
     forward from 0.7x (DCGAN's 4x4, float32) to 2.8x lax's speed. On DCGAN's 2x2
     phase kernels 'winograd' (the plain rule's pick) and 'taps' were within the
     noise of each other in float32; in bfloat16 'taps' was faster forward and
-    'winograd' about 2x faster forward-plus-backward, so the plain rule stands.
+    'winograd' about 2x faster forward-plus-backward, so the plain rule stands
+    there; in float32 XLA_EIGEN replaces it since session 15 (`choose_phase_method`).
     Elsewhere 'xla', lax's own lhs_dilation (cuDNN's transposed convolution on
     NVIDIA GPUs), as for plain convolutions: not measured against the phases there.
     """

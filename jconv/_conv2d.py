@@ -20,6 +20,7 @@ from jconv._auto import (
     XLA_EIGEN,
     auto_methods,
     choose_method,
+    choose_phase_method,
     cpu_compute_dtype,
 )
 from jconv._checks import ConvSpec, check_conv_args
@@ -363,15 +364,21 @@ def _lower(x: Array, w: Array, *, method: str, spec: ConvSpec) -> Array:
     if method == "xla":
         x, spec = crop_undilated(x, spec)
         return conv_xla(x, w, spec)
-    lower = _cpu_rule if method == PHASES else RULE_LOWERINGS[method]
+    lower = _cpu_phase_rule if method == PHASES else RULE_LOWERINGS[method]
     return conv_subpixel(x, w, spec, lower)
 
 
-def _cpu_rule(x: Array, w: Array, spec: ConvSpec) -> Array:
-    """The CPU rule's lowering, in float32 where `cpu_compute_dtype` says so (bfloat16 and
-    float16 inputs of lowerings that move data more than they multiply: see jconv/_auto.py),
-    the result rounded back to spec.out_dtype."""
-    method = choose_method(spec)
+def _cpu_phase_rule(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """The CPU rule's lowering for one sub-pixel phase (`choose_phase_method`)."""
+    return _cpu_rule(x, w, spec, choose_phase_method(spec))
+
+
+def _cpu_rule(x: Array, w: Array, spec: ConvSpec, method: str | None = None) -> Array:
+    """The CPU rule's lowering (`method`, default `choose_method`'s), in float32 where
+    `cpu_compute_dtype` says so (bfloat16 and float16 inputs of lowerings that move data
+    more than they multiply: see jconv/_auto.py), the result rounded back to
+    spec.out_dtype."""
+    method = choose_method(spec) if method is None else method
     wide = cpu_compute_dtype(spec, method)
     if wide is None:
         return RULE_LOWERINGS[method](x, w, spec)

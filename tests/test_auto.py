@@ -18,6 +18,7 @@ from jconv._auto import (
     XLA_EIGEN,
     auto_methods,
     choose_method,
+    choose_phase_method,
     pallas_class,
 )
 from jconv._checks import check_conv_args
@@ -310,7 +311,79 @@ def test_transposed_rules():
     phases = [phase_spec(spec, a, b) for a in ph.phases for b in pw.phases]
     assert len(phases) == 4 and {(s.kh, s.kw) for s in phases} == {(2, 2)}
     assert {choose_method(s) for s in phases} == {"winograd"}
+    # too small for XLA_EIGEN's extra row (jconv/_method_xla_eigen.py): 'winograd' stays
+    assert {choose_phase_method(s) for s in phases} == {"winograd"}
     with jax.default_device(jax.devices("cpu")[0]):
         np.testing.assert_array_equal(
             jconv.conv2d(x, w, **kw), jconv.conv2d(x, w, method="winograd", **kw)
         )
+
+
+def _phases(x_shape, k_shape, dtype="float32", **kwargs):
+    from jconv._subpixel import phase_spec, plan
+
+    spec = check_conv_args(
+        x_shape, k_shape, x_dtype=dtype, kernel_dtype=dtype, transposed_ok=True, **kwargs
+    )
+    ph, pw = plan(spec)
+    return [phase_spec(spec, a, b) for a in ph.phases for b in pw.phases if a.reads_x and b.reads_x]
+
+
+@pytest.mark.parametrize(
+    "x_shape,k_shape,kwargs,dtype,plain,phase",
+    [
+        # 4x4 stride-2 up-sampling (DCGAN's): four 2x2 phases that the plain rule runs by
+        # 'winograd' (C * 4 taps > BANDED_MAX_CONTRACTION), float32 -> XLA_EIGEN
+        ((2, 128, 16, 16), (64, 128, 4, 4), {"input_dilation": 2, "padding": 2}, "float32",
+         {"winograd"}, {XLA_EIGEN}),
+        ((2, 128, 16, 16), (64, 128, 4, 4), {"input_dilation": 2, "padding": 2}, "bfloat16",
+         {"winograd"}, {"winograd"}),  # not measured in bfloat16
+        # 3x3 stride 2, padding 1: 2x1 and 1x2 phases -> XLA_EIGEN, 1x1 'taps'; the 2x2
+        # phase's output is one row and column shorter than its input: no extension
+        ((2, 144, 16, 16), (64, 144, 3, 3), {"input_dilation": 2, "padding": 1}, "float32",
+         {"winograd", "taps"}, {XLA_EIGEN, "winograd", "taps"}),
+        # 3x3 phases (6x6 stride 2): 'winograd', as the plain rule
+        ((2, 128, 16, 16), (64, 128, 6, 6), {"input_dilation": 2, "padding": 3}, "float32",
+         {"winograd"}, {"winograd"}),
+    ],
+)  # fmt: skip
+def test_phase_rule(x_shape, k_shape, kwargs, dtype, plain, phase):
+    """A transposed layer's phases: XLA_EIGEN instead of the plain rule's 'winograd' on
+    float32 phase kernels of at most 2x2 that `extension` steers (compile time, and faster
+    with the gradient: jconv/_auto.py)."""
+    phases = _phases(x_shape, k_shape, dtype, **kwargs)
+    assert {choose_method(s) for s in phases} == plain
+    assert {choose_phase_method(s) for s in phases} == phase
+
+
+def test_plain_2x2_keeps_winograd():
+    """The phase rule is for phases: a plain 2x2 convolution stays 'winograd'."""
+    spec = spec_of((8, 128, 28, 28), (64, 128, 2, 2), {})
+    assert choose_method(spec) == "winograd"
+
+
+def test_phase_rule_runs_lax_numerics():
+    """'auto' on DCGAN's 4x4 stride-2 up-sampling (its phases by XLA_EIGEN) against lax's
+    input-dilated convolution at HIGHEST: the output and both gradients, under jit."""
+    kw = dict(input_dilation=2, padding=2)
+    x, w = problem(7, (2, 128, 16, 16), (32, 128, 4, 4))
+    assert {choose_phase_method(s) for s in _phases(x.shape, w.shape, **kw)} == {XLA_EIGEN}
+    ct = np.random.default_rng(8).standard_normal((2, 32, 32, 32)).astype(np.float32)
+
+    def lax_conv(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (1, 1), [(2, 2), (2, 2)], lhs_dilation=(2, 2),
+            precision=jax.lax.Precision.HIGHEST,
+        )  # fmt: skip
+
+    def auto(x, w):
+        return jconv.conv2d(x, w, **kw)
+
+    with jax.default_device(jax.devices("cpu")[0]):
+        for f in (auto, lax_conv):
+            assert jax.eval_shape(f, x, w).shape == ct.shape
+        got = jax.jit(lambda x, w: jax.vjp(auto, x, w)[1](ct))(x, w)
+        want = jax.vjp(lax_conv, x, w)[1](ct)
+        np.testing.assert_allclose(jax.jit(auto)(x, w), lax_conv(x, w), rtol=1e-4, atol=1e-4)
+        for g, r in zip(got, want):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)

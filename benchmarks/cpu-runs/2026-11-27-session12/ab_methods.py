@@ -42,12 +42,14 @@ def _conv(layer, method, x, w):
     # a rule-only lowering: 'auto' with the CPU rule answering it
     from jconv import _auto
 
-    saved = _auto.choose_method
+    saved = _auto.choose_method, _auto.choose_phase_method  # session 15: phases' own rule
     _auto.choose_method = _conv2d.choose_method = lambda spec: method
+    _auto.choose_phase_method = _conv2d.choose_phase_method = lambda spec: method
     try:
         return b.conv(layer, "NHWC", "auto", x, w)
     finally:
-        _auto.choose_method = _conv2d.choose_method = saved
+        _auto.choose_method = _conv2d.choose_method = saved[0]
+        _auto.choose_phase_method = _conv2d.choose_phase_method = saved[1]
 
 
 def step(conv, kind: str):
