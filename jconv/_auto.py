@@ -40,7 +40,9 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   channels on wide images;
 - stride-1 kernels up to 5x5 with at least WINOGRAD_MIN_CHANNELS input channels
   (ResNet's 3x3 layers, the lesson's 5x5 layer): 'winograd', which does 4/9 (3x3)
-  or 9/25 (5x5) of the multiply-adds;
+  or 9/25 (5x5) of the multiply-adds; float32 5x5 kernels WINOGRAD_1D instead, a
+  lowering only this rule picks: Winograd along the width, lax's convolution down the
+  columns (jconv/_method_winograd_1d.py; `_width_transform_wins`);
 - 1x1 kernels: 'taps', one GEMM; strided kernels in bfloat16 and float16: 'taps'
   (kh*kw GEMMs, computed in float32; the stride-2 3x3 layer 1.04x / 1.21x lax's
   bfloat16), and in float32 on kernels up to 3x3 contracting at least 64 channels
@@ -104,6 +106,7 @@ from jconv._method_banded import (
 )
 from jconv._method_banded import TAPS_BANDED_GRADIENTS as TAPS_BANDED_GRADIENTS_LOWERING
 from jconv._method_winograd import winograd_supported
+from jconv._method_winograd_1d import WINOGRAD_1D as WINOGRAD_1D_LOWERING
 from jconv._method_xla_eigen import TAPS_EIGEN_GRADIENTS as TAPS_EIGEN_GRADIENTS_LOWERING
 from jconv._method_xla_eigen import XLA_EIGEN as XLA_EIGEN_LOWERING
 from jconv._method_xla_eigen import extension
@@ -141,6 +144,8 @@ EIGEN_MAX_OUTPUTS_LARGE = 64  # O, 5x5 and up: with 128, YNNPACK ran on both cor
 TAPS_EIGEN_GRADIENTS = TAPS_EIGEN_GRADIENTS_LOWERING.name
 GROUPED_TAPS_MAX_CHANNELS = 4  # C/groups: 'taps''s forward won with 4, lost with 8 and 16
 GROUPED_TAPS_MAX_PIXELS = 28 * 28  # H * W: at 56x56 XLA_EIGEN's forward won (1.4x)
+# Winograd along the width, lax's convolution down the columns (likewise rule-only)
+WINOGRAD_1D = WINOGRAD_1D_LOWERING.name
 
 
 def _banded_class(spec: ConvSpec) -> bool:
@@ -367,6 +372,24 @@ def _lax_choice(spec: ConvSpec) -> str:
     return XLA_EIGEN if _eigen_wins(spec) else "xla"
 
 
+def _width_transform_wins(spec: ConvSpec) -> bool:
+    """WINOGRAD_1D over 'winograd' (which the rule picks otherwise): float32 5x5 kernels.
+
+    Measured (session 15, AMD EPYC, float32 NHWC, bench_conv.py's loss, the two lowerings
+    interleaved in one process, two processes): forward 1.07x to 1.81x 'winograd' on six
+    5x5 layers (the lesson's 1.77x: 29 ms against 51, torch's 41); with the gradient
+    1.08x to 2.3x on three of them (the lesson's, 32 -> 64 at 56x56, 48 -> 96 at 32x32),
+    0.96x to 1.14x on two (64 -> 64 at 28x28, 128 -> 128 at 14x14), 0.83x to 0.91x on
+    256 -> 256 at 16x16, where its kernel gradient (F(4, 5)'s 8 GEMMs over 5 row shifts)
+    is the slower one. Its first call compiled in 1.1 to 2.05 s against 'winograd''s 2.15
+    to 4.4 (the lesson's 1.2 against 3.0 alone): 'winograd''s 36 transformed positions each take
+    their own XLA kernels. On 3x3 kernels (F(4, 3) along the width against F(2x2, 3x3))
+    it lost with the gradient on all five ResNet-like layers tried (0.63x to 0.80x), and
+    on 4x4 (0.88x, 0.98x); bfloat16 was not measured.
+    """
+    return jnp.dtype(spec.dtype) == jnp.float32 and spec.kh == spec.kw == 5
+
+
 def choose_method(spec: ConvSpec) -> str:
     """The lowering that 'auto' runs for spec on a CPU (see the module docstring)."""
     if spec.cg == 1 and spec.groups > 1:  # depthwise: every product is elementwise
@@ -374,7 +397,7 @@ def choose_method(spec: ConvSpec) -> str:
     if spec.kh * spec.kw > 1 and spec.cg * spec.kh * spec.kw <= BANDED_MAX_CONTRACTION:
         return _banded_choice(spec)
     if winograd_supported(spec) and spec.c >= WINOGRAD_MIN_CHANNELS:
-        return "winograd"
+        return WINOGRAD_1D if _width_transform_wins(spec) else "winograd"
     if spec.dilation == (1, 1) and spec.kh * spec.kw == 1:
         return "taps"
     narrow = jnp.dtype(spec.dtype).itemsize < 4  # computed in float32 (cpu_compute_dtype)

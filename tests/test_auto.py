@@ -15,6 +15,7 @@ from jconv._auto import (
     ACCELERATOR_PLATFORMS,
     BANDED_GRADIENTS,
     TAPS_BANDED_GRADIENTS,
+    WINOGRAD_1D,
     XLA_EIGEN,
     auto_methods,
     choose_method,
@@ -27,7 +28,7 @@ from jconv._checks import check_conv_args
 CPU_CHOICES = [
     ((256, 6, 14, 14), (16, 6, 5, 5), {}, "banded"),  # LeNet conv2
     ((256, 1, 28, 28), (6, 1, 5, 5), {"padding": 2}, TAPS_BANDED_GRADIENTS),  # LeNet conv1
-    ((4, 100, 68, 68), (100, 100, 5, 5), {}, "winograd"),  # the lesson's layer
+    ((4, 100, 68, 68), (100, 100, 5, 5), {}, WINOGRAD_1D),  # the lesson's layer
     ((2, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "winograd"),  # ResNet 3x3
     ((4, 64, 56, 56), (128, 64, 3, 3), {"stride": 2, "padding": 1}, "taps"),  # 64 deep
     ((8, 32, 32, 32), (64, 32, 3, 3), {"stride": 2, "padding": 1}, "xla"),  # 32: lax
@@ -75,7 +76,7 @@ def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     """NCHW (where 'pallas' was not timed): lax on GPUs and TPUs (jconv/_auto.py). The CPU's
     rule picks by dtype too (strided kernels: 'taps' in bfloat16, and in float32 on 3x3
     kernels contracting at least 64 channels; one input channel: 'taps''s forward pass in
-    float32 and bfloat16; XLA_EIGEN without groups in float32 only)."""
+    float32 and bfloat16; XLA_EIGEN without groups and WINOGRAD_1D in float32 only)."""
     spec = spec_of(x_shape, k_shape, kwargs, dtype)
     rules = auto_methods(spec)
     assert rules == {
@@ -86,6 +87,8 @@ def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     strided = kwargs.get("stride", 1) > 1 and k_shape[2:] != (1, 1) and deep
     if dtype == "bfloat16" and cpu == XLA_EIGEN and kwargs.get("groups", 1) == 1:
         cpu = "xla"  # YNNPACK takes float32 only: nothing to steer lax's convolution from
+    if dtype == "bfloat16" and cpu == WINOGRAD_1D:
+        cpu = "winograd"  # measured in float32 only
     assert rules["cpu"] == ("taps" if dtype == "bfloat16" and strided else cpu)
     if dtype == "float32" and strided:  # float32: 'taps' on 3x3, 64 channels and more
         assert (cpu == "taps") == (k_shape[2:] == (3, 3) and k_shape[1] >= 64)

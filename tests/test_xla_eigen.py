@@ -63,6 +63,7 @@ CASES = [
     ((2, 4, 10, 11), (6, 4, 3, 3), {"padding": 1, "stride": (2, 1)}),
     ((2, 4, 10, 11), (4, 2, 3, 3), {"padding": 1, "stride": 2, "groups": 2}),
     ((2, 4, 9, 9), (5, 4, 3, 3), {"padding": ((3, 0), (1, 4))}),  # beyond the kernel's reach
+    ((2, 4, 11, 3), (5, 4, 3, 1), {"padding": ((4, 0), (0, 0))}),  # a crop lax got wrong
 ]
 
 
