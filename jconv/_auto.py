@@ -40,7 +40,7 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   channels on wide images;
 - stride-1 kernels up to 5x5 with at least WINOGRAD_MIN_CHANNELS input channels
   (ResNet's 3x3 layers, the lesson's 5x5 layer): 'winograd', which does 4/9 (3x3)
-  or 9/25 (5x5) of the multiply-adds; float32 5x5 kernels WINOGRAD_1D instead, a
+  or 9/25 (5x5) of the multiply-adds; 5x5 kernels in float32 and bfloat16 WINOGRAD_1D, a
   lowering only this rule picks: Winograd along the width, lax's convolution down the
   columns (jconv/_method_winograd_1d.py; `_width_transform_wins`);
 - 1x1 kernels: 'taps', one GEMM; strided kernels in bfloat16 and float16: 'taps'
@@ -373,21 +373,29 @@ def _lax_choice(spec: ConvSpec) -> str:
 
 
 def _width_transform_wins(spec: ConvSpec) -> bool:
-    """WINOGRAD_1D over 'winograd' (which the rule picks otherwise): float32 5x5 kernels.
+    """WINOGRAD_1D over 'winograd' (which the rule picks otherwise): 5x5 kernels in float32
+    and bfloat16.
 
-    Measured (session 15, AMD EPYC, float32 NHWC, bench_conv.py's loss, the two lowerings
-    interleaved in one process, two processes): forward 1.07x to 1.81x 'winograd' on six
-    5x5 layers (the lesson's 1.77x: 29 ms against 51, torch's 41); with the gradient
-    1.08x to 2.3x on three of them (the lesson's, 32 -> 64 at 56x56, 48 -> 96 at 32x32),
-    0.96x to 1.14x on two (64 -> 64 at 28x28, 128 -> 128 at 14x14), 0.83x to 0.91x on
-    256 -> 256 at 16x16, where its kernel gradient (F(4, 5)'s 8 GEMMs over 5 row shifts)
-    is the slower one. Its first call compiled in 1.1 to 2.05 s against 'winograd''s 2.15
-    to 4.4 (the lesson's 1.2 against 3.0 alone): 'winograd''s 36 transformed positions each take
-    their own XLA kernels. On 3x3 kernels (F(4, 3) along the width against F(2x2, 3x3))
-    it lost with the gradient on all five ResNet-like layers tried (0.63x to 0.80x), and
-    on 4x4 (0.88x, 0.98x); bfloat16 was not measured.
+    Measured (session 15, AMD EPYC, NHWC, bench_conv.py's loss, the two lowerings
+    interleaved in one process, two processes). float32: forward 1.07x to 1.81x 'winograd'
+    on six 5x5 layers (the lesson's 1.77x: 29 ms against 51, torch's 41); with the
+    gradient 1.08x to 2.3x on three of them (the lesson's, 32 -> 64 at 56x56, 48 -> 96 at
+    32x32), 0.96x to 1.14x on two (64 -> 64 at 28x28, 128 -> 128 at 14x14), 0.83x to 0.91x
+    on 256 -> 256 at 16x16, where its kernel gradient (F(4, 5)'s 8 GEMMs over 5 row
+    shifts) is the slower one. bfloat16 (its transforms and column convolutions in
+    float32, 'winograd''s GEMMs in bfloat16): the lesson's 1.31x / 1.62x, 64 -> 64 and
+    32 -> 64 1.3x to 1.8x forward and 1.03x to 1.67x with the gradient, but 128 -> 128 at
+    14x14 0.93x / 0.77x and 256 -> 256 at 16x16 0.72x to 0.84x / 0.84x to 0.87x. Its
+    first call compiled with the gradient in 1.1 to 2.05 s, against 'winograd''s 2.15 to
+    4.4 in float32 and 3.4 to 5.2 in bfloat16, over the 2 s a first call may wait on
+    every one of them: 'winograd''s 36 transformed positions each take their own XLA
+    kernels (BENCHMARKS.md). So the rule takes the compile time and the losses on many
+    channels on small images with it. On 3x3 kernels (F(4, 3) along the width against
+    F(2x2, 3x3)) it lost with the gradient on all five ResNet-like layers tried (0.63x
+    to 0.80x), and on 4x4 (0.88x, 0.98x); float16 was not measured.
     """
-    return jnp.dtype(spec.dtype) == jnp.float32 and spec.kh == spec.kw == 5
+    measured = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+    return jnp.dtype(spec.dtype) in measured and spec.kh == spec.kw == 5
 
 
 def choose_method(spec: ConvSpec) -> str:

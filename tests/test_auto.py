@@ -76,7 +76,7 @@ def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     """NCHW (where 'pallas' was not timed): lax on GPUs and TPUs (jconv/_auto.py). The CPU's
     rule picks by dtype too (strided kernels: 'taps' in bfloat16, and in float32 on 3x3
     kernels contracting at least 64 channels; one input channel: 'taps''s forward pass in
-    float32 and bfloat16; XLA_EIGEN without groups and WINOGRAD_1D in float32 only)."""
+    float32 and bfloat16; XLA_EIGEN without groups in float32 only)."""
     spec = spec_of(x_shape, k_shape, kwargs, dtype)
     rules = auto_methods(spec)
     assert rules == {
@@ -87,8 +87,6 @@ def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     strided = kwargs.get("stride", 1) > 1 and k_shape[2:] != (1, 1) and deep
     if dtype == "bfloat16" and cpu == XLA_EIGEN and kwargs.get("groups", 1) == 1:
         cpu = "xla"  # YNNPACK takes float32 only: nothing to steer lax's convolution from
-    if dtype == "bfloat16" and cpu == WINOGRAD_1D:
-        cpu = "winograd"  # measured in float32 only
     assert rules["cpu"] == ("taps" if dtype == "bfloat16" and strided else cpu)
     if dtype == "float32" and strided:  # float32: 'taps' on 3x3, 64 channels and more
         assert (cpu == "taps") == (k_shape[2:] == (3, 3) and k_shape[1] >= 64)

@@ -173,12 +173,14 @@ def test_unsupported_shapes_run_winograd():
         assert_close(jax.jit(conv)(x, w), conv_lax(x, w, padding=1, **extra))
 
 
-# Shapes 'auto' runs by WINOGRAD_1D on a CPU (float32 5x5 kernels with enough channels for
-# 'winograd'), and neighbours it does not (jconv/_auto.py, `_width_transform_wins`).
+# Shapes 'auto' runs by WINOGRAD_1D on a CPU (5x5 kernels in float32 and bfloat16, enough
+# channels for 'winograd'), and neighbours it does not (jconv/_auto.py,
+# `_width_transform_wins`).
 RULE_CASES = [
     ((4, 100, 72, 72), (100, 100, 5, 5), {}, "float32", WINOGRAD_1D),  # the lesson's layer
     ((8, 256, 16, 16), (256, 256, 5, 5), {"padding": 2}, "float32", WINOGRAD_1D),
-    ((4, 100, 72, 72), (100, 100, 5, 5), {}, "bfloat16", "winograd"),  # not measured
+    ((4, 100, 72, 72), (100, 100, 5, 5), {}, "bfloat16", WINOGRAD_1D),
+    ((4, 100, 72, 72), (100, 100, 5, 5), {}, "float16", "winograd"),  # not measured
     ((4, 64, 28, 28), (64, 64, 3, 3), {"padding": 1}, "float32", "winograd"),  # 3x3: lost
     ((8, 64, 28, 28), (64, 64, 4, 4), {"padding": "SAME"}, "float32", "winograd"),  # 4x4
     ((4, 64, 28, 28), (64, 64, 5, 3), {"padding": 1}, "float32", "winograd"),  # 5x3
@@ -192,21 +194,25 @@ def test_rule(x_shape, k_shape, kwargs, dtype, expected):
 
 
 @pytest.mark.usefixtures("on_cpu")
-def test_auto_runs_it():
-    """'auto' on a small float32 5x5 layer: WINOGRAD_1D forward and backward, against lax."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_auto_runs_it(dtype):
+    """'auto' on a small 5x5 layer: WINOGRAD_1D forward and backward, against lax on the
+    same values in float32."""
     x_shape, k_shape, kwargs = (2, 32, 12, 12), (40, 32, 5, 5), {"padding": "SAME"}
     rng = np.random.default_rng(46)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(k_shape).astype(np.float32)
+    x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+    w = jnp.asarray(rng.standard_normal(k_shape), dtype)
     conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
-    loss = lambda conv: lambda x, w: jnp.sum(conv(x, w) ** 2)
+    loss = lambda conv: lambda x, w: jnp.sum(conv(x, w).astype(jnp.float32) ** 2)
     assert lowerings_run(conv, x, w) == {WINOGRAD_1D}
     assert lowerings_run(jax.grad(loss(conv), (0, 1)), x, w) == {WINOGRAD_1D}
-    ref = lambda x, w: conv_lax(x, w, **kwargs)
-    assert_close(jax.jit(conv)(x, w), ref(x, w))
+    f32 = lambda a: a.astype(jnp.float32)
+    ref = lambda x, w: conv_lax(f32(x), f32(w), **kwargs)
+    assert_close(jax.jit(conv)(x, w), ref(x, w), dtype)
     grads = jax.jit(jax.grad(loss(conv), (0, 1)))(x, w)
     for got, want in zip(grads, jax.grad(loss(ref), (0, 1))(x, w)):
-        assert_close(got, want, scale=float(np.max(np.abs(want))) + 1.0)
+        assert got.dtype == dtype
+        assert_close(got, want, dtype, scale=float(jnp.max(jnp.abs(want))) + 1.0)
 
 
 @needs_8_cpu_devices

@@ -5,7 +5,8 @@
 
 padding: SAME, VALID or an integer. For each layer and method (a rule-only lowering runs
 as 'auto' with the CPU rule made to answer it, as ab_methods.py does), every KINDS program
-(fwd, dx, dw, fwd+bwd; bench_conv.py's loss, its cotangent an argument) is lowered and
+(fwd, dx, dw, fwd+bwd; bench_conv.py's loss, its cotangent an argument; DTYPE the
+inputs' dtype, float32 by default) is lowered and
 compiled after jax.clear_caches(): the seconds printed are lower + compile, what a first
 call waits for besides the run. Then all programs are timed interleaved, ROUNDS rounds
 (default 9), medians. A method named twice is compiled and timed twice (the spread).
@@ -25,6 +26,7 @@ import ab_methods as ab
 from experiments import bench_conv as b
 
 KINDS = tuple(os.environ.get("KINDS", "fwd,dx,fwd+bwd").split(","))
+DTYPE = os.environ.get("DTYPE", "float32")  # the inputs' dtype
 
 
 def compile_seconds(f, *args):
@@ -42,7 +44,8 @@ def main(shapes: str, methods: str, rounds: str = "9") -> None:
         n, hw, c, o, k, pad = shape.split(",")
         padding = pad if pad in ("SAME", "VALID") else int(pad)
         layer = b.Layer(shape, int(c), int(o), int(k), int(hw), 1, padding, 1, int(n), 1, "")
-        args = b.layer_arrays(layer, layer.batch_cpu, jax.numpy.float32, "NHWC", jax.random.key(0))
+        dtype = jax.numpy.dtype(DTYPE)
+        args = b.layer_arrays(layer, layer.batch_cpu, dtype, "NHWC", jax.random.key(0))
         fns, secs = {}, {}
         for i, m in enumerate(names):  # a method named twice is compiled twice
             conv = functools.partial(ab._conv, layer, m)
