@@ -522,10 +522,11 @@ def choose_phase_method(spec: ConvSpec) -> str:
     a 2x2 kernel), which XLA:CPU compiles at about 12 ms apiece: the four phases' forward
     pass and gradients took 2.0 to 2.9 s to compile, over the 2 s a first call may wait,
     against XLA_EIGEN's 0.4 to 0.55 s. With F(2, 2)'s 16/9 the least that Winograd saves,
-    XLA_EIGEN also ran faster with the gradient on the five 4x4 stride-2 layers measured
+    XLA_EIGEN also ran faster with the gradient on the four 4x4 stride-2 layers measured
     (512 -> 256 at 8x8, DCGAN's 256 -> 128 at 16x16, 128 -> 64 and 64 -> 32 at 32x32:
-    1.05x to 2.07x, two processes, bench_conv.py's loss), and forward on three of them
-    (1.07x to 1.57x; 0.75x to 0.81x on DCGAN's, 0.91x to 1.12x on 128 -> 64). Plain 2x2
+    1.05x to 2.07x, two processes, bench_conv.py's loss) and on two 3x3 stride-2 ones
+    (1.22x to 1.56x); forward it won on two (1.07x to 1.57x), tied on 128 -> 64 (1.12x,
+    0.91x) and lost on DCGAN's (0.75x to 0.81x). Plain 2x2
     convolutions keep 'winograd': one convolution compiles in about 1 s, and XLA_EIGEN
     lost with the gradient on two of four (0.68x to 0.78x; session 15, AMD EPYC, float32
     NHWC). bfloat16 was not measured: 'winograd', as before.
