@@ -54,10 +54,17 @@ from jax.sharding import PartitionSpec as P
 
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
-from jconv._layouts import relayout, transposed_kernel
+from jconv._layouts import transposed_kernel
 from jconv._lowering import Lowering
 from jconv._method_taps import TAPS
-from jconv._method_winograd import _combine, _matmul_grid, conv_winograd
+from jconv._method_winograd import (  # 'winograd''s pieces, shared
+    _combine,
+    _from_nhwc,
+    _hwio,
+    _matmul_grid,
+    _to_nhwc,
+    conv_winograd,
+)
 from jconv._method_xla_eigen import eigen_y
 from jconv._padding import zero_pad_or_crop
 from jconv._typing import Array
@@ -134,19 +141,6 @@ def _interleave(parts: list[Array]) -> Array:
         total = spread if total is None else total + spread
     assert total is not None
     return total
-
-
-def _to_nhwc(a: Array, spec: ConvSpec) -> Array:
-    """A batched activation in spec.layout, as NHWC in the accumulation dtype."""
-    return relayout(a.astype(spec.acc_dtype), spec.layout, "NHWC")
-
-
-def _from_nhwc(a: Array, spec: ConvSpec, dtype: Any) -> Array:
-    return relayout(a, "NHWC", spec.layout).astype(dtype)
-
-
-def _hwio(w: Array, spec: ConvSpec) -> Array:
-    return w.astype(spec.acc_dtype).transpose(2, 3, 1, 0)
 
 
 def winograd_1d_y(x: Array, w: Array, spec: ConvSpec) -> Array:
