@@ -127,6 +127,26 @@ def test_narrow_dtypes(dtype):
         assert_close(got, want, dtype, scale=float(jnp.max(jnp.abs(want))) + 1.0)
 
 
+def test_preferred_element_type():
+    """bfloat16 inputs into a float32 result: y in float32, the gradients in bfloat16, within
+    bfloat16's tolerance of lax on the same values in float32."""
+    x_shape, k_shape, kwargs = CASES[0]
+    rng = np.random.default_rng(49)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal(k_shape), jnp.bfloat16)
+    conv, _ = _conv(kwargs, x_shape, k_shape, dtype="bfloat16", preferred_element_type=jnp.float32)
+    y, vjp = jax.vjp(jax.jit(conv), x, w)
+    assert y.dtype == jnp.float32
+    f32 = lambda a: a.astype(jnp.float32)
+    ref = lambda x, w: conv_lax(f32(x), f32(w), **kwargs)
+    y_ref, vjp_ref = jax.vjp(ref, x, w)
+    assert_close(y, y_ref, jnp.bfloat16)
+    ct = rng.standard_normal(y.shape).astype(np.float32)
+    for got, want in zip(vjp(ct), vjp_ref(ct)):
+        assert got.dtype == jnp.bfloat16
+        assert_close(got, want, jnp.bfloat16, scale=float(jnp.max(jnp.abs(want))) + 1.0)
+
+
 @pytest.mark.parametrize(
     "where,value",
     [("x", np.inf), ("x", np.nan), ("w", -np.inf), ("ct", np.inf)],
