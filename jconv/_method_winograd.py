@@ -125,23 +125,26 @@ def _tile_counts(mh: int, mw: int) -> tuple[int, int]:
 
 
 def _tile_grid(
-    x: Array, low: tuple[int, int], tiles: tuple[int, int], size: tuple[int, int]
+    x: Array,
+    low: tuple[int, int],
+    tiles: tuple[int, int],
+    size: tuple[int, int],
+    step: tuple[int, int] = (TILE, TILE),
 ) -> Grid:
-    """grid[u][v] = xp[:, a * TILE + u, b * TILE + v] for every tile (a, b): (N, th, tw, C).
+    """grid[u][v] = xp[:, a * sh + u, b * sw + v] for every tile (a, b): (N, th, tw, C),
+    (sh, sw) = step (TILE along both axes; WINOGRAD_1D's width-only tiles take a step of 1
+    down the rows).
 
     xp is x with `low` zero rows and columns in front (negative: cropped), zero-padded
     or cropped at the end to exactly cover the tiles of `size` pixels.
     """
-    (th, tw), (ah, aw), (top, left) = tiles, size, low
-    need_h, need_w = (th - 1) * TILE + ah, (tw - 1) * TILE + aw
+    (th, tw), (ah, aw), (top, left), (sh, sw) = tiles, size, low, step
+    need_h, need_w = (th - 1) * sh + ah, (tw - 1) * sw + aw
     x = zero_pad_or_crop(
         x, [(0, 0), (top, need_h - top - x.shape[1]), (left, need_w - left - x.shape[2]), (0, 0)]
     )
     return [
-        [
-            x[:, u : u + (th - 1) * TILE + 1 : TILE, v : v + (tw - 1) * TILE + 1 : TILE]
-            for v in range(aw)
-        ]
+        [x[:, u : u + (th - 1) * sh + 1 : sh, v : v + (tw - 1) * sw + 1 : sw] for v in range(aw)]
         for u in range(ah)
     ]
 
@@ -206,22 +209,20 @@ def _correlate(x: Array, w: Array, spec: ConvSpec, pads, *, transposed: bool) ->
     return _interleave(y_grid)[:, :mh, :mw]
 
 
-def _interleave(grid: Grid) -> Array:
-    """grid[p][q]: (N, th, tw, C) -> y: (N, th*TILE, tw*TILE, C), y[:, a*TILE + p, b*TILE + q].
+def _interleave(grid: Grid, step: tuple[int, int] = (TILE, TILE)) -> Array:
+    """grid[p][q]: (N, th, tw, C) -> y: (N, th*sh, tw*sw, C), y[:, a*sh + p, b*sw + q], with
+    (sh, sw) = step (as `_tile_grid`'s).
 
     Each position is spread out by interior padding and the results summed (one
     fused loop). A reshape of (N, th, TILE, tw, TILE, C) would do the same, but
     JAX's explicit sharding mode refuses that reshape when N is sharded.
     """
-    zero = jnp.zeros((), grid[0][0].dtype)
+    (sh, sw), zero = step, jnp.zeros((), grid[0][0].dtype)
     y = None
     for p, row in enumerate(grid):
         for q, part in enumerate(row):
-            spread = jax.lax.pad(
-                part,
-                zero,
-                ((0, 0, 0), (p, TILE - 1 - p, TILE - 1), (q, TILE - 1 - q, TILE - 1), (0, 0, 0)),
-            )
+            widths = ((0, 0, 0), (p, sh - 1 - p, sh - 1), (q, sw - 1 - q, sw - 1), (0, 0, 0))
+            spread = jax.lax.pad(part, zero, widths)
             y = spread if y is None else y + spread
     assert y is not None
     return y
@@ -247,12 +248,13 @@ def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec, tap_sharding: Any) -> 
     return _kernel_transform(fh.g.T, fw.g.T, du_grid)
 
 
-def _tap_sharding(kernel_sharding: Any) -> Any:
-    """Where one (C, O) tap of an OIHW kernel laid out as kernel_sharding lies (None: anywhere)."""
+def _tap_sharding(kernel_sharding: Any, leading: int = 0) -> Any:
+    """Where one (C, O) tap of an OIHW kernel laid out as kernel_sharding lies (None:
+    anywhere); with `leading` unsplit axes in front ((kh, C, O): a kernel column, 1)."""
     if not isinstance(kernel_sharding, NamedSharding):
         return None
     o_axis, i_axis = (*tuple(kernel_sharding.spec), None, None)[:2]
-    return NamedSharding(kernel_sharding.mesh, P(i_axis, o_axis))
+    return NamedSharding(kernel_sharding.mesh, P(*(None,) * leading, i_axis, o_axis))
 
 
 def _to_nhwc(a: Array, spec: ConvSpec) -> Array:

@@ -47,10 +47,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
@@ -61,12 +58,14 @@ from jconv._method_winograd import (  # 'winograd''s pieces, shared
     _combine,
     _from_nhwc,
     _hwio,
+    _interleave,
     _matmul_grid,
+    _tap_sharding,
+    _tile_grid,
     _to_nhwc,
     conv_winograd,
 )
 from jconv._method_xla_eigen import eigen_y
-from jconv._padding import zero_pad_or_crop
 from jconv._typing import Array
 from jconv._winograd_matrices import POINTS, winograd_matrices
 
@@ -89,15 +88,13 @@ def winograd_1d_supported(spec: ConvSpec) -> bool:
     )
 
 
-def _width_transform(x: Array, kw: int, left: int, mw: int) -> list[Array]:
-    """V_v = BT d for every tile d of x's rows: x (N, H, W, C) zero-padded by `left` columns
-    in front (negative: cropped) and at the end to cover the tiles of mw outputs ->
-    a = kw + TILE - 1 arrays (N, H, tiles, C). The first step of y, dx and dw."""
-    tiles = -(-mw // TILE)
-    need = (tiles - 1) * TILE + kw + TILE - 1  # the columns the tiles read
-    x = zero_pad_or_crop(x, [(0, 0), (0, 0), (left, need - left - x.shape[2]), (0, 0)])
-    last = (tiles - 1) * TILE + 1
-    columns = [x[:, :, j : j + last : TILE] for j in range(kw + TILE - 1)]
+def _width_transform(x: Array, kw: int, low: tuple[int, int], rows: int, mw: int) -> list[Array]:
+    """V_v = BT d for every tile d of x's rows: x (N, H, W, C) with low = (top, left) zero
+    rows and columns in front (negative: cropped), padded or cropped at the end to `rows`
+    rows and to cover the tiles of mw outputs -> a = kw + TILE - 1 arrays (N, rows,
+    tiles, C). The first step of y, dx and dw."""
+    tiles = (rows, -(-mw // TILE))
+    columns = _tile_grid(x, low, tiles, (1, kw + TILE - 1), step=(1, TILE))[0]
     return _combine(winograd_matrices(TILE, kw).bt, columns)
 
 
@@ -120,27 +117,13 @@ def _correlate(x: Array, w: Array, spec: ConvSpec, pads: Any) -> Array:
     left, right = pads[1]
     mw = x.shape[2] + left + right - kw + 1
     f = winograd_matrices(TILE, kw)
-    v = _width_transform(x, kw, left, mw)  # (N, H, tiles, Cin) each
+    v = _width_transform(x, kw, (0, left), x.shape[1], mw)  # (N, H, tiles, Cin) each
     u = _combine(f.g, [w[:, j] for j in range(kw)])  # U_v = G g: (kh, Cin, Cout) each
     m = [  # (N, mh, tiles, Cout) each
         eigen_y(v_j, u_j.transpose(2, 1, 0)[..., None], _column_spec(spec, v_j, pads[0], cout))
         for v_j, u_j in zip(v, u)
     ]
-    return _interleave(_combine(f.at, m))[:, :, :mw]
-
-
-def _interleave(parts: list[Array]) -> Array:
-    """parts[q]: (N, mh, tiles, C) -> (N, mh, tiles * TILE, C), column t * TILE + q from
-    parts[q]'s column t: interior padding and a sum, as 'winograd''s `_interleave`, which
-    JAX's explicit sharding mode takes with the batch split (a reshape it refuses)."""
-    zero = jnp.zeros((), parts[0].dtype)
-    total = None
-    for q, part in enumerate(parts):
-        widths = ((0, 0, 0), (0, 0, 0), (q, TILE - 1 - q, TILE - 1), (0, 0, 0))
-        spread = jax.lax.pad(part, zero, widths)
-        total = spread if total is None else total + spread
-    assert total is not None
-    return total
+    return _interleave([_combine(f.at, m)], step=(1, TILE))[:, :, :mw]
 
 
 def winograd_1d_y(x: Array, w: Array, spec: ConvSpec) -> Array:
@@ -165,15 +148,16 @@ def _winograd_1d_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -
     times dM_v, one GEMM per v with V_v's kh shifts side by side, (pixels, kh * C)^T
     (pixels, O); and dw[:, j] = sum_v G[v, j] dU_v.
     """
-    (top, bottom), (left, _) = spec.pads
-    x = zero_pad_or_crop(_to_nhwc(x, spec), [(0, 0), (top, bottom), (0, 0), (0, 0)])
+    (top, _), (left, _) = spec.pads
     dy = _to_nhwc(dy, spec)
     n, mh, mw, o = dy.shape
     f = winograd_matrices(TILE, spec.kw)
-    v = _width_transform(x, spec.kw, left, mw)  # (N, mh + kh - 1, tiles, C) each
+    # (N, mh + kh - 1, tiles, C) each: x padded down the columns as the column convolutions
+    # pad it
+    v = _width_transform(_to_nhwc(x, spec), spec.kw, (top, left), mh + spec.kh - 1, mw)
     tiles = v[0].shape[2]
-    dy = zero_pad_or_crop(dy, [(0, 0), (0, 0), (0, tiles * TILE - mw), (0, 0)])
-    dm = _combine(f.at.T, [dy[:, :, q::TILE] for q in range(TILE)])  # (N, mh, tiles, O) each
+    dy_tiles = _tile_grid(dy, (0, 0), (mh, tiles), (1, TILE), step=(1, TILE))[0]
+    dm = _combine(f.at.T, dy_tiles)  # dM_v = A dy per tile: (N, mh, tiles, O) each
     pixels = n * mh * tiles
     shifted = [
         jnp.stack([v_j[:, i : i + mh] for i in range(spec.kh)], axis=3).reshape(
@@ -183,19 +167,10 @@ def _winograd_1d_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -
     ]
     du = _matmul_grid(
         spec, "mic,mo->ico", [shifted], [[d.reshape(pixels, o) for d in dm]],
-        _column_sharding(kernel_sharding),
+        _tap_sharding(kernel_sharding, leading=1),
     )[0]  # fmt: skip
     dw = _combine(f.g.T, du)  # dw[:, j]: (kh, C, O) each
     return jnp.stack(dw, axis=1).transpose(3, 2, 0, 1).astype(spec.dtype)
-
-
-def _column_sharding(kernel_sharding: Any) -> Any:
-    """Where one (kh, C, O) column of an OIHW kernel laid out as kernel_sharding lies (None:
-    anywhere), for the GEMMs that contract the (possibly split) batch."""
-    if not isinstance(kernel_sharding, NamedSharding):
-        return None
-    o_axis, i_axis = (*tuple(kernel_sharding.spec), None, None)[:2]
-    return NamedSharding(kernel_sharding.mesh, P(None, i_axis, o_axis))
 
 
 WINOGRAD_1D = Lowering("winograd_1d", winograd_1d_y, _winograd_1d_dx, _winograd_1d_dw, grouped=TAPS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import jax
+import numpy as np
 import pytest
 
 CPU_DEVICES = tuple(jax.devices("cpu"))
@@ -38,3 +39,21 @@ def on_a_split_batch(conv, x, w):
     with jax.set_mesh(cpu_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))):
         xs = jax.device_put(x, PartitionSpec("d"))
         return jax.jit(conv)(xs, w), *jax.jit(jax.grad(loss, (0, 1)))(xs, w)
+
+
+def batch_split_step(conv, devices: int = 2):
+    """A jitted shard_map over the first `devices` CPU devices, the batch split: (x, w, ct)
+    -> conv(x, w), and its gradients dx and dw for the cotangent ct (dw summed over the
+    devices). Auto axes (`jax.sharding.Mesh`), as shard_map wants them."""
+    from jax.sharding import PartitionSpec
+
+    mesh = jax.sharding.Mesh(np.array(CPU_DEVICES[:devices]), ("data",))
+
+    def local(x, w, ct):
+        y, vjp = jax.vjp(conv, x, w)
+        dx, dw = vjp(ct)
+        return y, dx, jax.lax.psum(dw, "data")
+
+    specs = (PartitionSpec("data"), PartitionSpec(), PartitionSpec("data"))
+    out_specs = (PartitionSpec("data"), PartitionSpec("data"), PartitionSpec())
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=out_specs))

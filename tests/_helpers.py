@@ -8,6 +8,7 @@ shape, and the matrices of tests/test_conv2d.py draw many shapes.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import random
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -124,6 +126,25 @@ def assert_runs_own_code(method: str, fn: Callable, *args: Any) -> None:
 # --- sampled products --------------------------------------------------------------------
 
 FULL_PRODUCT_ENV = "JCONV_FULL_PRODUCT"  # set by `pytest --full-product` (tests/conftest.py)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def transformation_results(conv: Callable, x: Any, w: Any, ct: Any, tx: Any, tw: Any) -> dict:
+    """conv(x, w) under the transformations a lowering must support, jitted: the value,
+    both gradients of <conv(x, w), ct>, jvp along (tx, tw), vmap of x and of the kernel
+    (stacked with tw), the transpose in x, a second derivative and remat. Compare a
+    lowering's with lax's (tests/reference.py's conv_lax) key by key."""
+    loss = lambda x, w: jnp.vdot(conv(x, w), ct)
+    return {
+        "y": conv(x, w),
+        "grad": jax.grad(loss, (0, 1))(x, w),
+        "jvp": jax.jvp(conv, (x, w), (tx, tw))[1],
+        "vmap x": jax.vmap(conv, in_axes=(0, None))(x[:, None], w),
+        "vmap w": jax.vmap(conv, in_axes=(None, 0))(x, jnp.stack([w, tw])),
+        "transpose": jax.linear_transpose(lambda x: conv(x, w), x)(ct),
+        "second": jax.grad(lambda x: jnp.sum(jax.grad(loss, 1)(x, w) ** 2))(x),
+        "remat": jax.grad(jax.checkpoint(loss), (0, 1))(x, w),
+    }
 
 
 def full_product() -> bool:

@@ -7,7 +7,6 @@ here, problems wide enough for the second.
 
 from __future__ import annotations
 
-import functools
 import re
 
 import jax
@@ -20,7 +19,7 @@ from jconv._auto import BANDED_GRADIENTS, TAPS_BANDED_GRADIENTS, choose_method, 
 from jconv._checks import check_conv_args
 from jconv._method_banded import MAX_BLOCK_SLICES, banded_unrolled
 from tests._cpu import needs_8_cpu_devices, on_a_split_batch
-from tests._helpers import lowerings_run
+from tests._helpers import lowerings_run, transformation_results
 from tests.reference import assert_close, assert_same_non_finite, conv_lax, conv_numpy_vjp
 
 
@@ -111,20 +110,8 @@ def test_band_gradients_of_another_forward(x_shape, k_shape, kwargs, lowering, l
     tx, tw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
     tx, tw = tx.astype(np.float32), tw.astype(np.float32)
 
-    @functools.partial(jax.jit, static_argnums=0)
-    def transformed(conv, x, w, ct, tx, tw):
-        loss = lambda x, w: jnp.vdot(conv(x, w), ct)
-        return {
-            "y": conv(x, w),
-            "grad": jax.grad(loss, (0, 1))(x, w),
-            "jvp": jax.jvp(conv, (x, w), (tx, tw))[1],
-            "vmap x": jax.vmap(conv, in_axes=(0, None))(x[:, None], w),
-            "vmap w": jax.vmap(conv, in_axes=(None, 0))(x, jnp.stack([w, tw])),
-            "transpose": jax.linear_transpose(lambda x: conv(x, w), x)(ct),
-            "second": jax.grad(lambda x: jnp.sum(jax.grad(loss, 1)(x, w) ** 2))(x),
-        }
-
-    got, want = transformed(conv, x, w, ct, tx, tw), transformed(ref, x, w, ct, tx, tw)
+    got = transformation_results(conv, x, w, ct, tx, tw)
+    want = transformation_results(ref, x, w, ct, tx, tw)
     for name in want:
         jax.tree.map(assert_close, got[name], want[name])
 

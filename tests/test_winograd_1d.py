@@ -6,7 +6,6 @@ rule that picks it."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +18,8 @@ from jconv._checks import check_conv_args
 from jconv._conv_primitive import lowered_conv
 from jconv._method_winograd_1d import WINOGRAD_1D as WINOGRAD_1D_LOWERING
 from jconv._method_winograd_1d import conv_winograd_1d, winograd_1d_supported
-from tests._cpu import CPU_DEVICES, needs_8_cpu_devices, on_a_split_batch
-from tests._helpers import lowerings_run
+from tests._cpu import batch_split_step, needs_8_cpu_devices, on_a_split_batch
+from tests._helpers import lowerings_run, transformation_results
 from tests.reference import (
     assert_close,
     assert_same_non_finite,
@@ -89,19 +88,8 @@ def test_transformations_against_lax(case):
     ct = rng.standard_normal(jax.eval_shape(ref, x, w).shape).astype(np.float32)
     tx, tw = (rng.standard_normal(a.shape).astype(np.float32) for a in (x, w))
 
-    @functools.partial(jax.jit, static_argnums=0)
-    def transformed(conv, x, w, ct, tx, tw):
-        loss = lambda x, w: jnp.vdot(conv(x, w), ct)
-        return {
-            "jvp": jax.jvp(conv, (x, w), (tx, tw))[1],
-            "vmap x": jax.vmap(conv, in_axes=(0, None))(x[:, None], w),
-            "vmap w": jax.vmap(conv, in_axes=(None, 0))(x, jnp.stack([w, tw])),
-            "transpose": jax.linear_transpose(lambda x: conv(x, w), x)(ct),
-            "second": jax.grad(lambda x: jnp.sum(jax.grad(loss, 1)(x, w) ** 2))(x),
-            "remat": jax.grad(jax.checkpoint(loss), (0, 1))(x, w),
-        }
-
-    got, want = transformed(conv, x, w, ct, tx, tw), transformed(ref, x, w, ct, tx, tw)
+    got = transformation_results(conv, x, w, ct, tx, tw)
+    want = transformation_results(ref, x, w, ct, tx, tw)
     for name in want:
         jax.tree.map(lambda g, e: assert_close(g, e, scale=float(np.max(np.abs(e))) + 1.0),
                      got[name], want[name])  # fmt: skip
@@ -260,27 +248,13 @@ def test_on_a_split_batch():
 def test_inside_shard_map():
     """'auto' inside shard_map, the batch split over two devices: y, dx and the kernel's
     gradient (summed over the devices) against lax."""
-    from jax.sharding import PartitionSpec
-
     x_shape, k_shape, kwargs = (4, 32, 10, 10), (16, 32, 5, 5), {"padding": "SAME"}
     rng = np.random.default_rng(48)
     x, w = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, k_shape))
     ct = rng.standard_normal((4, 16, 10, 10)).astype(np.float32)
-    mesh = jax.sharding.Mesh(np.array(CPU_DEVICES[:2]), ("data",))
-
-    def step(conv):
-        def local(x, w, ct):
-            y, vjp = jax.vjp(conv, x, w)
-            dx, dw = vjp(ct)
-            return y, dx, jax.lax.psum(dw, "data")
-
-        specs = (PartitionSpec("data"), PartitionSpec(), PartitionSpec("data"))
-        out_specs = (PartitionSpec("data"), PartitionSpec("data"), PartitionSpec())
-        return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=out_specs))
-
     conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
     assert lowerings_run(conv, x[:2], w) == {WINOGRAD_1D}
-    got = step(conv)(x, w, ct)
-    want = step(lambda x, w: conv_lax(x, w, **kwargs))(x, w, ct)
+    got = batch_split_step(conv)(x, w, ct)
+    want = batch_split_step(lambda x, w: conv_lax(x, w, **kwargs))(x, w, ct)
     for g, e in zip(got, want):
         assert_close(g, e, scale=float(np.max(np.abs(e))) + 1.0)
