@@ -100,13 +100,13 @@ def _kernel_transform(rows: np.ndarray, cols: np.ndarray, k: Array | Grid) -> Ar
     """out[p, q] = sum_{i, j} rows[p, i] * cols[q, j] * k[i][j]; k[i][j] and out[p, q]: (C, O).
 
     U = G g GT of a kernel (k: (kh, kw, C, O)), and GT dU G of the kernel gradient (k:
-    a grid). Up to 3x3 it is written out coefficient by coefficient (_transform_2d), as
-    the tiles are. From DENSE_KERNEL_TRANSFORM on, it is one matrix product, (rows ⊗
-    cols) @ k viewed as (i * j, C * O), which needs no layout change of the kernel:
-    written out, a 5x5 kernel's transforms were 1424 of the 3804 operations of the
-    lesson's forward program. On 3x3 kernels the product ran slower than the written-out
-    form (BENCHMARKS.md, session 4). HIGHEST: sums exact in the accumulation dtype on
-    every platform, as the written-out form's are.
+    a grid, or one (a_h, a_w, C, O) array). Up to 3x3 it is written out coefficient by
+    coefficient (_transform_2d), as the tiles are. From DENSE_KERNEL_TRANSFORM on, it is
+    one matrix product, (rows ⊗ cols) @ k viewed as (i * j, C * O), which needs no layout
+    change of the kernel: written out, a 5x5 kernel's transforms were 1424 of the 3804
+    operations of the lesson's forward program. On 3x3 kernels the product ran slower
+    than the written-out form (BENCHMARKS.md, session 4). HIGHEST: sums exact in the
+    accumulation dtype on every platform, as the written-out form's are.
     """
     (p, i), (q, j) = rows.shape, cols.shape
     if max(min(p, i), min(q, j)) < DENSE_KERNEL_TRANSFORM:  # the kernel's side: a = k + 1
@@ -135,18 +135,71 @@ def _tile_grid(
     (sh, sw) = step (TILE along both axes; WINOGRAD_1D's width-only tiles take a step of 1
     down the rows).
 
-    xp is x with `low` zero rows and columns in front (negative: cropped), zero-padded
-    or cropped at the end to exactly cover the tiles of `size` pixels.
+    xp is `_tiled_input`: x with `low` zero rows and columns in front (negative:
+    cropped), zero-padded or cropped at the end to exactly cover the tiles.
     """
-    (th, tw), (ah, aw), (top, left), (sh, sw) = tiles, size, low, step
-    need_h, need_w = (th - 1) * sh + ah, (tw - 1) * sw + aw
-    x = zero_pad_or_crop(
-        x, [(0, 0), (top, need_h - top - x.shape[1]), (left, need_w - left - x.shape[2]), (0, 0)]
-    )
+    (th, tw), (ah, aw), (sh, sw) = tiles, size, step
+    x = _tiled_input(x, low, tiles, size, step)
     return [
         [x[:, u : u + (th - 1) * sh + 1 : sh, v : v + (tw - 1) * sw + 1 : sw] for v in range(aw)]
         for u in range(ah)
     ]
+
+
+def _tiled_input(
+    x: Array,
+    low: tuple[int, int],
+    tiles: tuple[int, int],
+    size: tuple[int, int],
+    step: tuple[int, int] = (TILE, TILE),
+) -> Array:
+    """x with `low` zero rows and columns in front (negative: cropped), zero-padded or
+    cropped at the end to exactly cover `tiles` tiles of `size` pixels, `step` apart."""
+    (th, tw), (ah, aw), (top, left), (sh, sw) = tiles, size, low, step
+    need_h, need_w = (th - 1) * sh + ah, (tw - 1) * sw + aw
+    return zero_pad_or_crop(
+        x, [(0, 0), (top, need_h - top - x.shape[1]), (left, need_w - left - x.shape[2]), (0, 0)]
+    )
+
+
+def _stacked_transform(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    x: Array,
+    low: tuple[int, int],
+    tiles: tuple[int, int],
+) -> Array:
+    """out[p * a_w + q] = sum_{u, v} rows[p, u] * cols[q, v] * tile_uv, all positions
+    stacked in one array: x (N, H, W, C) -> (a_h * a_w, N * th * tw, C), tiles of
+    (rows.shape[1], cols.shape[1]) pixels TILE apart, x padded in front by `low`.
+
+    `_transform_2d` gives one array per position, and XLA:CPU one kernel per array, each
+    compiled at about 12 ms (BENCHMARKS.md, session 15). This is two kernels: the rows'
+    combinations for every position at once, each a sum over the whole column of
+    coefficients (a zero coefficient multiplies too), then, behind an optimization
+    barrier so that XLA does not recompute them for every column position, the
+    columns'. A zero times an Inf here gives NaN where the written-out form skips the
+    term; either way the member's result is not all finite, and the guard recomputes it.
+    """
+    (th, tw), (ah, aw) = tiles, (rows.shape[1], cols.shape[1])
+    x = _tiled_input(x, low, tiles, (ah, aw))
+    n, c = x.shape[0], x.shape[-1]
+    by_rows = sum(
+        jnp.asarray(rows[:, u], x.dtype).reshape(-1, 1, 1, 1, 1)
+        * x[None, :, u : u + (th - 1) * TILE + 1 : TILE]
+        for u in range(ah)
+        if rows[:, u].any()
+    )  # (A_h, N, th, W', C)
+    by_rows = jax.lax.optimization_barrier(by_rows)
+    out = sum(
+        jnp.asarray(cols[:, v], x.dtype).reshape(1, -1, 1, 1, 1, 1)
+        * by_rows[:, None, :, :, v : v + (tw - 1) * TILE + 1 : TILE]
+        for v in range(aw)
+        if cols[:, v].any()
+    )  # (A_h, A_w, N, th, tw, C)
+    # One merge at a time: JAX's explicit sharding mode refuses the two at once.
+    out = out.reshape(rows.shape[0], cols.shape[0], n * th * tw, c)
+    return out.reshape(rows.shape[0] * cols.shape[0], n * th * tw, c)
 
 
 def _input_transform(
@@ -161,6 +214,14 @@ def _input_transform(
     return _transform_2d(fh.bt, fw.bt, _tile_grid(x, low, tiles, (TILE + kh - 1, TILE + kw - 1)))
 
 
+def _gemm_dtype(spec: ConvSpec) -> Any:
+    """The dtype the transformed operands enter the GEMMs in."""
+    # Transformed values are sums: float16 would overflow first, and where the caller asks
+    # for a wider result (preferred_element_type) bfloat16 would round them to its 8 bits
+    wider = np.dtype(spec.out_dtype).itemsize > np.dtype(spec.dtype).itemsize
+    return spec.acc_dtype if wider else spec.gemm_dtype
+
+
 def _matmul_grid(
     spec: ConvSpec, subscripts: str, a: Grid, b: Grid, out_sharding: Any = None
 ) -> Grid:
@@ -169,10 +230,7 @@ def _matmul_grid(
     out_sharding: where a contraction over a sharded axis (the batch, for the
     kernel gradient) should leave its result, as JAX's explicit sharding mode asks.
     """
-    # Transformed values are sums: float16 would overflow first, and where the caller asks
-    # for a wider result (preferred_element_type) bfloat16 would round them to its 8 bits
-    wider = np.dtype(spec.out_dtype).itemsize > np.dtype(spec.dtype).itemsize
-    gemm = spec.acc_dtype if wider else spec.gemm_dtype
+    gemm = _gemm_dtype(spec)
     return [
         [
             jnp.einsum(
@@ -228,23 +286,51 @@ def _interleave(grid: Grid, step: tuple[int, int] = (TILE, TILE)) -> Array:
     return y
 
 
-def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec, tap_sharding: Any) -> Array:
+def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:
     """d loss / d w, (kh, kw, C, O), in the transformed domain.
 
     The forward pass is y = AT (V ⊙ U) A per tile, with U = G w GT; its transpose
     gives dU = V^T dM, dM = A dy AT per tile, and dw = GT dU G: the same
-    a_h * a_w GEMMs, now contracting the batch and the tiles. tap_sharding: where
-    each (C, O) contraction over the (possibly sharded) batch lands.
+    a_h * a_w GEMMs, now contracting the batch and the tiles. kernel_sharding: the
+    kernel's (OIHW), where each (C, O) contraction over the (possibly sharded) batch
+    lands.
+
+    Where the GEMMs take float32 operands, V is the forward pass's own, position by
+    position (the same operations on the same x), which XLA computes once for both.
+    Where they take bfloat16 (`_gemm_dtype`), it is not: the forward pass's V is rounded
+    in the fusion that makes it, and XLA:CPU, which runs these A^T B products on Eigen in
+    float32, widened each position's copy again, a kernel per position. There V and dM
+    are each made as one stacked array (`_stacked_transform`) and the GEMMs run as one
+    batched product: about 45 fewer kernels, which took 0.25 to 0.5 s off the compile
+    time with the gradient on ResNet's 3x3 layers (to 1.4 to 1.8 s), for 0.85x to 1.04x
+    the per-position form's speed (BENCHMARKS.md, session 16).
     """
     (top, _), (left, _) = spec.pads
     tiles = _tile_counts(*dy.shape[1:3])
     fh, fw = winograd_matrices(TILE, spec.kh), winograd_matrices(TILE, spec.kw)
+    gemm = _gemm_dtype(spec)
+    if np.dtype(gemm) != np.dtype(spec.acc_dtype):
+        v = _stacked_transform(fh.bt, fw.bt, x, (top, left), tiles)
+        dm = _stacked_transform(fh.at.T, fw.at.T, dy, (0, 0), tiles)
+        du = jnp.einsum(
+            "pmc,pmo->pco",
+            v.astype(gemm),
+            dm.astype(gemm),
+            precision=spec.precision,
+            preferred_element_type=spec.acc_dtype,
+            out_sharding=_tap_sharding(kernel_sharding, leading=1),
+        )
+        return _kernel_transform(
+            fh.g.T, fw.g.T, du.reshape(fh.bt.shape[0], fw.bt.shape[0], *du.shape[1:])
+        )
     v_grid = _input_transform(x, (spec.kh, spec.kw), (top, left), tiles)
     dm_grid = _transform_2d(fh.at.T, fw.at.T, _tile_grid(dy, (0, 0), tiles, (TILE, TILE)))
     # Each position's product as one 2-D GEMM, (N*th*tw, C)^T (N*th*tw, O): with the
     # three contracted axes left separate, XLA copied V to a transposed layout first.
     flat = lambda grid: [[a.reshape(-1, a.shape[-1]) for a in row] for row in grid]
-    du_grid = _matmul_grid(spec, "mc,mo->co", flat(v_grid), flat(dm_grid), tap_sharding)
+    du_grid = _matmul_grid(
+        spec, "mc,mo->co", flat(v_grid), flat(dm_grid), _tap_sharding(kernel_sharding)
+    )
     return _kernel_transform(fh.g.T, fw.g.T, du_grid)
 
 
@@ -285,9 +371,7 @@ def _winograd_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
 
 def _winograd_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:
     """dw, OIHW, from x and the output cotangent dy (both batched, spec.layout)."""
-    dw = _kernel_gradient(
-        _to_nhwc(x, spec), _to_nhwc(dy, spec), spec, _tap_sharding(kernel_sharding)
-    )
+    dw = _kernel_gradient(_to_nhwc(x, spec), _to_nhwc(dy, spec), spec, kernel_sharding)
     return dw.transpose(3, 2, 0, 1).astype(spec.dtype)
 
 

@@ -10,8 +10,17 @@ from jax.test_util import check_grads
 
 import jconv
 from jconv._checks import check_conv_args
-from jconv._method_winograd import DENSE_KERNEL_TRANSFORM, _kernel_transform, winograd_supported
+from jconv._method_winograd import (
+    DENSE_KERNEL_TRANSFORM,
+    TILE,
+    _kernel_transform,
+    _stacked_transform,
+    _tile_grid,
+    _transform_2d,
+    winograd_supported,
+)
 from jconv._winograd_matrices import winograd_matrices
+from tests._cpu import batch_split_step, needs_8_cpu_devices, on_a_split_batch
 from tests._helpers import assert_runs_own_code
 from tests.reference import assert_close, conv_lax
 
@@ -103,3 +112,81 @@ def test_check_grads_second_order():
         conv = lambda x, w: jconv.conv2d(x, w, padding=1, method="winograd")
         check_grads(conv, (x, w), order=2, modes=["fwd", "rev"])
         assert_runs_own_code("winograd", conv, x, w)
+
+
+@pytest.mark.parametrize("kh,kw", [(3, 3), (2, 2), (2, 3), (5, 4)])
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_stacked_transform_is_the_written_out_one(kh, kw, side):
+    """The kernel gradient's stacked V (BT d B) and dM (A dy AT), two kernels for all
+    positions, against the per-position form, with tiles cropped and padded."""
+    fh, fw = winograd_matrices(TILE, kh), winograd_matrices(TILE, kw)
+    rows, cols = (fh.bt, fw.bt) if side == "input" else (fh.at.T, fw.at.T)
+    low, tiles = ((1, -1), (4, 3)) if side == "input" else ((0, 0), (3, 5))
+    x = np.random.default_rng(7).standard_normal((2, 9, 7, 5)).astype(np.float32)
+    size = (rows.shape[1], cols.shape[1])
+    grid = _transform_2d(rows, cols, _tile_grid(jnp.asarray(x), low, tiles, size))
+    want = np.stack([np.asarray(a).reshape(-1, 5) for row in grid for a in row])
+    got = _stacked_transform(rows, cols, jnp.asarray(x), low, tiles)
+    assert got.shape == want.shape
+    assert_close(got, want)
+
+
+# (kernel, padding): 3x3 and 2x2 written-out kernel transforms, a 5x5 one as a product
+# (DENSE_KERNEL_TRANSFORM), a non-square kernel with uneven padding
+BFLOAT16_CASES = [((3, 3), "SAME"), ((2, 2), "VALID"), ((5, 5), 1), ((2, 3), ((1, 0), (2, 1)))]
+
+
+@pytest.mark.parametrize("k,padding", BFLOAT16_CASES)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bfloat16_gradients_against_lax(k, padding, layout):
+    """bfloat16 inputs: the transforms in float32, the GEMMs on bfloat16 operands, the
+    kernel gradient's as one batched product (`_stacked_transform`), within bfloat16's
+    tolerance of lax on the same values in float32."""
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.standard_normal((2, 6, 9, 10)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((5, 6, *k)), jnp.bfloat16)
+    to = (lambda a: a.transpose(0, 2, 3, 1)) if layout == "NHWC" else (lambda a: a)
+    kernel = (lambda a: a.transpose(2, 3, 1, 0)) if layout == "NHWC" else (lambda a: a)
+    conv = lambda x, w: jconv.conv2d(
+        x, w, padding=padding, method="winograd", layout=layout, precision="highest"
+    )
+    f32 = lambda a: a.astype(jnp.float32)
+    ref = lambda x, w: conv_lax(f32(x), f32(w), padding=padding)
+    y, vjp = jax.vjp(jax.jit(conv), to(x), kernel(w))
+    y_ref, vjp_ref = jax.vjp(ref, x, w)
+    assert y.dtype == jnp.bfloat16
+    assert_close(y, to(y_ref), jnp.bfloat16)
+    ct = jnp.asarray(rng.standard_normal(y_ref.shape), jnp.bfloat16)
+    (dx, dw), (dx_ref, dw_ref) = vjp(to(ct)), vjp_ref(f32(ct))
+    for got, want in ((dx, to(dx_ref)), (dw, kernel(dw_ref))):
+        assert got.dtype == jnp.bfloat16
+        assert_close(got, want, jnp.bfloat16, scale=float(jnp.max(jnp.abs(want))) + 1.0)
+    # the kernel gradient's GEMMs are one product batched over the transformed positions
+    dw_program = jax.jit(lambda x, w, ct: vjp(ct)[1]).lower(to(x), kernel(w), to(ct)).as_text()
+    assert "batching_dims = [0] x [0]" in dw_program or "lhs_batch" in dw_program
+
+
+@pytest.mark.parametrize("where", ["batch", "shard_map"])
+@needs_8_cpu_devices
+@pytest.mark.usefixtures("on_cpu")
+def test_bfloat16_kernel_gradient_on_devices(where):
+    """The batched kernel-gradient product with x's batch split over devices: JAX's
+    explicit sharding mode (the product lands where the kernel's sharding says), and
+    shard_map (each device's share, summed)."""
+    rng = np.random.default_rng(12)
+    x = jnp.asarray(rng.standard_normal((8, 4, 8, 8)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((6, 4, 3, 3)), jnp.bfloat16)
+    conv = lambda x, w: jconv.conv2d(x, w, padding=1, method="winograd")
+    f32 = lambda a: a.astype(jnp.float32)
+    ref = lambda x, w: conv_lax(f32(x), f32(w), padding=1)
+    if where == "batch":
+        got = on_a_split_batch(conv, x, w)
+        loss = lambda x, w: jnp.sum(ref(x, w) ** 2)
+        want = (ref(x, w), *jax.grad(loss, (0, 1))(x, w))
+        assert got[0].sharding.spec[0] == "d"
+    else:
+        ct = jnp.asarray(rng.standard_normal((8, 6, 8, 8)), jnp.bfloat16)
+        got = batch_split_step(conv)(x, w, ct)
+        want = batch_split_step(lambda x, w: ref(x, w).astype(jnp.bfloat16))(x, w, ct)
+    for g, e in zip(got, want):
+        assert_close(g, e, jnp.bfloat16, scale=float(jnp.max(jnp.abs(f32(e)))) + 1.0)
