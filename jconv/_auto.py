@@ -108,6 +108,9 @@ from jconv._method_banded import TAPS_BANDED_GRADIENTS as TAPS_BANDED_GRADIENTS_
 from jconv._method_winograd import winograd_supported
 from jconv._method_winograd_1d import WINOGRAD_1D as WINOGRAD_1D_LOWERING
 from jconv._method_xla_eigen import TAPS_EIGEN_GRADIENTS as TAPS_EIGEN_GRADIENTS_LOWERING
+from jconv._method_xla_eigen import (
+    WINOGRAD_EIGEN_GRADIENTS as WINOGRAD_EIGEN_GRADIENTS_LOWERING,
+)
 from jconv._method_xla_eigen import XLA_EIGEN as XLA_EIGEN_LOWERING
 from jconv._method_xla_eigen import extension
 from jconv._pallas_tuning import MIN_DOT
@@ -142,6 +145,8 @@ EIGEN_MIN_CHANNELS = 16  # C, 5x5 and up: with 8, lost with the gradient (0.7x t
 EIGEN_MAX_OUTPUTS_LARGE = 64  # O, 5x5 and up: with 128, YNNPACK ran on both cores (a tie)
 # grouped: 'taps''s forward pass with XLA_EIGEN's gradients (likewise rule-only)
 TAPS_EIGEN_GRADIENTS = TAPS_EIGEN_GRADIENTS_LOWERING.name
+# bfloat16 sub-pixel phases: 'winograd''s forward pass with XLA_EIGEN's gradients (likewise)
+WINOGRAD_EIGEN_GRADIENTS = WINOGRAD_EIGEN_GRADIENTS_LOWERING.name
 GROUPED_TAPS_MAX_CHANNELS = 4  # C/groups: 'taps''s forward won with 4, lost with 8 and 16
 GROUPED_TAPS_MAX_PIXELS = 28 * 28  # H * W: at 56x56 XLA_EIGEN's forward won (1.4x)
 # Winograd along the width, lax's convolution down the columns (likewise rule-only)
@@ -513,9 +518,10 @@ PHASE_EIGEN_MAX_TAPS = 4  # kh * kw of a phase kernel: up to 2x2, XLA_EIGEN over
 
 def choose_phase_method(spec: ConvSpec) -> str:
     """The lowering 'auto' runs on a CPU for one sub-pixel phase of a transposed
-    convolution (a plain spec): `choose_method`'s, except for float32 phase kernels of at
-    most 2x2 (a 4x4 stride-2 up-sampling's four phases, DCGAN's) that it would run by
-    'winograd': XLA_EIGEN, where `extension` steers it.
+    convolution (a plain spec): `choose_method`'s, except for float32 and bfloat16 phase
+    kernels of at most 2x2 (a 4x4 stride-2 up-sampling's four phases, DCGAN's) that it
+    would run by 'winograd': in float32 XLA_EIGEN, where `extension` steers it, in
+    bfloat16 WINOGRAD_EIGEN_GRADIENTS.
 
     A transposed layer's phases are separate convolutions in one program, and
     'winograd''s three members emit one XLA kernel per transformed position each (9 for
@@ -529,16 +535,28 @@ def choose_phase_method(spec: ConvSpec) -> str:
     0.91x) and lost on DCGAN's (0.75x to 0.81x). Plain 2x2
     convolutions keep 'winograd': one convolution compiles in about 1 s, and XLA_EIGEN
     lost with the gradient on two of four (0.68x to 0.78x; session 15, AMD EPYC, float32
-    NHWC). bfloat16 was not measured: 'winograd', as before.
+    NHWC).
+
+    bfloat16 phases of at most 2x2 that the plain rule runs by 'winograd' run
+    WINOGRAD_EIGEN_GRADIENTS, 'winograd''s forward pass with XLA_EIGEN's gradients (lax's
+    bfloat16 convolution, which YNNPACK never takes, so no extension is needed): there
+    'winograd''s four phases took 2.7 to 4.0 s to compile with the gradient, and XLA_EIGEN's
+    forward pass, lax's bfloat16 one, ran 0.5x to 0.7x 'winograd''s (slower than lax's own
+    transposed convolution on DCGAN's layer). The pair compiled in 1.4 to 1.8 s on the four
+    4x4 stride-2 layers and DCGAN's (2.0 to 2.3 s on two 3x3 stride-2 ones), forward as
+    fast as 'winograd', with the gradient 1.03x to 2.04x 'winograd''s (0.82x and 1.17x on
+    one 3x3 stride-2 layer, two processes; session 16). In float32 the pair lost with the
+    gradient on DCGAN's layer (0.81x to 0.84x XLA_EIGEN): XLA_EIGEN there. float16: not
+    measured, 'winograd'.
     """
     method = choose_method(spec)
-    if (
-        method == "winograd"
-        and spec.kh * spec.kw <= PHASE_EIGEN_MAX_TAPS
-        and jnp.dtype(spec.dtype) == jnp.float32
-        and extension(spec) is not None
-    ):
+    if method != "winograd" or spec.kh * spec.kw > PHASE_EIGEN_MAX_TAPS:
+        return method
+    dtype = jnp.dtype(spec.dtype)
+    if dtype == jnp.float32 and extension(spec) is not None:
         return XLA_EIGEN
+    if dtype == jnp.bfloat16:
+        return WINOGRAD_EIGEN_GRADIENTS
     return method
 
 
@@ -553,7 +571,8 @@ def auto_methods_transposed(spec: ConvSpec) -> dict[str, str]:
     phase kernels 'winograd' (the plain rule's pick) and 'taps' were within the
     noise of each other in float32; in bfloat16 'taps' was faster forward and
     'winograd' about 2x faster forward-plus-backward, so the plain rule stands
-    there; in float32 XLA_EIGEN replaces it since session 15 (`choose_phase_method`).
+    there; in float32 XLA_EIGEN replaces it since session 15, in bfloat16 'winograd''s
+    forward pass with XLA_EIGEN's gradients since session 16 (`choose_phase_method`).
     Elsewhere 'xla', lax's own lhs_dilation (cuDNN's transposed convolution on
     NVIDIA GPUs), as for plain convolutions: not measured against the phases there.
     """

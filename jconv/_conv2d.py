@@ -18,6 +18,7 @@ from jconv._auto import (
     TAPS_BANDED_GRADIENTS,
     TAPS_EIGEN_GRADIENTS,
     WINOGRAD_1D,
+    WINOGRAD_EIGEN_GRADIENTS,
     XLA_EIGEN,
     auto_methods,
     choose_method,
@@ -39,7 +40,11 @@ from jconv._method_vmap import conv_vmap
 from jconv._method_winograd import conv_winograd
 from jconv._method_winograd_1d import conv_winograd_1d
 from jconv._method_xla import conv_xla
-from jconv._method_xla_eigen import conv_taps_eigen_gradients, conv_xla_eigen
+from jconv._method_xla_eigen import (
+    conv_taps_eigen_gradients,
+    conv_winograd_eigen_gradients,
+    conv_xla_eigen,
+)
 from jconv._subpixel import conv_subpixel, crop_undilated
 from jconv._typing import Array, ArrayLike, DTypeLike, IntLike, IntPair, PaddingLike, PrecisionLike
 
@@ -64,6 +69,7 @@ RULE_LOWERINGS: dict[str, Forward] = {
     TAPS_BANDED_GRADIENTS: conv_taps_banded_gradients,
     XLA_EIGEN: conv_xla_eigen,
     TAPS_EIGEN_GRADIENTS: conv_taps_eigen_gradients,
+    WINOGRAD_EIGEN_GRADIENTS: conv_winograd_eigen_gradients,
     WINOGRAD_1D: conv_winograd_1d,
 }
 

@@ -49,6 +49,7 @@ from jconv._conv_primitive import lowered_conv
 from jconv._layouts import LAYOUT_INFO, transposed_kernel
 from jconv._lowering import Lowering, member, transpose_in_w, transpose_in_x
 from jconv._method_taps import TAPS
+from jconv._method_winograd import WINOGRAD, winograd_supported
 from jconv._method_xla import conv_xla
 from jconv._typing import Array
 
@@ -130,6 +131,20 @@ TAPS_EIGEN_GRADIENTS = Lowering(
 )
 
 
+# The sub-pixel phases of bfloat16 transposed layers with 2x2 phase kernels (DCGAN's 4x4
+# stride-2 up-sampling): 'winograd''s forward pass with these gradients (jconv/_auto.py,
+# `choose_phase_method`). Groups (vmapped kernels) run TAPS_EIGEN_GRADIENTS, as 'winograd'
+# runs 'taps'.
+WINOGRAD_EIGEN_GRADIENTS = Lowering(
+    "winograd_eigen_gradients",
+    WINOGRAD.y,
+    _eigen_dx,
+    _eigen_dw,
+    grouped=TAPS_EIGEN_GRADIENTS,
+    guarded=frozenset({"y"}),
+)
+
+
 def conv_xla_eigen(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout:
     lax's convolution on XLA:CPU's own kernel (XLA_EIGEN), through jconv's primitive."""
@@ -140,3 +155,12 @@ def conv_taps_eigen_gradients(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout:
     'taps''s forward pass with XLA_EIGEN's gradients (TAPS_EIGEN_GRADIENTS)."""
     return lowered_conv(x, w, spec, TAPS_EIGEN_GRADIENTS)
+
+
+def conv_winograd_eigen_gradients(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout:
+    'winograd''s forward pass with XLA_EIGEN's gradients (WINOGRAD_EIGEN_GRADIENTS); where
+    'winograd' runs 'taps' (`winograd_supported`), 'taps''s forward pass with them."""
+    if not winograd_supported(spec):
+        return conv_taps_eigen_gradients(x, w, spec)
+    return lowered_conv(x, w, spec, WINOGRAD_EIGEN_GRADIENTS)

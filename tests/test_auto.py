@@ -16,6 +16,7 @@ from jconv._auto import (
     BANDED_GRADIENTS,
     TAPS_BANDED_GRADIENTS,
     WINOGRAD_1D,
+    WINOGRAD_EIGEN_GRADIENTS,
     XLA_EIGEN,
     auto_methods,
     choose_method,
@@ -23,6 +24,8 @@ from jconv._auto import (
     pallas_class,
 )
 from jconv._checks import check_conv_args
+from tests._helpers import lowerings_run
+from tests.reference import assert_close
 
 # (x shape NCHW, kernel shape OIHW, conv2d kwargs, the CPU rule's choice)
 CPU_CHOICES = [
@@ -337,8 +340,13 @@ def _phases(x_shape, k_shape, dtype="float32", **kwargs):
         # 'winograd' (C * 4 taps > BANDED_MAX_CONTRACTION), float32 -> XLA_EIGEN
         ((2, 128, 16, 16), (64, 128, 4, 4), {"input_dilation": 2, "padding": 2}, "float32",
          {"winograd"}, {XLA_EIGEN}),
+        # bfloat16: 'winograd''s forward pass with XLA_EIGEN's gradients, no extension needed
         ((2, 128, 16, 16), (64, 128, 4, 4), {"input_dilation": 2, "padding": 2}, "bfloat16",
-         {"winograd"}, {"winograd"}),  # not measured in bfloat16
+         {"winograd"}, {WINOGRAD_EIGEN_GRADIENTS}),
+        ((2, 144, 16, 16), (64, 144, 3, 3), {"input_dilation": 2, "padding": 1}, "bfloat16",
+         {"winograd", "taps"}, {WINOGRAD_EIGEN_GRADIENTS, "taps"}),
+        ((2, 128, 16, 16), (64, 128, 4, 4), {"input_dilation": 2, "padding": 2}, "float16",
+         {"winograd"}, {"winograd"}),  # not measured in float16
         # 3x3 stride 2, padding 1: 2x1 and 1x2 phases -> XLA_EIGEN, 1x1 'taps'; the 2x2
         # phase's output is one row and column shorter than its input: no extension
         ((2, 144, 16, 16), (64, 144, 3, 3), {"input_dilation": 2, "padding": 1}, "float32",
@@ -350,8 +358,9 @@ def _phases(x_shape, k_shape, dtype="float32", **kwargs):
 )  # fmt: skip
 def test_phase_rule(x_shape, k_shape, kwargs, dtype, plain, phase):
     """A transposed layer's phases: XLA_EIGEN instead of the plain rule's 'winograd' on
-    float32 phase kernels of at most 2x2 that `extension` steers (compile time, and faster
-    with the gradient: jconv/_auto.py)."""
+    float32 phase kernels of at most 2x2 that `extension` steers, 'winograd''s forward pass
+    with XLA_EIGEN's gradients on bfloat16 ones (compile time, and faster with the
+    gradient: jconv/_auto.py)."""
     phases = _phases(x_shape, k_shape, dtype, **kwargs)
     assert {choose_method(s) for s in phases} == plain
     assert {choose_phase_method(s) for s in phases} == phase
@@ -388,3 +397,29 @@ def test_phase_rule_runs_lax_numerics():
         np.testing.assert_allclose(jax.jit(auto)(x, w), lax_conv(x, w), rtol=1e-4, atol=1e-4)
         for g, r in zip(got, want):
             np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("k,padding", [(4, 2), (3, 1)])
+def test_bfloat16_phase_rule_runs_lax_numerics(k, padding):
+    """'auto' on bfloat16 stride-2 up-samplings (4x4, DCGAN's; 3x3), their 2x2, 2x1 and 1x2
+    phases by 'winograd''s forward pass with XLA_EIGEN's gradients: the output and both
+    gradients, under jit, within bfloat16's tolerance of lax's input-dilated convolution
+    on the same values in float32."""
+    kw = dict(input_dilation=2, padding=padding)
+    x, w = (a.astype(jnp.bfloat16) for a in problem(9, (2, 128, 16, 16), (32, 128, k, k)))
+    assert WINOGRAD_EIGEN_GRADIENTS in {
+        choose_phase_method(s) for s in _phases(x.shape, w.shape, "bfloat16", **kw)
+    }
+    f32 = lambda a: a.astype(jnp.float32)
+    auto = lambda x, w: jconv.conv2d(x, w, **kw)
+    ref = lambda x, w: jconv.conv2d(f32(x), f32(w), method="xla", precision="highest", **kw)
+    with jax.default_device(jax.devices("cpu")[0]):
+        assert WINOGRAD_EIGEN_GRADIENTS in lowerings_run(jax.grad(lambda *a: auto(*a).sum()), x, w)
+        y, vjp = jax.vjp(jax.jit(auto), x, w)
+        y_ref, vjp_ref = jax.vjp(ref, x, w)
+        assert y.dtype == jnp.bfloat16
+        assert_close(y, y_ref, jnp.bfloat16)
+        ct = jnp.asarray(np.random.default_rng(10).standard_normal(y.shape), jnp.bfloat16)
+        for got, want in zip(vjp(ct), vjp_ref(f32(ct))):
+            assert got.dtype == jnp.bfloat16
+            assert_close(got, want, jnp.bfloat16, scale=float(jnp.max(jnp.abs(want))) + 1.0)
