@@ -17,6 +17,7 @@ from jconv._auto import TAPS_EIGEN_GRADIENTS, XLA_EIGEN, choose_method
 from jconv._checks import check_conv_args
 from jconv._conv_primitive import lowered_conv
 from jconv._method_xla_eigen import TAPS_EIGEN_GRADIENTS as TAPS_EIGEN_GRADIENTS_LOWERING
+from jconv._method_xla_eigen import WINOGRAD_EIGEN_GRADIENTS as WINOGRAD_EIGEN_GRADIENTS_LOWERING
 from jconv._method_xla_eigen import XLA_EIGEN as XLA_EIGEN_LOWERING
 from jconv._method_xla_eigen import conv_winograd_eigen_gradients, extension
 from tests._cpu import batch_split_step, needs_8_cpu_devices, on_a_split_batch
@@ -67,8 +68,14 @@ CASES = [
 ]
 
 
-# The two lowerings of the module: XLA_EIGEN, and 'taps''s forward pass with its gradients.
-LOWERINGS = {"xla_eigen": XLA_EIGEN_LOWERING, "taps_eigen_gradients": TAPS_EIGEN_GRADIENTS_LOWERING}
+# The lowerings of the module: XLA_EIGEN, and 'taps''s and 'winograd''s forward passes with
+# its gradients (the last through conv_winograd_eigen_gradients, which hands the shapes
+# 'winograd' does not take to TAPS_EIGEN_GRADIENTS).
+LOWERINGS = {
+    "xla_eigen": XLA_EIGEN_LOWERING,
+    "taps_eigen_gradients": TAPS_EIGEN_GRADIENTS_LOWERING,
+    "winograd_eigen_gradients": WINOGRAD_EIGEN_GRADIENTS_LOWERING,
+}
 
 
 def _eigen_conv(
@@ -87,6 +94,8 @@ def _eigen_conv(
     spec = dataclasses.replace(spec, layout=layout)
 
     def conv(x, w_oihw):
+        if lowering is WINOGRAD_EIGEN_GRADIENTS_LOWERING:
+            return conv_winograd_eigen_gradients(x, w_oihw, spec)
         return lowered_conv(x, w_oihw, spec, lowering)
 
     return conv, spec
@@ -284,62 +293,3 @@ def test_inside_shard_map():
     want = batch_split_step(lambda x, w: conv_lax(x, w, **kwargs))(x, w, ct)
     for g, e in zip(got, want):
         assert_close(g, e, scale=float(np.max(np.abs(e))) + 1.0)
-
-
-# The cases 'winograd' runs its own transform on (stride 1, no groups, no dilation).
-WINOGRAD_CASES = [CASES[0], CASES[3], CASES[6], CASES[7]]
-
-
-@pytest.mark.parametrize("x_shape,k_shape,kwargs", WINOGRAD_CASES)
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_winograd_eigen_gradients_against_the_numpy_loop(x_shape, k_shape, kwargs, layout):
-    """WINOGRAD_EIGEN_GRADIENTS's y, dx and dw against the loop (float32)."""
-    rng = np.random.default_rng(28)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(k_shape).astype(np.float32)
-    _, spec = _eigen_conv(layout, kwargs, x_shape, k_shape)
-    conv = lambda x, w: conv_winograd_eigen_gradients(x, w, spec)
-    pads = explicit_pads(spec.pads)
-    nhwc = layout == "NHWC"
-    to = lambda a: a.transpose(0, 2, 3, 1) if nhwc else a
-    back = lambda a: np.asarray(a).transpose(0, 3, 1, 2) if nhwc else np.asarray(a)
-    assert lowerings_run(conv, to(x), w) == {"winograd_eigen_gradients"}
-    y, vjp = jax.vjp(jax.jit(conv), to(x), w)
-    want = conv_numpy(x, w, pads=pads)
-    assert_close(back(y), want)
-    dy = rng.standard_normal(want.shape).astype(np.float32)
-    dx, dw = vjp(to(dy))
-    dx_want, dw_want = conv_numpy_vjp(x, w, dy, pads=pads)
-    assert_close(back(dx), dx_want)
-    assert_close(dw, dw_want)
-
-
-def test_winograd_eigen_gradients_transformations():
-    """jvp, vmap of x and of the kernel (as groups: TAPS_EIGEN_GRADIENTS), the transpose in
-    x, a second derivative and remat, under jit, against lax at HIGHEST; and bfloat16
-    inputs within bfloat16's tolerance of lax on the same values in float32."""
-    x_shape, k_shape, kwargs = CASES[0]
-    rng = np.random.default_rng(29)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    w = rng.standard_normal(k_shape).astype(np.float32)
-    _, spec = _eigen_conv("NCHW", kwargs, x_shape, k_shape)
-    conv = lambda x, w: conv_winograd_eigen_gradients(x, w, spec)
-    ref = lambda x, w: conv_lax(x, w, **kwargs)
-    ct = rng.standard_normal(jax.eval_shape(ref, x, w).shape).astype(np.float32)
-    tx, tw = (rng.standard_normal(a.shape).astype(np.float32) for a in (x, w))
-    got = transformation_results(conv, x, w, ct, tx, tw)
-    want = transformation_results(ref, x, w, ct, tx, tw)
-    for name in want:
-        jax.tree.map(assert_close, got[name], want[name])
-
-    _, spec16 = _eigen_conv("NCHW", kwargs, x_shape, k_shape, "bfloat16")
-    conv16 = lambda x, w: conv_winograd_eigen_gradients(x, w, spec16)
-    x16, w16, ct16 = (jnp.asarray(a, jnp.bfloat16) for a in (x, w, ct))
-    f32 = lambda a: a.astype(jnp.float32)
-    y, vjp = jax.vjp(jax.jit(conv16), x16, w16)
-    y_ref, vjp_ref = jax.vjp(ref, f32(x16), f32(w16))
-    assert y.dtype == jnp.bfloat16
-    assert_close(y, y_ref, jnp.bfloat16)
-    for g, e in zip(vjp(ct16), vjp_ref(f32(ct16))):
-        assert g.dtype == jnp.bfloat16
-        assert_close(g, e, jnp.bfloat16, scale=float(jnp.max(jnp.abs(e))) + 1.0)

@@ -4,9 +4,11 @@
         "c,o,hw,n[,k];..." METHOD[,METHOD...] [ROUNDS]
 
 Each layer is bench_conv.py's dcgan with other channels, size and batch (a k x k kernel,
-default 4, stride 2, padding 1); the rest is ab_methods.py's main.
+default 4, stride 2, padding 1); the rest is ab_methods.py's main. DTYPE (the
+environment, default float32) is the inputs' dtype (session 16 added it).
 """
 
+import os
 import sys
 
 sys.path.insert(0, ".")
@@ -23,7 +25,7 @@ def main(shapes: str, methods: str, rounds: str = "9") -> None:
         name = f"up{c}-{o}@{hw}n{n}k{k}"
         b.ALL_LAYERS[name] = b.Layer(name, c, o, k, hw, 2, 1, 1, n, n, "", True)
         names.append(name)
-    ab.main(",".join(names), "float32", methods, rounds)
+    ab.main(",".join(names), os.environ.get("DTYPE", "float32"), methods, rounds)
 
 
 if __name__ == "__main__":
