@@ -24,7 +24,10 @@ YNNPACK does not take anyway, so lax's. The kernel gradient is lax's own
 groups, and 'taps''s with them: lax's grouped kernel gradient, a convolution
 with a batch group count, took 135 ms to 2 s where 'taps''s took 3 to 40 ms
 (BENCHMARKS.md, session 14). With a few channels per group on small images 'auto'
-runs 'taps''s forward pass with these gradients instead (TAPS_EIGEN_GRADIENTS).
+runs 'taps''s forward pass with these gradients instead (TAPS_EIGEN_GRADIENTS), and on
+the 2x2 sub-pixel phases of bfloat16 transposed layers 'winograd''s
+(WINOGRAD_EIGEN_GRADIENTS: 'winograd''s own gradients made those programs too slow to
+compile, lax's bfloat16 forward pass is slow; session 16).
 
 Example (the result is lax's convolution's, to rounding):
 
