@@ -16,7 +16,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jconv
-from tests._cpu import cpu_mesh, needs_8_cpu_devices
+from tests._cpu import needs_8_cpu_devices, on_a_split_batch
 from tests._helpers import lowerings_run
 from tests.reference import assert_close, conv_lax, conv_numpy, conv_numpy_vjp
 
@@ -206,8 +206,6 @@ def test_batch_split_in_explicit_sharding_mode(case, layout, sampled, monkeypatc
     gradients against lax, y and dx laid out as x. sampled: the kernel gradient's steps
     would take one sample each, which a batch on devices cannot be sliced into: every
     step then takes the whole batch (and its accumulators are laid out as dy's rows)."""
-    from jax.sharding import AxisType, PartitionSpec
-
     from jconv import _method_depthwise
 
     if sampled:
@@ -217,7 +215,6 @@ def test_batch_split_in_explicit_sharding_mode(case, layout, sampled, monkeypatc
     x, w, _ = _arrays(x_shape, k_shape, seed=11, dtype=np.float32)
     to = (lambda a: a.transpose(0, 2, 3, 1)) if layout == "NHWC" else (lambda a: a)
     x, w = to(x), (w.transpose(2, 3, 1, 0) if layout == "NHWC" else w)
-    mesh = cpu_mesh((8,), ("d",), axis_types=(AxisType.Explicit,))
 
     def conv(x, w):
         return jconv.conv2d(x, w, method="taps", layout=layout, **kwargs)
@@ -225,14 +222,8 @@ def test_batch_split_in_explicit_sharding_mode(case, layout, sampled, monkeypatc
     def ref(x, w):
         return conv_lax(x, w, layout=layout, **kwargs)
 
-    def loss(f):
-        return lambda x, w: jnp.sum(f(x, w) ** 2)
-
-    with jax.set_mesh(mesh):
-        xs = jax.device_put(x, PartitionSpec("d"))
-        y = jax.jit(conv)(xs, w)
-        dx, dw = jax.jit(jax.grad(loss(conv), (0, 1)))(xs, w)
-    dx_ref, dw_ref = jax.grad(loss(ref), (0, 1))(x, w)
+    y, dx, dw = on_a_split_batch(conv, x, w)
+    dx_ref, dw_ref = jax.grad(lambda x, w: jnp.sum(ref(x, w) ** 2), (0, 1))(x, w)
     assert y.sharding.spec[:1] == dx.sharding.spec[:1] == ("d",)
     assert_close(y, ref(x, w))
     assert_close(dx, dx_ref)
