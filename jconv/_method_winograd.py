@@ -301,9 +301,9 @@ def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) 
     in the fusion that makes it, and XLA:CPU, which runs these A^T B products on Eigen in
     float32, widened each position's copy again, a kernel per position. There V and dM
     are each made as one stacked array (`_stacked_transform`) and the GEMMs run as one
-    batched product: about 45 fewer kernels, which took 0.25 to 0.5 s off the compile
-    time with the gradient on ResNet's 3x3 layers (to 1.4 to 1.8 s), for 0.85x to 1.04x
-    the per-position form's speed (BENCHMARKS.md, session 16).
+    batched product: about 45 fewer kernels, which took 0.05 to 0.56 s off the compile
+    time with the gradient on ResNet's and CIFAR's 3x3 layers (to 1.37 to 1.78 s), for
+    0.88x to 1.04x the per-position form's speed (BENCHMARKS.md, session 16).
     """
     (top, _), (left, _) = spec.pads
     tiles = _tile_counts(*dy.shape[1:3])
