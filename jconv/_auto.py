@@ -543,7 +543,8 @@ def choose_phase_method(spec: ConvSpec) -> str:
     'winograd''s phases took 2.7 to 4.0 s to compile with the gradient, and XLA_EIGEN's
     forward pass, lax's bfloat16 one, ran 0.5x to 0.7x 'winograd''s on five of six layers
     (0.88x and 1.74x on the sixth). The pair compiled in 1.4 to 1.8 s on the four
-    4x4 stride-2 layers and DCGAN's (2.0 to 2.3 s on two 3x3 stride-2 ones), forward as
+    4x4 stride-2 layers and DCGAN's (on two 3x3 stride-2 ones 2.0 to 2.3 s, and 1.0 and
+    1.8 s under 'auto' itself in a later run), forward as
     fast as 'winograd', with the gradient 1.02x to 2.04x 'winograd''s (0.82x and 1.17x on
     one 3x3 stride-2 layer, two processes; session 16). In float32 the pair lost with the
     gradient on DCGAN's layer (0.81x to 0.84x XLA_EIGEN): XLA_EIGEN there. float16: not
