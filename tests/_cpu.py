@@ -57,3 +57,32 @@ def batch_split_step(conv, devices: int = 2):
     specs = (PartitionSpec("data"), PartitionSpec(), PartitionSpec("data"))
     out_specs = (PartitionSpec("data"), PartitionSpec("data"), PartitionSpec())
     return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=out_specs))
+
+
+def assert_split_batch_like_lax(conv, x, w, dtype=np.float32, **kwargs) -> None:
+    """`on_a_split_batch(conv, x, w)`: y and dx keep the batch split, and y, dx and dw agree,
+    within dtype's tolerance, with lax (tests/reference.py's conv_lax with kwargs) on the
+    same values in float32."""
+    from tests.reference import assert_close, conv_lax
+
+    y, dx, dw = on_a_split_batch(conv, x, w)
+    assert y.sharding.spec[0] == "d" and dx.sharding.spec[0] == "d"
+    f32 = lambda a: jax.numpy.asarray(a, np.float32)
+    ref = lambda x, w: conv_lax(f32(x), f32(w), **kwargs)
+    assert_close(y, ref(x, w), dtype)
+    loss = lambda x, w: jax.numpy.sum(ref(x, w) ** 2)
+    for got, want in zip((dx, dw), jax.grad(loss, (0, 1))(x, w)):
+        assert_close(got, want, dtype, scale=float(np.max(np.abs(want))) + 1.0)
+
+
+def assert_shard_map_like_lax(conv, x, w, ct, dtype=np.float32, **kwargs) -> None:
+    """`batch_split_step(conv)` and the same step of lax (conv_lax with kwargs, in float32,
+    its result in x's dtype) agree within dtype's tolerance: y, dx and the summed dw."""
+    from tests.reference import assert_close, conv_lax
+
+    f32 = lambda a: jax.numpy.asarray(a, np.float32)
+    ref = lambda x, w: conv_lax(f32(x), f32(w), **kwargs).astype(x.dtype)
+    got = batch_split_step(conv)(x, w, ct)
+    want = batch_split_step(ref)(x, w, ct)
+    for g, e in zip(got, want):
+        assert_close(g, e, dtype, scale=float(np.max(np.abs(f32(e)))) + 1.0)

@@ -128,6 +128,27 @@ def assert_runs_own_code(method: str, fn: Callable, *args: Any) -> None:
 FULL_PRODUCT_ENV = "JCONV_FULL_PRODUCT"  # set by `pytest --full-product` (tests/conftest.py)
 
 
+def assert_auto_runs(lowering: str, x: Any, w: Any, **kwargs: Any) -> None:
+    """'auto' (jconv.conv2d with kwargs) on x and w runs `lowering`, forward and with both
+    gradients, and agrees with lax on the same values in float32 within x's dtype's
+    tolerance: y, and the gradients of sum(y**2) in their inputs' dtype."""
+    import jconv
+    from tests.reference import assert_close, conv_lax
+
+    dtype = jnp.asarray(x).dtype
+    conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
+    loss = lambda conv: lambda x, w: jnp.sum(conv(x, w).astype(jnp.float32) ** 2)
+    assert lowerings_run(conv, x, w) == {lowering}
+    assert lowerings_run(jax.grad(loss(conv), (0, 1)), x, w) == {lowering}
+    f32 = lambda a: a.astype(jnp.float32)
+    ref = lambda x, w: conv_lax(f32(x), f32(w), **kwargs)
+    assert_close(jax.jit(conv)(x, w), ref(x, w), dtype)
+    grads = jax.jit(jax.grad(loss(conv), (0, 1)))(x, w)
+    for got, want in zip(grads, jax.grad(loss(ref), (0, 1))(x, w)):
+        assert got.dtype == dtype
+        assert_close(got, want, dtype, scale=float(jnp.max(jnp.abs(want))) + 1.0)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def transformation_results(conv: Callable, x: Any, w: Any, ct: Any, tx: Any, tw: Any) -> dict:
     """conv(x, w) under the transformations a lowering must support, jitted: the value,

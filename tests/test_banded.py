@@ -18,7 +18,10 @@ import jconv
 from jconv._auto import BANDED_GRADIENTS, TAPS_BANDED_GRADIENTS, choose_method, cpu_compute_dtype
 from jconv._checks import check_conv_args
 from jconv._method_banded import MAX_BLOCK_SLICES, banded_unrolled
-from tests._cpu import needs_8_cpu_devices, on_a_split_batch
+from tests._cpu import (
+    assert_split_batch_like_lax,
+    needs_8_cpu_devices,
+)
 from tests._helpers import lowerings_run, transformation_results
 from tests.reference import assert_close, assert_same_non_finite, conv_lax, conv_numpy_vjp
 
@@ -129,13 +132,7 @@ def test_band_gradients_of_another_forward_on_a_split_batch(case):
     rng = np.random.default_rng(12)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(k_shape).astype(np.float32)
-    conv, ref = auto_conv(kwargs), lambda x, w: conv_lax(x, w, **kwargs)
-    y, dx, dw = on_a_split_batch(conv, x, w)
-    assert y.sharding.spec[0] == "d" and dx.sharding.spec[0] == "d"
-    assert_close(y, ref(x, w))
-    loss = lambda x, w: jnp.sum(ref(x, w) ** 2)
-    for got, want in zip((dx, dw), jax.grad(loss, (0, 1))(x, w)):
-        assert_close(got, want)
+    assert_split_batch_like_lax(auto_conv(kwargs), x, w, **kwargs)
 
 
 @pytest.mark.usefixtures("on_cpu")

@@ -16,7 +16,10 @@ import pytest
 from jax.test_util import check_grads
 
 import jconv
-from tests._cpu import needs_8_cpu_devices, on_a_split_batch
+from tests._cpu import (
+    assert_split_batch_like_lax,
+    needs_8_cpu_devices,
+)
 from tests._helpers import lowerings_run
 from tests.reference import assert_close, conv_lax, conv_numpy, conv_numpy_vjp
 
@@ -219,15 +222,7 @@ def test_batch_split_in_explicit_sharding_mode(case, layout, sampled, monkeypatc
     def conv(x, w):
         return jconv.conv2d(x, w, method="taps", layout=layout, **kwargs)
 
-    def ref(x, w):
-        return conv_lax(x, w, layout=layout, **kwargs)
-
-    y, dx, dw = on_a_split_batch(conv, x, w)
-    dx_ref, dw_ref = jax.grad(lambda x, w: jnp.sum(ref(x, w) ** 2), (0, 1))(x, w)
-    assert y.sharding.spec[:1] == dx.sharding.spec[:1] == ("d",)
-    assert_close(y, ref(x, w))
-    assert_close(dx, dx_ref)
-    assert_close(dw, dw_ref)
+    assert_split_batch_like_lax(conv, x, w, layout=layout, **kwargs)
 
 
 @pytest.mark.parametrize("x_shape,k_shape,kwargs", [CASES[1], CASES[3]], ids=[IDS[1], IDS[3]])

@@ -20,7 +20,11 @@ from jconv._method_winograd import (
     winograd_supported,
 )
 from jconv._winograd_matrices import winograd_matrices
-from tests._cpu import batch_split_step, needs_8_cpu_devices, on_a_split_batch
+from tests._cpu import (
+    assert_shard_map_like_lax,
+    assert_split_batch_like_lax,
+    needs_8_cpu_devices,
+)
 from tests._helpers import assert_runs_own_code
 from tests.reference import assert_close, conv_lax
 
@@ -177,16 +181,8 @@ def test_bfloat16_kernel_gradient_on_devices(where):
     x = jnp.asarray(rng.standard_normal((8, 4, 8, 8)), jnp.bfloat16)
     w = jnp.asarray(rng.standard_normal((6, 4, 3, 3)), jnp.bfloat16)
     conv = lambda x, w: jconv.conv2d(x, w, padding=1, method="winograd")
-    f32 = lambda a: a.astype(jnp.float32)
-    ref = lambda x, w: conv_lax(f32(x), f32(w), padding=1)
     if where == "batch":
-        got = on_a_split_batch(conv, x, w)
-        loss = lambda x, w: jnp.sum(ref(x, w) ** 2)
-        want = (ref(x, w), *jax.grad(loss, (0, 1))(x, w))
-        assert got[0].sharding.spec[0] == "d"
+        assert_split_batch_like_lax(conv, x, w, jnp.bfloat16, padding=1)
     else:
         ct = jnp.asarray(rng.standard_normal((8, 6, 8, 8)), jnp.bfloat16)
-        got = batch_split_step(conv)(x, w, ct)
-        want = batch_split_step(lambda x, w: ref(x, w).astype(jnp.bfloat16))(x, w, ct)
-    for g, e in zip(got, want):
-        assert_close(g, e, jnp.bfloat16, scale=float(jnp.max(jnp.abs(f32(e)))) + 1.0)
+        assert_shard_map_like_lax(conv, x, w, ct, jnp.bfloat16, padding=1)

@@ -18,8 +18,12 @@ from jconv._checks import check_conv_args
 from jconv._conv_primitive import lowered_conv
 from jconv._method_winograd_1d import WINOGRAD_1D as WINOGRAD_1D_LOWERING
 from jconv._method_winograd_1d import conv_winograd_1d, winograd_1d_supported
-from tests._cpu import batch_split_step, needs_8_cpu_devices, on_a_split_batch
-from tests._helpers import lowerings_run, transformation_results
+from tests._cpu import (
+    assert_shard_map_like_lax,
+    assert_split_batch_like_lax,
+    needs_8_cpu_devices,
+)
+from tests._helpers import assert_auto_runs, lowerings_run, transformation_results
 from tests.reference import (
     assert_close,
     assert_same_non_finite,
@@ -210,17 +214,7 @@ def test_auto_runs_it(dtype):
     rng = np.random.default_rng(46)
     x = jnp.asarray(rng.standard_normal(x_shape), dtype)
     w = jnp.asarray(rng.standard_normal(k_shape), dtype)
-    conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
-    loss = lambda conv: lambda x, w: jnp.sum(conv(x, w).astype(jnp.float32) ** 2)
-    assert lowerings_run(conv, x, w) == {WINOGRAD_1D}
-    assert lowerings_run(jax.grad(loss(conv), (0, 1)), x, w) == {WINOGRAD_1D}
-    f32 = lambda a: a.astype(jnp.float32)
-    ref = lambda x, w: conv_lax(f32(x), f32(w), **kwargs)
-    assert_close(jax.jit(conv)(x, w), ref(x, w), dtype)
-    grads = jax.jit(jax.grad(loss(conv), (0, 1)))(x, w)
-    for got, want in zip(grads, jax.grad(loss(ref), (0, 1))(x, w)):
-        assert got.dtype == dtype
-        assert_close(got, want, dtype, scale=float(jnp.max(jnp.abs(want))) + 1.0)
+    assert_auto_runs(WINOGRAD_1D, x, w, **kwargs)
 
 
 @needs_8_cpu_devices
@@ -234,13 +228,7 @@ def test_on_a_split_batch():
     w = rng.standard_normal(k_shape).astype(np.float32)
     conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
     assert lowerings_run(conv, x, w) == {WINOGRAD_1D}
-    ref = lambda x, w: conv_lax(x, w, **kwargs)
-    y, dx, dw = on_a_split_batch(conv, x, w)
-    assert y.sharding.spec[0] == "d" and dx.sharding.spec[0] == "d"
-    assert_close(y, ref(x, w))
-    loss = lambda x, w: jnp.sum(ref(x, w) ** 2)
-    for got, want in zip((dx, dw), jax.grad(loss, (0, 1))(x, w)):
-        assert_close(got, want, scale=float(np.max(np.abs(want))) + 1.0)
+    assert_split_batch_like_lax(conv, x, w, **kwargs)
 
 
 @needs_8_cpu_devices
@@ -254,7 +242,4 @@ def test_inside_shard_map():
     ct = rng.standard_normal((4, 16, 10, 10)).astype(np.float32)
     conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
     assert lowerings_run(conv, x[:2], w) == {WINOGRAD_1D}
-    got = batch_split_step(conv)(x, w, ct)
-    want = batch_split_step(lambda x, w: conv_lax(x, w, **kwargs))(x, w, ct)
-    for g, e in zip(got, want):
-        assert_close(g, e, scale=float(np.max(np.abs(e))) + 1.0)
+    assert_shard_map_like_lax(conv, x, w, ct, **kwargs)
