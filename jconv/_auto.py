@@ -48,9 +48,14 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   bfloat16), and in float32 on kernels up to 3x3 contracting at least 64 channels
   (`_strided_taps_win`: 1.0x to 1.5x lax both ways on a quiet machine); other
   strided float32 kernels lax (32 channels, 5x5: 'taps' lost forward);
-- grouped convolutions (not depthwise): XLA_EIGEN below, with 'taps''s forward pass
-  on up to 4 channels per group on small images (TAPS_EIGEN_GRADIENTS), strided ones
-  'taps' (lax's grouped kernel gradient took 13x to 51x as long as 'taps''s;
+- grouped convolutions (not depthwise): with few channels per group (C/groups * kh * kw
+  up to 100 in float32, ResNeXt's 8 of 3x3 among them; up to 4 channels and 6 outputs a
+  group in bfloat16) GROUPED_ELEMENTWISE, a lowering only this rule picks: the forward
+  pass and the input gradient as elementwise sums vectorized over the channels, as on
+  depthwise layers (ResNeXt's layer 2.1x to 2.4x forward, 1.1x to 1.2x with the
+  gradient; `_grouped_elementwise_wins`); else XLA_EIGEN below, with 'taps''s forward
+  pass on up to 4 channels per group on small images (TAPS_EIGEN_GRADIENTS), strided
+  ones 'taps' (lax's grouped kernel gradient took 13x to 51x as long as 'taps''s;
   `_grouped_choice`);
 - everything else (dilation, shallow layers that 'banded' does not take): lax's
   convolution ('taps' ran 0.5x to 0.7x lax on a dilated 3x3), in float32 with 16 to
@@ -107,12 +112,13 @@ from jconv._method_banded import (
 from jconv._method_banded import TAPS_BANDED_GRADIENTS as TAPS_BANDED_GRADIENTS_LOWERING
 from jconv._method_winograd import winograd_supported
 from jconv._method_winograd_1d import WINOGRAD_1D as WINOGRAD_1D_LOWERING
+from jconv._method_xla_eigen import ELEMENTWISE_MAX_TERMS, extension
+from jconv._method_xla_eigen import GROUPED_ELEMENTWISE as GROUPED_ELEMENTWISE_LOWERING
 from jconv._method_xla_eigen import TAPS_EIGEN_GRADIENTS as TAPS_EIGEN_GRADIENTS_LOWERING
 from jconv._method_xla_eigen import (
     WINOGRAD_EIGEN_GRADIENTS as WINOGRAD_EIGEN_GRADIENTS_LOWERING,
 )
 from jconv._method_xla_eigen import XLA_EIGEN as XLA_EIGEN_LOWERING
-from jconv._method_xla_eigen import extension
 from jconv._pallas_tuning import MIN_DOT
 
 BANDED_MAX_CONTRACTION = 256  # C/groups * kh * kw: the direct GEMMs' depth is this small
@@ -145,6 +151,8 @@ EIGEN_MIN_CHANNELS = 16  # C, 5x5 and up: with 8, lost with the gradient (0.7x t
 EIGEN_MAX_OUTPUTS_LARGE = 64  # O, 5x5 and up: with 128, YNNPACK ran on both cores (a tie)
 # grouped: 'taps''s forward pass with XLA_EIGEN's gradients (likewise rule-only)
 TAPS_EIGEN_GRADIENTS = TAPS_EIGEN_GRADIENTS_LOWERING.name
+# grouped, a few channels a group: elementwise forward pass and input gradient (likewise)
+GROUPED_ELEMENTWISE = GROUPED_ELEMENTWISE_LOWERING.name
 # bfloat16 sub-pixel phases: 'winograd''s forward pass with XLA_EIGEN's gradients (likewise)
 WINOGRAD_EIGEN_GRADIENTS = WINOGRAD_EIGEN_GRADIENTS_LOWERING.name
 GROUPED_TAPS_MAX_CHANNELS = 4  # C/groups: 'taps''s forward won with 4, lost with 8 and 16
@@ -343,14 +351,55 @@ def _eigen_wins(spec: ConvSpec) -> bool:
     return spec.c >= EIGEN_MIN_CHANNELS and spec.o <= EIGEN_MAX_OUTPUTS_LARGE
 
 
+GROUPED_ELEMENTWISE_BF16_MAX_CHANNELS = 4  # C/groups in bfloat16: with 8 it lost (0.83x to 0.95x)
+GROUPED_ELEMENTWISE_BF16_MAX_OUTPUTS = 6  # O/groups in bfloat16: with 8 its forward lost (0.9x)
+
+
+def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
+    """Grouped convolutions whose elementwise sums stay short: GROUPED_ELEMENTWISE (the
+    forward pass and the input gradient as sums of C/groups and O/groups products per tap,
+    vectorized over the channels; jconv/_method_xla_eigen.py) where its forward pass
+    takes at most ELEMENTWISE_MAX_TERMS products an output; in bfloat16 (computed in
+    float32, `cpu_compute_dtype`) on at most 4 channels and 6 outputs per group.
+
+    Measured (session 17, AMD EPYC, 2 cores, NHWC, bench_conv.py's loss, interleaved in
+    one process against what 'auto' ran before, XLA_EIGEN or TAPS_EIGEN_GRADIENTS), 3x3
+    kernels unless said, forward / forward+backward. float32: ResNeXt's 32 groups of 8 at
+    28x28 2.1x to 2.4x / 1.12x to 1.23x (the input gradient 1.44x, the kernel gradient,
+    XLA_EIGEN's, unchanged), at 56x56 2.6x / 1.37x, at 14x14 2.3x to 2.6x / 1.18x to 1.46x;
+    4 channels a group 4.4x to 5.4x / 1.26x to 2.5x (128 -> 128 at 28x28, 48 -> 96 at 14x14,
+    64 -> 64 in 16 groups), 2 a group 13x / 2.6x, 4 a group on 112x112 7.6x / 2.3x, 4 a
+    group with 5x5 kernels (100 products) 3.1x / 3.0x, 12 a group (108) 1.16x to 1.24x /
+    1.08x to 1.18x; with 32 outputs a group (the input gradient then XLA_EIGEN's,
+    `_elementwise_dx`) 1.02x / 1.21x. Lost: 16 a group (144 products) 0.16x / 0.34x, 8 a
+    group with 5x5 kernels (200) 0.19x / 0.47x, where XLA's loop ran 5x to 6x slower.
+    bfloat16, widened: 2 to 4 channels and 2 to 6 outputs a group 1.4x to 5.4x / 1.7x to
+    2.6x (five shapes, a 5x5 one among them); 4 channels and 8 outputs forward 0.90x to
+    0.94x (1.10x to 1.48x with the gradient), 32 outputs 0.16x forward; 8 channels 0.31x
+    forward, 0.83x to 0.95x with the gradient (in bfloat16 itself 1.4x to 1.6x forward but
+    0.54x to 0.90x with it). float16 was not measured and keeps the rule below."""
+    if spec.cg * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS:
+        return False
+    dtype = jnp.dtype(spec.dtype)
+    if dtype == jnp.float32:
+        return True
+    return (
+        dtype == jnp.bfloat16
+        and spec.cg <= GROUPED_ELEMENTWISE_BF16_MAX_CHANNELS
+        and spec.og <= GROUPED_ELEMENTWISE_BF16_MAX_OUTPUTS
+    )
+
+
 def _grouped_choice(spec: ConvSpec) -> str:
     """A grouped convolution (not depthwise, which 'taps' runs): never lax's, whose grouped
     kernel gradient (a convolution with a batch group count, which XLA:CPU decomposes)
     took 13x to 51x as long as 'taps''s.
 
     Where `extension` steers lax's forward pass off YNNPACK (whose grouped convolution is
-    slow: float32 1.5x to 7.7x faster steered; bfloat16 1.6x to 2.1x), XLA_EIGEN: that
-    forward pass and input gradient, 'taps''s kernel gradient; on up to
+    slow: float32 1.5x to 7.7x faster steered; bfloat16 1.6x to 2.1x): where the
+    elementwise sums stay short, GROUPED_ELEMENTWISE (`_grouped_elementwise_wins`,
+    session 17); else XLA_EIGEN: that forward pass and input gradient, 'taps''s kernel
+    gradient; on up to
     GROUPED_TAPS_MAX_CHANNELS channels per group and images up to GROUPED_TAPS_MAX_PIXELS,
     'taps''s forward pass with the same gradients (TAPS_EIGEN_GRADIENTS): as built, against
     XLA_EIGEN with bench_conv.py's loss, two processes, 1.15x to 2.0x forward and 1.02x to
@@ -364,6 +413,8 @@ def _grouped_choice(spec: ConvSpec) -> str:
     EPYC, float32 NHWC unless said."""
     if extension(spec) is None:
         return "taps"
+    if _grouped_elementwise_wins(spec):
+        return GROUPED_ELEMENTWISE
     if spec.cg <= GROUPED_TAPS_MAX_CHANNELS and spec.height * spec.width <= GROUPED_TAPS_MAX_PIXELS:
         return TAPS_EIGEN_GRADIENTS
     return XLA_EIGEN
@@ -424,8 +475,9 @@ def cpu_compute_dtype(spec: ConvSpec, method: str) -> Any:
 
     XLA's CPU backend runs bfloat16 matrix products fast (with AMX tiles where the CPU
     has them) but converts every elementwise bfloat16 operation to float32 and back:
-    'banded' (its windows and band) and 'taps' with more than one tap (a window and a
-    sum per tap) ran faster in float32 than in bfloat16. Not widened: a 1x1 'taps',
+    'banded' (its windows and band), 'taps' with more than one tap (a window and a
+    sum per tap) and GROUPED_ELEMENTWISE (1.08x to 1.29x its bfloat16 form with the
+    gradient, session 17) ran faster in float32 than in bfloat16. Not widened: a 1x1 'taps',
     one bfloat16 GEMM; 'winograd', which already transforms in float32 and keeps its
     GEMM operands in bfloat16; 'vmap' and 'taps' on one input channel per group, which
     compute in float32 themselves; and lax, whose convolution, fed by a conversion to
@@ -437,7 +489,9 @@ def cpu_compute_dtype(spec: ConvSpec, method: str) -> Any:
     """
     if jnp.dtype(spec.dtype).itemsize >= 4:
         return None
-    if method == "banded" or (method == "taps" and spec.kh * spec.kw > 1 and spec.cg > 1):
+    if method in ("banded", GROUPED_ELEMENTWISE) or (
+        method == "taps" and spec.kh * spec.kw > 1 and spec.cg > 1
+    ):
         return jnp.dtype(jnp.float32)
     return None
 

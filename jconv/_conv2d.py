@@ -14,6 +14,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jconv._auto import (
     BANDED_GRADIENTS,
+    GROUPED_ELEMENTWISE,
     PHASES,
     TAPS_BANDED_GRADIENTS,
     TAPS_EIGEN_GRADIENTS,
@@ -41,6 +42,7 @@ from jconv._method_winograd import conv_winograd
 from jconv._method_winograd_1d import conv_winograd_1d
 from jconv._method_xla import conv_xla
 from jconv._method_xla_eigen import (
+    conv_grouped_elementwise,
     conv_taps_eigen_gradients,
     conv_winograd_eigen_gradients,
     conv_xla_eigen,
@@ -69,6 +71,7 @@ RULE_LOWERINGS: dict[str, Forward] = {
     TAPS_BANDED_GRADIENTS: conv_taps_banded_gradients,
     XLA_EIGEN: conv_xla_eigen,
     TAPS_EIGEN_GRADIENTS: conv_taps_eigen_gradients,
+    GROUPED_ELEMENTWISE: conv_grouped_elementwise,
     WINOGRAD_EIGEN_GRADIENTS: conv_winograd_eigen_gradients,
     WINOGRAD_1D: conv_winograd_1d,
 }

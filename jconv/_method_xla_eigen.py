@@ -51,12 +51,18 @@ from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
 from jconv._layouts import LAYOUT_INFO, transposed_kernel
 from jconv._lowering import Lowering, member, transpose_in_w, transpose_in_x
+from jconv._method_depthwise import elementwise_y
 from jconv._method_taps import TAPS
 from jconv._method_winograd import WINOGRAD, winograd_supported
 from jconv._method_xla import conv_xla
+from jconv._subpixel import crop_undilated
 from jconv._typing import Array
 
 MAX_EXTRA = 0.125  # extra outputs along the extended axis: at most this fraction of them
+# Multiply-adds per output of an elementwise sum (channels per group times taps) up to which
+# XLA's CPU backend ran it as one fast loop: 100 (4 channels, 5x5) and 72 (8, 3x3) ran 2x to
+# 5x lax's grouped convolution; 144 (16, 3x3) and 200 (8, 5x5) ran 5x to 6x slower than it
+ELEMENTWISE_MAX_TERMS = 100
 
 
 def extension(spec: ConvSpec) -> tuple[int, int] | None:
@@ -114,6 +120,28 @@ def _eigen_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
     return eigen_y(dy, w_t, dx_spec).astype(spec.dtype)
 
 
+def _elementwise_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
+    """dx: at stride 1, dy correlated with the flipped kernel (conv_transpose2d's kernel) as
+    `elementwise_y` computes a convolution, O/groups multiply-adds per tap and output
+    (the padding's zeros times the kernel as lax's transpose forms them, as `_eigen_dx`
+    does); strided, with more than ELEMENTWISE_MAX_TERMS of them, or with a result dtype
+    other than the inputs', `_eigen_dx`."""
+    if (
+        spec.stride != (1, 1)
+        or spec.og * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS
+        or np.dtype(spec.out_dtype) != np.dtype(spec.dtype)
+    ):
+        return _eigen_dx(dy, w, spec)
+    mh, mw = spec.out_hw
+    dx_spec = dataclasses.replace(
+        spec, c=spec.o, o=spec.c, height=mh, width=mw, pads=spec.input_gradient_pads,
+        preferred_element_type=None,
+    )  # fmt: skip
+    w_t = transposed_kernel(w, spec.groups, "NCHW")
+    dy, dx_spec = crop_undilated(dy, dx_spec)  # padding beyond the kernel's reach: crops
+    return elementwise_y(dy, w_t, dx_spec).astype(spec.dtype)
+
+
 def _eigen_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:
     """dw: without groups lax's transpose of its own convolution (YNNPACK's, the faster
     here); with groups 'taps''s, a GEMM per tap contracting the batch and the pixels."""
@@ -131,6 +159,17 @@ XLA_EIGEN = Lowering("xla_eigen", eigen_y, _eigen_dx, _eigen_dw, guarded=frozens
 # that forward pass 3x slower on one of the shapes measured (BENCHMARKS.md, session 14).
 TAPS_EIGEN_GRADIENTS = Lowering(
     "taps_eigen_gradients", TAPS.y, _eigen_dx, _eigen_dw, guarded=frozenset({"y"})
+)
+
+
+# Grouped convolutions with a few channels per group (ResNeXt's 32 groups of 8): the
+# forward pass and the input gradient as elementwise sums, C/groups (O/groups for the
+# input gradient) multiply-adds per tap and output vectorized over the channels, where a
+# GEMM per group would contract 8 values and lax's grouped convolution ran at 8 to 10
+# GFLOP/s; the kernel gradient XLA_EIGEN's ('taps''s GEMMs contracting the batch and the
+# pixels). jconv/_auto.py's `_grouped_choice` says where (BENCHMARKS.md, session 17).
+GROUPED_ELEMENTWISE = Lowering(
+    "grouped_elementwise", elementwise_y, _elementwise_dx, _eigen_dw, guarded=frozenset()
 )
 
 
@@ -158,6 +197,13 @@ def conv_taps_eigen_gradients(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout:
     'taps''s forward pass with XLA_EIGEN's gradients (TAPS_EIGEN_GRADIENTS)."""
     return lowered_conv(x, w, spec, TAPS_EIGEN_GRADIENTS)
+
+
+def conv_grouped_elementwise(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout:
+    the forward pass and the input gradient as elementwise sums, XLA_EIGEN's kernel
+    gradient (GROUPED_ELEMENTWISE)."""
+    return lowered_conv(x, w, spec, GROUPED_ELEMENTWISE)
 
 
 def conv_winograd_eigen_gradients(x: Array, w: Array, spec: ConvSpec) -> Array:

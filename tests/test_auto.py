@@ -14,6 +14,7 @@ import jconv
 from jconv._auto import (
     ACCELERATOR_PLATFORMS,
     BANDED_GRADIENTS,
+    GROUPED_ELEMENTWISE,
     TAPS_BANDED_GRADIENTS,
     WINOGRAD_1D,
     WINOGRAD_EIGEN_GRADIENTS,
@@ -42,7 +43,7 @@ CPU_CHOICES = [
     ((2, 64, 56, 56), (64, 64, 7, 7), {"padding": 3}, XLA_EIGEN),  # beyond F(2, 5)
     ((2, 64, 56, 56), (64, 64, 7, 7), {}, "xla"),  # VALID: 7 more of 50 rows, too many
     ((2, 64, 56, 56), (128, 64, 7, 7), {"padding": 3}, "xla"),  # 128 outputs: YNNPACK on both cores
-    ((4, 256, 28, 28), (256, 8, 3, 3), {"padding": 1, "groups": 32}, XLA_EIGEN),  # ResNeXt
+    ((4, 256, 28, 28), (256, 8, 3, 3), {"padding": 1, "groups": 32}, GROUPED_ELEMENTWISE),
     ((4, 256, 28, 28), (256, 8, 3, 3), {"stride": 2, "padding": 1, "groups": 32}, "taps"),
     ((2, 256, 56, 56), (64, 256, 1, 1), {}, "taps"),  # 1x1
     ((4, 128, 56, 56), (128, 1, 3, 3), {"groups": 128, "padding": 1}, "taps"),  # depthwise
@@ -79,7 +80,8 @@ def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     """NCHW (where 'pallas' was not timed): lax on GPUs and TPUs (jconv/_auto.py). The CPU's
     rule picks by dtype too (strided kernels: 'taps' in bfloat16, and in float32 on 3x3
     kernels contracting at least 64 channels; one input channel: 'taps''s forward pass in
-    float32 and bfloat16; XLA_EIGEN without groups in float32 only)."""
+    float32 and bfloat16; XLA_EIGEN without groups in float32 only; GROUPED_ELEMENTWISE
+    in bfloat16 on up to 4 channels a group)."""
     spec = spec_of(x_shape, k_shape, kwargs, dtype)
     rules = auto_methods(spec)
     assert rules == {
@@ -90,6 +92,8 @@ def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     strided = kwargs.get("stride", 1) > 1 and k_shape[2:] != (1, 1) and deep
     if dtype == "bfloat16" and cpu == XLA_EIGEN and kwargs.get("groups", 1) == 1:
         cpu = "xla"  # YNNPACK takes float32 only: nothing to steer lax's convolution from
+    if dtype == "bfloat16" and cpu == GROUPED_ELEMENTWISE:
+        cpu = XLA_EIGEN  # ResNeXt's 8 channels a group: over bfloat16's bound
     assert rules["cpu"] == ("taps" if dtype == "bfloat16" and strided else cpu)
     if dtype == "float32" and strided:  # float32: 'taps' on 3x3, 64 channels and more
         assert (cpu == "taps") == (k_shape[2:] == (3, 3) and k_shape[1] >= 64)

@@ -1,7 +1,8 @@
 """XLA_EIGEN (jconv/_method_xla_eigen.py): lax's convolution steered onto XLA:CPU's own
 kernel, and TAPS_EIGEN_GRADIENTS and WINOGRAD_EIGEN_GRADIENTS, 'taps''s and 'winograd''s
-forward passes with its gradients: forward and gradients against the NumPy loop and lax,
-and the rule that picks them."""
+forward passes with its gradients, and GROUPED_ELEMENTWISE (elementwise forward pass and
+input gradient, its kernel gradient): forward and gradients against the NumPy loop and
+lax, and the rule that picks them."""
 
 from __future__ import annotations
 
@@ -13,9 +14,16 @@ import numpy as np
 import pytest
 
 import jconv
-from jconv._auto import TAPS_EIGEN_GRADIENTS, XLA_EIGEN, choose_method
+from jconv._auto import (
+    GROUPED_ELEMENTWISE,
+    TAPS_EIGEN_GRADIENTS,
+    XLA_EIGEN,
+    choose_method,
+    cpu_compute_dtype,
+)
 from jconv._checks import check_conv_args
 from jconv._conv_primitive import lowered_conv
+from jconv._method_xla_eigen import GROUPED_ELEMENTWISE as GROUPED_ELEMENTWISE_LOWERING
 from jconv._method_xla_eigen import TAPS_EIGEN_GRADIENTS as TAPS_EIGEN_GRADIENTS_LOWERING
 from jconv._method_xla_eigen import WINOGRAD_EIGEN_GRADIENTS as WINOGRAD_EIGEN_GRADIENTS_LOWERING
 from jconv._method_xla_eigen import XLA_EIGEN as XLA_EIGEN_LOWERING
@@ -69,16 +77,19 @@ CASES = [
     ((2, 4, 10, 11), (4, 2, 3, 3), {"padding": 1, "stride": 2, "groups": 2}),
     ((2, 4, 9, 9), (5, 4, 3, 3), {"padding": ((3, 0), (1, 4))}),  # beyond the kernel's reach
     ((2, 4, 11, 3), (5, 4, 3, 1), {"padding": ((4, 0), (0, 0))}),  # a crop lax got wrong
+    ((2, 4, 8, 9), (24, 2, 3, 3), {"padding": "SAME", "groups": 2}),  # 12 outputs a group
 ]
 
 
 # The lowerings of the module: XLA_EIGEN, and 'taps''s and 'winograd''s forward passes with
 # its gradients (the last through conv_winograd_eigen_gradients, which hands the shapes
-# 'winograd' does not take to TAPS_EIGEN_GRADIENTS).
+# 'winograd' does not take to TAPS_EIGEN_GRADIENTS), and the elementwise one (which takes
+# every case: its sums run with or without groups, its input gradient is lax's at strides).
 LOWERINGS = {
     "xla_eigen": XLA_EIGEN_LOWERING,
     "taps_eigen_gradients": TAPS_EIGEN_GRADIENTS_LOWERING,
     "winograd_eigen_gradients": WINOGRAD_EIGEN_GRADIENTS_LOWERING,
+    "grouped_elementwise": GROUPED_ELEMENTWISE_LOWERING,
 }
 
 
@@ -149,6 +160,23 @@ def test_transformations_against_lax(case, lowering):
         jax.tree.map(assert_close, got[name], want[name])
 
 
+@pytest.mark.parametrize("outputs,elementwise", [(8, True), (24, False)])
+def test_grouped_elementwise_input_gradient(outputs, elementwise):
+    """GROUPED_ELEMENTWISE's input gradient is an elementwise sum (no convolution in its
+    program) up to ELEMENTWISE_MAX_TERMS products an output (O/groups * kh * kw), lax's
+    beyond (24 outputs a group: 108); against lax either way."""
+    x_shape, k_shape = (2, 8, 7, 6), (outputs * 2, 4, 3, 3)
+    kwargs = {"padding": ((2, 0), (1, 1)), "groups": 2}
+    rng = np.random.default_rng(29)
+    x, w = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, k_shape))
+    conv, _ = _eigen_conv("NCHW", kwargs, x_shape, k_shape, lowering=GROUPED_ELEMENTWISE_LOWERING)
+    ct = rng.standard_normal(jax.eval_shape(conv, x, w).shape).astype(np.float32)
+    dx = jax.jit(lambda x, w, ct: jax.vjp(lambda x: conv(x, w), x)[1](ct)[0])
+    assert ("convolution" in dx.lower(x, w, ct).as_text()) != elementwise
+    _, vjp_ref = jax.vjp(lambda x: conv_lax(x, w, **kwargs), x)
+    assert_close(dx(x, w, ct), vjp_ref(ct)[0])
+
+
 def test_preferred_element_type():
     """bfloat16 inputs into a float32 result: lax's input gradient (not the flipped
     correlation, whose operands would not share a dtype), within bfloat16's tolerance."""
@@ -198,11 +226,15 @@ RULE_CASES = [
     ((8, 28, 28, 64), (7, 7, 64, 64), {}, XLA_EIGEN),
     ((8, 56, 56, 16), (5, 5, 16, 64), {}, XLA_EIGEN),
     ((16, 28, 28, 32), (3, 3, 32, 64), {"dilation": 2}, XLA_EIGEN),
-    ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4}, XLA_EIGEN),  # grouped
-    ((4, 28, 28, 256), (3, 3, 8, 256), {"groups": 32}, XLA_EIGEN),  # ResNeXt's
-    ((4, 28, 28, 128), (3, 3, 4, 128), {"groups": 32}, TAPS_EIGEN_GRADIENTS),  # 4 a group
-    ((8, 14, 14, 48), (3, 3, 4, 96), {"groups": 12}, TAPS_EIGEN_GRADIENTS),
-    ((4, 56, 56, 128), (3, 3, 4, 128), {"groups": 32}, XLA_EIGEN),  # 56x56: its forward
+    ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4}, XLA_EIGEN),  # grouped, 144 products
+    ((4, 28, 28, 256), (3, 3, 8, 256), {"groups": 32}, GROUPED_ELEMENTWISE),  # ResNeXt's
+    ((4, 28, 28, 128), (3, 3, 4, 128), {"groups": 32}, GROUPED_ELEMENTWISE),  # 4 a group
+    ((8, 14, 14, 48), (3, 3, 4, 96), {"groups": 12}, GROUPED_ELEMENTWISE),
+    ((4, 56, 56, 128), (3, 3, 4, 128), {"groups": 32}, GROUPED_ELEMENTWISE),
+    ((8, 14, 14, 384), (3, 3, 12, 384), {"groups": 32}, XLA_EIGEN),  # 108 products
+    ((4, 28, 28, 64), (5, 5, 4, 64), {"groups": 16}, GROUPED_ELEMENTWISE),  # 100 products
+    ((4, 28, 28, 128), (5, 5, 8, 128), {"groups": 16}, XLA_EIGEN),  # 200 products
+    ((4, 28, 28, 32), (7, 7, 4, 32), {"groups": 8}, TAPS_EIGEN_GRADIENTS),  # 196, small
     ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4, "dilation": 2}, XLA_EIGEN),
     ((2, 56, 56, 64), (3, 3, 16, 64), {"groups": 4, "stride": 2}, "taps"),  # no extension
     ((64, 32, 32, 16), (3, 3, 16, 16), {}, "xla"),  # 16 channels: no YNNPACK to avoid
@@ -216,10 +248,31 @@ RULE_CASES = [
 ]
 
 
+# bfloat16: GROUPED_ELEMENTWISE on up to 4 channels and 6 outputs a group, in float32.
+BFLOAT16_RULE_CASES = [
+    ((4, 28, 28, 128), (3, 3, 4, 128), {"groups": 32}, GROUPED_ELEMENTWISE),  # 4 and 4
+    ((8, 28, 28, 48), (3, 3, 3, 96), {"groups": 16}, GROUPED_ELEMENTWISE),  # 3 and 6
+    ((8, 14, 14, 48), (3, 3, 4, 96), {"groups": 12}, TAPS_EIGEN_GRADIENTS),  # 8 outputs
+    ((4, 28, 28, 256), (3, 3, 8, 256), {"groups": 32}, XLA_EIGEN),  # ResNeXt's: 8 channels
+]
+
+
+@pytest.mark.parametrize("x_shape,k_shape,kwargs,expected", BFLOAT16_RULE_CASES)
+def test_rule_bfloat16(x_shape, k_shape, kwargs, expected):
+    spec = _spec(x_shape, k_shape, "bfloat16", padding="SAME", **kwargs)
+    assert choose_method(spec) == expected
+    widened = cpu_compute_dtype(spec, expected)
+    assert widened == (jnp.float32 if expected == GROUPED_ELEMENTWISE else None)
+
+
 @pytest.mark.parametrize("x_shape,k_shape,kwargs,expected", RULE_CASES)
 def test_rule(x_shape, k_shape, kwargs, expected):
     spec = _spec(x_shape, k_shape, padding="SAME", **kwargs)
     assert choose_method(spec) == expected
+    if expected == GROUPED_ELEMENTWISE:  # float32's rule; float16 was not measured
+        assert choose_method(_spec(x_shape, k_shape, "float16", padding="SAME", **kwargs)) != (
+            GROUPED_ELEMENTWISE
+        )
     if expected == XLA_EIGEN and spec.groups == 1:
         for dtype in ("bfloat16", "float16"):  # YNNPACK takes float32 only
             assert choose_method(_spec(x_shape, k_shape, dtype, padding="SAME", **kwargs)) != (
@@ -229,19 +282,22 @@ def test_rule(x_shape, k_shape, kwargs, expected):
 
 @pytest.mark.usefixtures("on_cpu")
 @pytest.mark.parametrize(
-    "groups,dtype,lowering",
+    "groups,dtype,lowering,k",
     [
-        (1, "float32", XLA_EIGEN),
-        (4, "float32", XLA_EIGEN),
-        (4, "bfloat16", XLA_EIGEN),
-        (6, "float32", TAPS_EIGEN_GRADIENTS),
-        (6, "bfloat16", TAPS_EIGEN_GRADIENTS),
+        (1, "float32", XLA_EIGEN, 5),
+        (4, "float32", XLA_EIGEN, 5),
+        (4, "bfloat16", XLA_EIGEN, 5),
+        (6, "float32", TAPS_EIGEN_GRADIENTS, 7),
+        (6, "float16", TAPS_EIGEN_GRADIENTS, 5),
+        (6, "float32", GROUPED_ELEMENTWISE, 5),
+        (8, "float32", GROUPED_ELEMENTWISE, 3),  # 3 channels, 3 outputs a group
+        (8, "bfloat16", GROUPED_ELEMENTWISE, 3),  # computed in float32
     ],
 )
-def test_auto_runs_it(groups, dtype, lowering):
+def test_auto_runs_it(groups, dtype, lowering, k):
     """'auto' on a small shape of the rule (without groups float32 only: test_rule): the
     lowering forward and backward, against lax."""
-    x_shape, k_shape = (2, 24, 10, 10), (24, 24 // groups, 5, 5)
+    x_shape, k_shape = (2, 24, 10, 10), (24, 24 // groups, k, k)
     kwargs = {"padding": "SAME", "groups": groups}
     spec = check_conv_args(x_shape, k_shape, x_dtype=dtype, kernel_dtype=dtype, **kwargs)
     assert choose_method(spec) == lowering
@@ -276,5 +332,5 @@ def test_inside_shard_map():
     x, w = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, k_shape))
     ct = rng.standard_normal((4, 24, 10, 10)).astype(np.float32)
     conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
-    assert lowerings_run(conv, x[:2], w) == {XLA_EIGEN}
+    assert lowerings_run(conv, x[:2], w) == {GROUPED_ELEMENTWISE}
     assert_shard_map_like_lax(conv, x, w, ct, **kwargs)
