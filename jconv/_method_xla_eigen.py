@@ -51,7 +51,7 @@ from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
 from jconv._layouts import LAYOUT_INFO, transposed_kernel
 from jconv._lowering import Lowering, member, transpose_in_w, transpose_in_x
-from jconv._method_depthwise import elementwise_y
+from jconv._method_depthwise import elementwise_y, grouped_dw
 from jconv._method_taps import TAPS
 from jconv._method_winograd import WINOGRAD, winograd_supported
 from jconv._method_xla import conv_xla
@@ -63,6 +63,11 @@ MAX_EXTRA = 0.125  # extra outputs along the extended axis: at most this fractio
 # XLA's CPU backend ran it as one fast loop: 100 (4 channels, 5x5) and 72 (8, 3x3) ran 2x to
 # 5x lax's grouped convolution; 144 (16, 3x3) and 200 (8, 5x5) ran 5x to 6x slower than it
 ELEMENTWISE_MAX_TERMS = 100
+# GROUPED_ELEMENTWISE's kernel gradient by the depthwise scans (`_grouped_dw`) where 'taps''s
+# GEMMs would copy at least this much of x's windows (kh * kw copies, in the accumulation
+# dtype): from 6.9 MiB up it ran 2x to 10x faster, at 5.2 MiB a tie
+SCAN_MIN_WINDOW_BYTES = 6 * 2**20
+SCAN_MAX_TAPS = 9  # kh * kw: with a 5x5 kernel the scans compiled in 2.6 s with the rest
 
 
 def extension(spec: ConvSpec) -> tuple[int, int] | None:
@@ -142,6 +147,17 @@ def _elementwise_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
     return elementwise_y(dy, w_t, dx_spec).astype(spec.dtype)
 
 
+def _grouped_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:
+    """dw: jconv/_method_depthwise.py's scans (`grouped_dw`) on kernels up to SCAN_MAX_TAPS
+    taps where 'taps''s GEMMs would copy at least SCAN_MIN_WINDOW_BYTES of windows (kh * kw
+    copies of x), else `_eigen_dw`."""
+    taps = spec.kh * spec.kw
+    windows = taps * x.size * np.dtype(spec.acc_dtype).itemsize
+    if spec.groups == 1 or taps > SCAN_MAX_TAPS or windows < SCAN_MIN_WINDOW_BYTES:
+        return _eigen_dw(x, dy, spec, kernel_sharding)
+    return grouped_dw(x, dy, spec, kernel_sharding)
+
+
 def _eigen_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:
     """dw: without groups lax's transpose of its own convolution (YNNPACK's, the faster
     here); with groups 'taps''s, a GEMM per tap contracting the batch and the pixels."""
@@ -166,10 +182,11 @@ TAPS_EIGEN_GRADIENTS = Lowering(
 # forward pass and the input gradient as elementwise sums, C/groups (O/groups for the
 # input gradient) multiply-adds per tap and output vectorized over the channels, where a
 # GEMM per group would contract 8 values and lax's grouped convolution ran at 8 to 10
-# GFLOP/s; the kernel gradient XLA_EIGEN's ('taps''s GEMMs contracting the batch and the
-# pixels). jconv/_auto.py's `_grouped_choice` says where (BENCHMARKS.md, session 17).
+# GFLOP/s; the kernel gradient by the depthwise layers' scan, one input channel of each
+# group at a time, or on small problems XLA_EIGEN's ('taps''s GEMMs contracting the batch
+# and the pixels). jconv/_auto.py's `_grouped_choice` says where (BENCHMARKS.md, session 17).
 GROUPED_ELEMENTWISE = Lowering(
-    "grouped_elementwise", elementwise_y, _elementwise_dx, _eigen_dw, guarded=frozenset()
+    "grouped_elementwise", elementwise_y, _elementwise_dx, _grouped_dw, guarded=frozenset()
 )
 
 

@@ -135,6 +135,39 @@ def test_elementwise_forward_on_a_few_channels_per_group(x_shape, k_shape, kwarg
         np.testing.assert_array_equal(np.asarray(batched[:, 0]), np.asarray(y))
 
 
+@pytest.mark.parametrize("x_shape,k_shape,kwargs", FEW_CHANNEL_CASES)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("steps", ["default", "one row, one sample"])
+def test_grouped_kernel_gradient(x_shape, k_shape, kwargs, layout, steps, monkeypatch):
+    """grouped_dw (C/groups depthwise scans under one lax.map, GROUPED_ELEMENTWISE's kernel
+    gradient on large images) against the NumPy loop's dw, float64, jitted; and under
+    vmap of x and dy (a batch of problems)."""
+    from jconv import _method_depthwise
+    from jconv._method_depthwise import grouped_dw
+
+    if steps != "default":
+        monkeypatch.setattr(_method_depthwise, "_row_block", lambda mh, taps: 1)
+        monkeypatch.setattr(_method_depthwise, "_sample_block", lambda n, r: 1)
+    with jax.enable_x64(True):
+        x, w, rng = _arrays(x_shape, k_shape, seed=12)
+        ref_kwargs = _numpy_kwargs(x_shape, k_shape, kwargs)
+        dy = rng.standard_normal(conv_numpy(x, w, **ref_kwargs).shape)
+        _, dw_ref = conv_numpy_vjp(x, w, dy, **ref_kwargs)
+        k_shape_in = k_shape
+        if layout == "NHWC":
+            x, dy = x.transpose(0, 2, 3, 1), dy.transpose(0, 2, 3, 1)
+            k_shape_in = (*k_shape[2:], k_shape[1], k_shape[0])
+        spec = jconv._checks.check_conv_args(
+            x.shape, k_shape_in, x_dtype="float64", kernel_dtype="float64", layout=layout,
+            **kwargs,
+        )  # fmt: skip
+        dw = jax.jit(lambda x, dy: grouped_dw(x, dy, spec, None))(x, dy)
+        assert dw.shape == k_shape  # OIHW
+        assert_close(dw, dw_ref)
+        batched = jax.vmap(lambda x, dy: grouped_dw(x, dy, spec, None))(x[None], dy[None])
+        assert_close(batched[0], dw_ref)
+
+
 def test_step_blocks_divide_the_batch_and_height_and_fit():
     from jconv._method_depthwise import ACC_ELEMENTS, MAX_TERMS, _row_block, _sample_block
 

@@ -140,6 +140,22 @@ def test_against_the_numpy_loop(x_shape, k_shape, kwargs, layout, lowering):
     assert_close(dw, dw_want)
 
 
+@pytest.mark.parametrize("x_shape,k_shape,kwargs", [c for c in CASES if "groups" in c[2]])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_grouped_elementwise_with_the_scan(x_shape, k_shape, kwargs, layout, monkeypatch):
+    """GROUPED_ELEMENTWISE with its kernel gradient by the depthwise scans (`grouped_dw`,
+    which large images get): y, dx and dw against the loop, jitted."""
+    from jconv import _method_xla_eigen
+
+    monkeypatch.setattr(_method_xla_eigen, "SCAN_MIN_WINDOW_BYTES", 0)
+    jax.clear_caches()
+    test_against_the_numpy_loop(x_shape, k_shape, kwargs, layout, "grouped_elementwise")
+    conv, _ = _eigen_conv(layout, kwargs, x_shape, k_shape, lowering=GROUPED_ELEMENTWISE_LOWERING)
+    x = np.zeros(x_shape if layout == "NCHW" else np.take(x_shape, (0, 2, 3, 1)), np.float32)
+    dw = jax.jit(jax.grad(lambda w: jnp.sum(conv(x, w)))).lower(np.ones(k_shape, np.float32))
+    assert "stablehlo.while" in dw.as_text()  # the scan's
+
+
 @pytest.mark.parametrize("case", [0, 1, 4])
 @pytest.mark.parametrize("lowering", LOWERINGS)
 def test_transformations_against_lax(case, lowering):
@@ -309,9 +325,16 @@ def test_auto_runs_it(groups, dtype, lowering, k):
 
 @needs_8_cpu_devices
 @pytest.mark.usefixtures("on_cpu")
-def test_on_a_split_batch():
+@pytest.mark.parametrize("scan", [False, True])
+def test_on_a_split_batch(scan, monkeypatch):
     """x split along the batch over 8 devices in JAX's explicit sharding mode: the batch
-    stays split, forward and input gradient, and both gradients agree with lax."""
+    stays split, forward and input gradient, and both gradients agree with lax; scan: the
+    kernel gradient by the depthwise scans (`grouped_dw`), which large images get."""
+    from jconv import _method_xla_eigen
+
+    if scan:
+        monkeypatch.setattr(_method_xla_eigen, "SCAN_MIN_WINDOW_BYTES", 0)
+        jax.clear_caches()  # no trace of the other case's
     x_shape, k_shape = (8, 24, 10, 10), (24, 6, 3, 3)
     kwargs = {"padding": "SAME", "groups": 4}
     rng = np.random.default_rng(27)
