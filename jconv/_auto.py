@@ -383,6 +383,8 @@ def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
     dtype = jnp.dtype(spec.dtype)
     if dtype == jnp.float32:
         return True
+    if spec.stride != (1, 1):  # measured in float32 only
+        return False
     return (
         dtype == jnp.bfloat16
         and spec.cg <= GROUPED_ELEMENTWISE_BF16_MAX_CHANNELS
@@ -411,10 +413,10 @@ def _grouped_choice(spec: ConvSpec) -> str:
     1.1x to 2.3x faster with the gradient than lax's forward pass with 'taps''s kernel
     gradient (3x3 stride 2, 2 to 32 groups). float16 was not measured. Session 14, AMD
     EPYC, float32 NHWC unless said."""
-    if extension(spec) is None:
-        return "taps"
     if _grouped_elementwise_wins(spec):
         return GROUPED_ELEMENTWISE
+    if extension(spec) is None:
+        return "taps"
     if spec.cg <= GROUPED_TAPS_MAX_CHANNELS and spec.height * spec.width <= GROUPED_TAPS_MAX_PIXELS:
         return TAPS_EIGEN_GRADIENTS
     return XLA_EIGEN

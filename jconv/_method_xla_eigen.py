@@ -68,6 +68,7 @@ ELEMENTWISE_MAX_TERMS = 100
 # dtype): from 6.9 MiB up it ran 2x to 10x faster, at 5.2 MiB a tie
 SCAN_MIN_WINDOW_BYTES = 6 * 2**20
 SCAN_MAX_TAPS = 9  # kh * kw: with a 5x5 kernel the scans compiled in 2.6 s with the rest
+SCAN_MAX_OUTPUTS = 8  # O/groups: with 16 the scans ran the step 0.63x to 0.75x, with 32 a tie
 
 
 def extension(spec: ConvSpec) -> tuple[int, int] | None:
@@ -129,12 +130,13 @@ def _elementwise_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
     """dx: at stride 1, dy correlated with the flipped kernel (conv_transpose2d's kernel) as
     `elementwise_y` computes a convolution, O/groups multiply-adds per tap and output
     (the padding's zeros times the kernel as lax's transpose forms them, as `_eigen_dx`
-    does); strided, with more than ELEMENTWISE_MAX_TERMS of them, or with a result dtype
-    other than the inputs', `_eigen_dx`."""
-    if (
-        spec.stride != (1, 1)
-        or spec.og * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS
-        or np.dtype(spec.out_dtype) != np.dtype(spec.dtype)
+    does); with more than ELEMENTWISE_MAX_TERMS of them, or with a result dtype other
+    than the inputs', `_eigen_dx`; strided, 'taps''s (lax's input-dilated transpose ran
+    the step 0.70x to 0.85x on grouped layers, BENCHMARKS.md session 17)."""
+    if spec.stride != (1, 1):
+        return member(TAPS, "dx", dy, w, spec, None)
+    if spec.og * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS or np.dtype(spec.out_dtype) != np.dtype(
+        spec.dtype
     ):
         return _eigen_dx(dy, w, spec)
     mh, mw = spec.out_hw
@@ -149,11 +151,16 @@ def _elementwise_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
 
 def _grouped_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:
     """dw: jconv/_method_depthwise.py's scans (`grouped_dw`) on kernels up to SCAN_MAX_TAPS
-    taps where 'taps''s GEMMs would copy at least SCAN_MIN_WINDOW_BYTES of windows (kh * kw
-    copies of x), else `_eigen_dw`."""
+    taps and up to SCAN_MAX_OUTPUTS outputs a group where 'taps''s GEMMs would copy at
+    least SCAN_MIN_WINDOW_BYTES of windows (kh * kw copies of x), else `_eigen_dw`."""
     taps = spec.kh * spec.kw
     windows = taps * x.size * np.dtype(spec.acc_dtype).itemsize
-    if spec.groups == 1 or taps > SCAN_MAX_TAPS or windows < SCAN_MIN_WINDOW_BYTES:
+    if (
+        spec.groups == 1
+        or taps > SCAN_MAX_TAPS
+        or spec.og > SCAN_MAX_OUTPUTS
+        or windows < SCAN_MIN_WINDOW_BYTES
+    ):
         return _eigen_dw(x, dy, spec, kernel_sharding)
     return grouped_dw(x, dy, spec, kernel_sharding)
 

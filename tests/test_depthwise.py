@@ -63,8 +63,8 @@ def _numpy_kwargs(x_shape, k_shape, kwargs):
 # output's height is even, and one sample a step.
 STEPS = {
     "default": {},
-    "one-row-one-sample": {"_row_block": lambda mh, taps: 1, "_sample_block": lambda n, r: 1},
-    "two-rows": {"_row_block": lambda mh, taps: 2 if mh % 2 == 0 else 1},
+    "one-row-one-sample": {"_row_block": lambda mh, taps, *_: 1, "_sample_block": lambda n, r: 1},
+    "two-rows": {"_row_block": lambda mh, taps, *_: 2 if mh % 2 == 0 else 1},
     "one-sample": {"_sample_block": lambda n, r: 1},
 }
 
@@ -146,7 +146,7 @@ def test_grouped_kernel_gradient(x_shape, k_shape, kwargs, layout, steps, monkey
     from jconv._method_depthwise import grouped_dw
 
     if steps != "default":
-        monkeypatch.setattr(_method_depthwise, "_row_block", lambda mh, taps: 1)
+        monkeypatch.setattr(_method_depthwise, "_row_block", lambda mh, taps, *_: 1)
         monkeypatch.setattr(_method_depthwise, "_sample_block", lambda n, r: 1)
     with jax.enable_x64(True):
         x, w, rng = _arrays(x_shape, k_shape, seed=12)
