@@ -52,8 +52,8 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   up to 100 in float32, ResNeXt's 8 of 3x3 among them; up to 4 channels and 6 outputs a
   group in bfloat16) GROUPED_ELEMENTWISE, a lowering only this rule picks: the forward
   pass and the input gradient as elementwise sums vectorized over the channels, as on
-  depthwise layers (ResNeXt's layer 2.1x to 2.4x forward, 1.1x to 1.2x with the
-  gradient; `_grouped_elementwise_wins`); else XLA_EIGEN below, with 'taps''s forward
+  depthwise layers (ResNeXt's layer 2.1x to 2.2x both ways, against XLA_EIGEN;
+  `_grouped_elementwise_wins`); else XLA_EIGEN below, with 'taps''s forward
   pass on up to 4 channels per group on small images (TAPS_EIGEN_GRADIENTS), strided
   ones 'taps' (lax's grouped kernel gradient took 13x to 51x as long as 'taps''s;
   `_grouped_choice`);
@@ -358,26 +358,30 @@ GROUPED_ELEMENTWISE_BF16_MAX_OUTPUTS = 6  # O/groups in bfloat16: with 8 its for
 def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
     """Grouped convolutions whose elementwise sums stay short: GROUPED_ELEMENTWISE (the
     forward pass and the input gradient as sums of C/groups and O/groups products per tap,
-    vectorized over the channels; jconv/_method_xla_eigen.py) where its forward pass
-    takes at most ELEMENTWISE_MAX_TERMS products an output; in bfloat16 (computed in
-    float32, `cpu_compute_dtype`) on at most 4 channels and 6 outputs per group.
+    vectorized over the channels; the kernel gradient by the depthwise scans on large
+    images; jconv/_method_xla_eigen.py) where its forward pass takes at most
+    ELEMENTWISE_MAX_TERMS products an output; in bfloat16 (computed in float32,
+    `cpu_compute_dtype`) on at most 4 channels and 6 outputs per group, at stride 1.
 
     Measured (session 17, AMD EPYC, 2 cores, NHWC, bench_conv.py's loss, interleaved in
-    one process against what 'auto' ran before, XLA_EIGEN or TAPS_EIGEN_GRADIENTS), 3x3
-    kernels unless said, forward / forward+backward. float32: ResNeXt's 32 groups of 8 at
-    28x28 2.1x to 2.4x / 1.12x to 1.23x (the input gradient 1.44x, the kernel gradient,
-    XLA_EIGEN's, unchanged), at 56x56 2.6x / 1.37x, at 14x14 2.3x to 2.6x / 1.18x to 1.46x;
-    4 channels a group 4.4x to 5.4x / 1.26x to 2.5x (128 -> 128 at 28x28, 48 -> 96 at 14x14,
-    64 -> 64 in 16 groups), 2 a group 13x / 2.6x, 4 a group on 112x112 7.6x / 2.3x, 4 a
-    group with 5x5 kernels (100 products) 3.1x / 3.0x, 12 a group (108) 1.16x to 1.24x /
-    1.08x to 1.18x; with 32 outputs a group (the input gradient then XLA_EIGEN's,
-    `_elementwise_dx`) 1.02x / 1.21x. Lost: 16 a group (144 products) 0.16x / 0.34x, 8 a
-    group with 5x5 kernels (200) 0.19x / 0.47x, where XLA's loop ran 5x to 6x slower.
-    bfloat16, widened: 2 to 4 channels and 2 to 6 outputs a group 1.4x to 5.4x / 1.7x to
-    2.6x (five shapes, a 5x5 one among them); 4 channels and 8 outputs forward 0.90x to
-    0.94x (1.10x to 1.48x with the gradient), 32 outputs 0.16x forward; 8 channels 0.31x
-    forward, 0.83x to 0.95x with the gradient (in bfloat16 itself 1.4x to 1.6x forward but
-    0.54x to 0.90x with it). float16 was not measured and keeps the rule below."""
+    one process against what 'auto' ran before, XLA_EIGEN or TAPS_EIGEN_GRADIENTS, two
+    processes), 3x3 kernels unless said, speed forward / forward+backward. float32:
+    ResNeXt's 32 groups of 8 at 28x28 2.1x to 2.2x / 2.1x to 2.2x, at 56x56 2.1x to 2.4x /
+    2.5x to 2.6x, at 14x14 1.9x to 2.4x / 1.2x to 1.3x; 4 channels a group 4.0x to 5.8x / 1.8x
+    to 3.8x (128 -> 128 at 28x28, 48 -> 96 at 14x14), on 112x112 6.3x to 6.9x / 4.5x to 4.8x,
+    with 5x5 kernels (100 products) 3.2x to 3.6x / 2.2x to 3.8x; 2 a group at 56x56 14x to
+    16x / 11x; with 16 or 32 outputs a group (the input gradient then XLA_EIGEN's) 1.4x to
+    1.6x / 1.1x to 1.2x (one process); strided (against 'taps', its input gradient
+    'taps''s) 4.6x to 4.9x / 1.5x to 2.6x (one process). Left to XLA_EIGEN: 12 channels a
+    group (108 products, a tie), 16 (144: 0.16x / 0.34x) and 8 with 5x5 kernels (200:
+    0.19x / 0.47x), where XLA's loop ran 5x to 6x slower. bfloat16, widened: 2 to 4
+    channels and 4 to 6 outputs a group 1.2x to 6.1x / 2.2x to 9.3x, and with 5x5 kernels
+    0.73x to 1.00x forward (against TAPS_EIGEN_GRADIENTS; 1.13x to 1.19x XLA_EIGEN's, lax's
+    own) but 1.19x to 1.27x with the gradient, compiled in 1.0 to 1.4 s against 1.8 to 2.4.
+    Not taken in bfloat16: 4 channels and 8 outputs (forward 0.90x to 0.94x), 8 channels
+    (0.29x to 0.31x forward widened; in bfloat16 itself 1.0x to 2.1x forward but 0.97x to
+    1.26x with the gradient), strides (not measured). float16 was not measured and keeps
+    the rule below."""
     if spec.cg * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS:
         return False
     dtype = jnp.dtype(spec.dtype)

@@ -258,9 +258,10 @@ def grouped_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Arr
 
     The C/groups scans run as one `lax.map` over the channel, so that XLA compiles the scan
     once (written out one after the other, ResNeXt's 8 channels a group compiled in 3.7 s
-    against 1.1). Each product is one of the definition's; against 'taps''s GEMM per tap,
-    which copies each tap's window of x for its product (ResNeXt's layer: nine 3 MiB copies,
-    page faults on every call), 2.4x to 4.1x faster on large images (BENCHMARKS.md, session
+    against 1.1), with GROUPED_MAX_TERMS products a step. Each product is one of the
+    definition's; against 'taps''s GEMM per tap, which copies each tap's window of x for its
+    product (ResNeXt's layer: nine 3 MiB copies, page faults on every call), 2x to 10x
+    faster where those copies come to 6.9 MiB or more, a tie at 5.2 (BENCHMARKS.md, session
     17)."""
     channel = LAYOUT_INFO[spec.layout].channel_axis
     per_channel = jnp.moveaxis(_split_groups(x, spec, spec.cg), channel + 1, 0)
