@@ -401,12 +401,12 @@ def _grouped_choice(spec: ConvSpec) -> str:
     kernel gradient (a convolution with a batch group count, which XLA:CPU decomposes)
     took 13x to 51x as long as 'taps''s.
 
-    Where `extension` steers lax's forward pass off YNNPACK (whose grouped convolution is
-    slow: float32 1.5x to 7.7x faster steered; bfloat16 1.6x to 2.1x): where the
-    elementwise sums stay short, GROUPED_ELEMENTWISE (`_grouped_elementwise_wins`,
-    session 17); else XLA_EIGEN: that forward pass and input gradient, 'taps''s kernel
-    gradient; on up to
-    GROUPED_TAPS_MAX_CHANNELS channels per group and images up to GROUPED_TAPS_MAX_PIXELS,
+    Where the elementwise sums stay short, at any stride, GROUPED_ELEMENTWISE
+    (`_grouped_elementwise_wins`, session 17). Elsewhere, where `extension` steers lax's
+    forward pass off YNNPACK (whose grouped convolution is slow: float32 1.5x to 7.7x
+    faster steered; bfloat16 1.6x to 2.1x), XLA_EIGEN: that forward pass and input
+    gradient, 'taps''s kernel gradient; on up to GROUPED_TAPS_MAX_CHANNELS channels per
+    group and images up to GROUPED_TAPS_MAX_PIXELS,
     'taps''s forward pass with the same gradients (TAPS_EIGEN_GRADIENTS): as built, against
     XLA_EIGEN with bench_conv.py's loss, two processes, 1.15x to 2.0x forward and 1.02x to
     1.44x with the gradient on 128 -> 128 in 32 groups, 64 -> 64 in 16 and 32 -> 64 in 8

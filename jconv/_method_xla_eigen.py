@@ -27,7 +27,11 @@ with a batch group count, took 135 ms to 2 s where 'taps''s took 3 to 40 ms
 runs 'taps''s forward pass with these gradients instead (TAPS_EIGEN_GRADIENTS), and on
 the 2x2 sub-pixel phases of bfloat16 transposed layers 'winograd''s
 (WINOGRAD_EIGEN_GRADIENTS: 'winograd''s own gradients made those programs too slow to
-compile, lax's bfloat16 forward pass is slow; session 16).
+compile, lax's bfloat16 forward pass is slow; session 16). On grouped convolutions with a
+few channels per group 'auto' runs GROUPED_ELEMENTWISE, which leaves lax only the members
+it cannot do better: the forward pass and the input gradient as elementwise sums (the
+depthwise layers' `elementwise_y`), the kernel gradient by the depthwise layers' scans on
+large images (session 17).
 
 Example (the result is lax's convolution's, to rounding):
 
@@ -135,9 +139,8 @@ def _elementwise_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
     the step 0.70x to 0.85x on grouped layers, BENCHMARKS.md session 17)."""
     if spec.stride != (1, 1):
         return member(TAPS, "dx", dy, w, spec, None)
-    if spec.og * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS or np.dtype(spec.out_dtype) != np.dtype(
-        spec.dtype
-    ):
+    long_sums = spec.og * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS
+    if long_sums or np.dtype(spec.out_dtype) != np.dtype(spec.dtype):
         return _eigen_dx(dy, w, spec)
     mh, mw = spec.out_hw
     dx_spec = dataclasses.replace(
@@ -225,8 +228,8 @@ def conv_taps_eigen_gradients(x: Array, w: Array, spec: ConvSpec) -> Array:
 
 def conv_grouped_elementwise(x: Array, w: Array, spec: ConvSpec) -> Array:
     """x: batched, spec.layout; w: (O, C/groups, kh, kw) -> batched output, spec.layout:
-    the forward pass and the input gradient as elementwise sums, XLA_EIGEN's kernel
-    gradient (GROUPED_ELEMENTWISE)."""
+    the forward pass and the input gradient as elementwise sums, the kernel gradient by
+    the depthwise scans or XLA_EIGEN's (GROUPED_ELEMENTWISE)."""
     return lowered_conv(x, w, spec, GROUPED_ELEMENTWISE)
 
 
