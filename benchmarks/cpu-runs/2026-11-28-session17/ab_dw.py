@@ -1,10 +1,23 @@
-"""GROUPED_ELEMENTWISE with its kernel gradient by the scan (SCAN_MIN_WINDOW_BYTES 0) against XLA_EIGEN's (huge), interleaved."""
-import functools, importlib.util, os, sys, jax, jax.numpy as jnp
+"""GROUPED_ELEMENTWISE with its kernel gradient by the scan (SCAN_MIN_WINDOW_BYTES 0)
+against XLA_EIGEN's (huge), interleaved."""
+
+import functools
+import importlib.util
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+
 sys.path.insert(0, ".")
 from experiments import bench_conv as b
 from jconv import _method_xla_eigen as me
-spec = importlib.util.spec_from_file_location("ab", "benchmarks/cpu-runs/2026-11-27-session12/ab_methods.py")
-ab = importlib.util.module_from_spec(spec); spec.loader.exec_module(ab)
+
+spec = importlib.util.spec_from_file_location(
+    "ab", "benchmarks/cpu-runs/2026-11-27-session12/ab_methods.py"
+)
+ab = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ab)
 for item in os.environ.get("SHAPES", "").split(";"):
     if item:
         name, rest = item.split("=")
@@ -26,4 +39,9 @@ for name in sys.argv[1].split(","):
     mib = 9 * x.size * 4 / 2**20 * (layer.k * layer.k / 9)
     for kind in ab.KINDS:
         e, s_ = med["eigen_dw", kind], med["scan_dw", kind]
-        print(f"{name:10s} {dtype.name:8s} windows {mib:5.1f} MiB {kind:7s} eigen_dw {e*1e3:7.3f} ms ({comp['eigen_dw',kind]:.2f} s)  scan_dw {s_*1e3:7.3f} ms ({comp['scan_dw',kind]:.2f} s)  {e/s_:.2f}x", flush=True)
+        print(
+            f"{name:10s} {dtype.name:8s} windows {mib:5.1f} MiB {kind:7s} "
+            f"eigen_dw {e * 1e3:7.3f} ms ({comp['eigen_dw', kind]:.2f} s)  "
+            f"scan_dw {s_ * 1e3:7.3f} ms ({comp['scan_dw', kind]:.2f} s)  {e / s_:.2f}x",
+            flush=True,
+        )

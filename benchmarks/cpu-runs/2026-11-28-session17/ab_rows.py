@@ -1,16 +1,30 @@
-"""GROUPED_ELEMENTWISE's scan kernel gradient with the rows a step capped (MAX_TERMS 72 default, 18, 9)."""
-import functools, importlib.util, os, sys, jax, jax.numpy as jnp
+"""GROUPED_ELEMENTWISE's scan kernel gradient with the rows a step capped
+(MAX_TERMS 72, the default then, 18, 9)."""
+
+import functools
+import importlib.util
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+
 sys.path.insert(0, ".")
 from experiments import bench_conv as b
 from jconv import _method_depthwise as md
-spec = importlib.util.spec_from_file_location("ab", "benchmarks/cpu-runs/2026-11-27-session12/ab_methods.py")
-ab = importlib.util.module_from_spec(spec); spec.loader.exec_module(ab)
+
+spec = importlib.util.spec_from_file_location(
+    "ab", "benchmarks/cpu-runs/2026-11-27-session12/ab_methods.py"
+)
+ab = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ab)
 for item in os.environ.get("SHAPES", "").split(";"):
     if item:
         name, rest = item.split("=")
         c, o, hw, n, g, *k = map(int, rest.split(","))
         b.ALL_LAYERS[name] = b.Layer(name, c, o, k[0] if k else 3, hw, 1, "SAME", g, n, n, name)
-dtype = jnp.dtype(sys.argv[2]); terms = [int(t) for t in sys.argv[3].split(",")]
+dtype = jnp.dtype(sys.argv[2])
+terms = [int(t) for t in sys.argv[3].split(",")]
 orig = md._row_block
 for name in sys.argv[1].split(","):
     layer = b.ALL_LAYERS[name]
@@ -25,4 +39,12 @@ for name in sys.argv[1].split(","):
     med = ab.interleaved_medians(fns, args, 7)
     for kind in ab.KINDS:
         f = med[terms[0], kind]
-        print(f"{name:10s} {dtype.name:8s} {kind:7s} " + "  ".join(f"terms {t}: {med[t,kind]*1e3:7.3f} ms ({f/med[t,kind]:.2f}x, {comp[t,kind]:.2f} s)" for t in terms), flush=True)
+        print(
+            f"{name:10s} {dtype.name:8s} {kind:7s} "
+            + "  ".join(
+                f"terms {t}: {med[t, kind] * 1e3:7.3f} ms "
+                f"({f / med[t, kind]:.2f}x, {comp[t, kind]:.2f} s)"
+                for t in terms
+            ),
+            flush=True,
+        )
