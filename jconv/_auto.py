@@ -49,11 +49,11 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   (`_strided_taps_win`: 1.0x to 1.5x lax both ways on a quiet machine); other
   strided float32 kernels lax (32 channels, 5x5: 'taps' lost forward);
 - grouped convolutions (not depthwise): with few channels per group (C/groups * kh * kw
-  up to 100 in float32, ResNeXt's 8 of 3x3 among them; up to 4 channels and 6 outputs a
-  group in bfloat16) GROUPED_ELEMENTWISE, a lowering only this rule picks: the forward
-  pass and the input gradient as elementwise sums vectorized over the channels, as on
-  depthwise layers (ResNeXt's layer 2.1x to 2.2x both ways, against XLA_EIGEN;
-  `_grouped_elementwise_wins`); else XLA_EIGEN below, with 'taps''s forward
+  up to 100 in float32, ResNeXt's 8 of 3x3 among them; up to 4 channels and 6 outputs
+  a group in bfloat16 and float16) GROUPED_ELEMENTWISE, a lowering only this rule
+  picks: the forward pass and the input gradient as elementwise sums vectorized over
+  the channels, as on depthwise layers (ResNeXt's layer 2.1x to 2.2x both ways, against
+  XLA_EIGEN; `_grouped_elementwise_wins`); else XLA_EIGEN below, with 'taps''s forward
   pass on up to 4 channels per group on small images (TAPS_EIGEN_GRADIENTS), strided
   ones 'taps' (lax's grouped kernel gradient took 13x to 51x as long as 'taps''s;
   `_grouped_choice`);
@@ -351,8 +351,9 @@ def _eigen_wins(spec: ConvSpec) -> bool:
     return spec.c >= EIGEN_MIN_CHANNELS and spec.o <= EIGEN_MAX_OUTPUTS_LARGE
 
 
-GROUPED_ELEMENTWISE_BF16_MAX_CHANNELS = 4  # C/groups in bfloat16: with 8 it lost (0.83x to 0.95x)
-GROUPED_ELEMENTWISE_BF16_MAX_OUTPUTS = 6  # O/groups in bfloat16: with 8 its forward lost (0.9x)
+# bfloat16 and float16 (computed in float32)
+GROUPED_ELEMENTWISE_BF16_MAX_CHANNELS = 4  # C/groups: with 8 it lost (0.83x to 0.95x)
+GROUPED_ELEMENTWISE_BF16_MAX_OUTPUTS = 6  # O/groups: in bfloat16 with 8 its forward lost (0.9x)
 
 
 def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
@@ -360,8 +361,9 @@ def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
     forward pass and the input gradient as sums of C/groups and O/groups products per tap,
     vectorized over the channels; the kernel gradient by the depthwise scans on large
     images; jconv/_method_xla_eigen.py) where its forward pass takes at most
-    ELEMENTWISE_MAX_TERMS products an output; in bfloat16 (computed in float32,
-    `cpu_compute_dtype`) on at most 4 channels and 6 outputs per group, at stride 1.
+    ELEMENTWISE_MAX_TERMS products an output; in bfloat16 and float16 (computed in
+    float32, `cpu_compute_dtype`) on at most 4 channels and 6 outputs per group, at
+    stride 1.
 
     Measured (session 17, AMD EPYC, 2 cores, NHWC, bench_conv.py's loss, interleaved in
     one process against what 'auto' ran before, XLA_EIGEN or TAPS_EIGEN_GRADIENTS, two
@@ -380,8 +382,10 @@ def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
     own) but 1.19x to 1.27x with the gradient, compiled in 1.0 to 1.4 s against 1.8 to 2.4.
     Not taken in bfloat16: 4 channels and 8 outputs (forward 0.90x to 0.94x), 8 channels
     (0.29x to 0.31x forward widened; in bfloat16 itself 1.0x to 2.1x forward but 0.97x to
-    1.26x with the gradient), strides (not measured). float16 was not measured and keeps
-    the rule below."""
+    1.26x with the gradient), strides (not measured). float16 as bfloat16: against the rule
+    below (TAPS_EIGEN_GRADIENTS or XLA_EIGEN), 1.3x to 6.8x forward and 2.1x to 9.5x with
+    the gradient on 2 to 4 channels and 2 to 8 outputs a group, 8 channels 0.27x forward
+    (two processes, `float16.txt`)."""
     if spec.cg * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS:
         return False
     dtype = jnp.dtype(spec.dtype)
@@ -390,7 +394,7 @@ def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
     if spec.stride != (1, 1):  # measured in float32 only
         return False
     return (
-        dtype == jnp.bfloat16
+        dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
         and spec.cg <= GROUPED_ELEMENTWISE_BF16_MAX_CHANNELS
         and spec.og <= GROUPED_ELEMENTWISE_BF16_MAX_OUTPUTS
     )

@@ -266,7 +266,8 @@ RULE_CASES = [
 ]
 
 
-# bfloat16: GROUPED_ELEMENTWISE on up to 4 channels and 6 outputs a group, in float32.
+# bfloat16 and float16: GROUPED_ELEMENTWISE on up to 4 channels and 6 outputs a group, in
+# float32.
 BFLOAT16_RULE_CASES = [
     ((4, 28, 28, 128), (3, 3, 4, 128), {"groups": 32}, GROUPED_ELEMENTWISE),  # 4 and 4
     ((8, 28, 28, 48), (3, 3, 3, 96), {"groups": 16}, GROUPED_ELEMENTWISE),  # 3 and 6
@@ -277,8 +278,9 @@ BFLOAT16_RULE_CASES = [
 
 
 @pytest.mark.parametrize("x_shape,k_shape,kwargs,expected", BFLOAT16_RULE_CASES)
-def test_rule_bfloat16(x_shape, k_shape, kwargs, expected):
-    spec = _spec(x_shape, k_shape, "bfloat16", padding="SAME", **kwargs)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_rule_bfloat16(x_shape, k_shape, kwargs, expected, dtype):
+    spec = _spec(x_shape, k_shape, dtype, padding="SAME", **kwargs)
     assert choose_method(spec) == expected
     if expected == GROUPED_ELEMENTWISE:  # computed in float32
         assert cpu_compute_dtype(spec, expected) == jnp.float32
@@ -288,9 +290,10 @@ def test_rule_bfloat16(x_shape, k_shape, kwargs, expected):
 def test_rule(x_shape, k_shape, kwargs, expected):
     spec = _spec(x_shape, k_shape, padding="SAME", **kwargs)
     assert choose_method(spec) == expected
-    if expected == GROUPED_ELEMENTWISE:  # float32's rule; float16 was not measured
-        assert choose_method(_spec(x_shape, k_shape, "float16", padding="SAME", **kwargs)) != (
-            GROUPED_ELEMENTWISE
+    if expected == GROUPED_ELEMENTWISE:  # float16 takes bfloat16's rule (BFLOAT16_RULE_CASES)
+        narrow = _spec(x_shape, k_shape, "float16", padding="SAME", **kwargs)
+        assert (choose_method(narrow) == GROUPED_ELEMENTWISE) == (
+            narrow.cg <= 4 and narrow.og <= 6 and narrow.stride == (1, 1)
         )
     if expected == XLA_EIGEN and spec.groups == 1:
         for dtype in ("bfloat16", "float16"):  # YNNPACK takes float32 only
@@ -307,7 +310,8 @@ def test_rule(x_shape, k_shape, kwargs, expected):
         (4, "float32", XLA_EIGEN, 5),
         (4, "bfloat16", XLA_EIGEN, 5),
         (6, "float32", TAPS_EIGEN_GRADIENTS, 7),
-        (6, "float16", TAPS_EIGEN_GRADIENTS, 5),
+        (6, "float16", TAPS_EIGEN_GRADIENTS, 7),
+        (8, "float16", GROUPED_ELEMENTWISE, 3),
         (6, "float32", GROUPED_ELEMENTWISE, 5),
         (8, "float32", GROUPED_ELEMENTWISE, 3),  # 3 channels, 3 outputs a group
         (8, "bfloat16", GROUPED_ELEMENTWISE, 3),  # computed in float32
