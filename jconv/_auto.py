@@ -112,7 +112,7 @@ from jconv._method_banded import (
 from jconv._method_banded import TAPS_BANDED_GRADIENTS as TAPS_BANDED_GRADIENTS_LOWERING
 from jconv._method_winograd import winograd_supported
 from jconv._method_winograd_1d import WINOGRAD_1D as WINOGRAD_1D_LOWERING
-from jconv._method_xla_eigen import ELEMENTWISE_MAX_TERMS, extension
+from jconv._method_xla_eigen import ELEMENTWISE_MAX_CHANNELS, ELEMENTWISE_MAX_TERMS, extension
 from jconv._method_xla_eigen import GROUPED_ELEMENTWISE as GROUPED_ELEMENTWISE_LOWERING
 from jconv._method_xla_eigen import TAPS_EIGEN_GRADIENTS as TAPS_EIGEN_GRADIENTS_LOWERING
 from jconv._method_xla_eigen import (
@@ -361,7 +361,8 @@ def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
     forward pass and the input gradient as sums of C/groups and O/groups products per tap,
     vectorized over the channels; the kernel gradient by the depthwise scans on large
     images; jconv/_method_xla_eigen.py) where its forward pass takes at most
-    ELEMENTWISE_MAX_TERMS products an output; in bfloat16 and float16 (computed in
+    ELEMENTWISE_MAX_TERMS products an output from at most ELEMENTWISE_MAX_CHANNELS
+    channels a group; in bfloat16 and float16 (computed in
     float32, `cpu_compute_dtype`) on at most 4 channels and 6 outputs per group, at
     stride 1.
 
@@ -374,9 +375,12 @@ def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
     with 5x5 kernels (100 products) 3.2x to 3.6x / 2.2x to 3.8x; 2 a group at 56x56 14x to
     16x / 11x; with 16 or 32 outputs a group (the input gradient then XLA_EIGEN's) 1.4x to
     1.6x / 1.1x to 1.2x (one process); strided (against 'taps', its input gradient
-    'taps''s) 4.6x to 4.9x / 1.5x to 2.6x (one process). Left to XLA_EIGEN: 12 channels a
-    group (108 products, a tie), 16 (144: 0.16x / 0.34x) and 8 with 5x5 kernels (200:
-    0.19x / 0.47x), where XLA's loop ran 5x to 6x slower. bfloat16, widened: 2 to 4
+    'taps''s) 4.6x to 4.9x / 1.5x to 2.6x (one process); 7x7 kernels on 2 channels a group
+    (98 products) 4.5x to 5.8x / 1.3x to 1.8x, compiled with the gradient in 1.7 to 2.2 s
+    (TAPS_EIGEN_GRADIENTS, which 'auto' ran there, 4.2 to 4.9 s). Left to XLA_EIGEN: 10 and
+    11 channels a group (90 and 99 products: forward a tie, the input gradient 2.4x
+    slower), 12 (108, a tie), 16 (144: 0.16x / 0.34x) and 8 with 5x5 kernels (200: 0.19x /
+    0.47x), where XLA's loop ran 5x to 6x slower. bfloat16, widened: 2 to 4
     channels and 4 to 6 outputs a group 1.2x to 6.1x / 2.2x to 9.3x, and with 5x5 kernels
     0.73x to 1.00x forward (against TAPS_EIGEN_GRADIENTS; 1.13x to 1.19x XLA_EIGEN's, lax's
     own) but 1.19x to 1.27x with the gradient, compiled in 1.0 to 1.4 s against 1.8 to 2.4.
@@ -386,7 +390,7 @@ def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
     below (TAPS_EIGEN_GRADIENTS or XLA_EIGEN), 1.3x to 6.8x forward and 2.1x to 9.5x with
     the gradient on 2 to 4 channels and 2 to 8 outputs a group, 8 channels 0.27x forward
     (two processes, `float16.txt`)."""
-    if spec.cg * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS:
+    if spec.cg > ELEMENTWISE_MAX_CHANNELS or spec.cg * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS:
         return False
     dtype = jnp.dtype(spec.dtype)
     if dtype == jnp.float32:

@@ -67,6 +67,9 @@ MAX_EXTRA = 0.125  # extra outputs along the extended axis: at most this fractio
 # XLA's CPU backend ran it as one fast loop: 100 (4 channels, 5x5) and 72 (8, 3x3) ran 2x to
 # 5x lax's grouped convolution; 144 (16, 3x3) and 200 (8, 5x5) ran 5x to 6x slower than it
 ELEMENTWISE_MAX_TERMS = 100
+# ... and channels summed a tap: with 10 and 11 a group (90 and 99 products, 3x3) the sums
+# tied lax's forward pass and ran its input gradient 2.4x slower
+ELEMENTWISE_MAX_CHANNELS = 8
 # GROUPED_ELEMENTWISE's kernel gradient by the depthwise scans (`_grouped_dw`) where 'taps''s
 # GEMMs would copy at least this much of x's windows (kh * kw copies, in the accumulation
 # dtype): from 6.9 MiB up it ran 2x to 10x faster, at 5.2 MiB a tie
@@ -134,12 +137,15 @@ def _elementwise_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
     """dx: at stride 1, dy correlated with the flipped kernel (conv_transpose2d's kernel) as
     `elementwise_y` computes a convolution, O/groups multiply-adds per tap and output
     (the padding's zeros times the kernel as lax's transpose forms them, as `_eigen_dx`
-    does); with more than ELEMENTWISE_MAX_TERMS of them, or with a result dtype other
-    than the inputs', `_eigen_dx`; strided, 'taps''s (lax's input-dilated transpose ran
+    does); with more than ELEMENTWISE_MAX_TERMS of them or more than
+    ELEMENTWISE_MAX_CHANNELS outputs a group, or with a result dtype other than the
+    inputs', `_eigen_dx`; strided, 'taps''s (lax's input-dilated transpose ran
     the step 0.70x to 0.85x on grouped layers, BENCHMARKS.md session 17)."""
     if spec.stride != (1, 1):
         return member(TAPS, "dx", dy, w, spec, None)
-    long_sums = spec.og * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS
+    long_sums = (
+        spec.og > ELEMENTWISE_MAX_CHANNELS or spec.og * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS
+    )
     if long_sums or np.dtype(spec.out_dtype) != np.dtype(spec.dtype):
         return _eigen_dx(dy, w, spec)
     mh, mw = spec.out_hw

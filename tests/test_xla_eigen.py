@@ -177,11 +177,12 @@ def test_transformations_against_lax(case, lowering):
         jax.tree.map(assert_close, got[name], want[name])
 
 
-@pytest.mark.parametrize("outputs,elementwise", [(8, True), (24, False)])
+@pytest.mark.parametrize("outputs,elementwise", [(8, True), (10, False), (24, False)])
 def test_grouped_elementwise_input_gradient(outputs, elementwise):
     """GROUPED_ELEMENTWISE's input gradient is an elementwise sum (no convolution in its
-    program) up to ELEMENTWISE_MAX_TERMS products an output (O/groups * kh * kw), lax's
-    beyond (24 outputs a group: 108); against lax either way."""
+    program) up to ELEMENTWISE_MAX_CHANNELS outputs a group and ELEMENTWISE_MAX_TERMS
+    products an output (O/groups * kh * kw), lax's beyond (10 outputs a group; 24: 108
+    products); against lax either way."""
     x_shape, k_shape = (2, 8, 7, 6), (outputs * 2, 4, 3, 3)
     kwargs = {"padding": ((2, 0), (1, 1)), "groups": 2}
     rng = np.random.default_rng(29)
@@ -249,6 +250,8 @@ RULE_CASES = [
     ((8, 14, 14, 48), (3, 3, 4, 96), {"groups": 12}, GROUPED_ELEMENTWISE),
     ((4, 56, 56, 128), (3, 3, 4, 128), {"groups": 32}, GROUPED_ELEMENTWISE),
     ((8, 14, 14, 384), (3, 3, 12, 384), {"groups": 32}, XLA_EIGEN),  # 108 products
+    ((8, 14, 14, 160), (3, 3, 10, 160), {"groups": 16}, XLA_EIGEN),  # 10 channels a group
+    ((4, 28, 28, 64), (7, 7, 2, 64), {"groups": 32}, GROUPED_ELEMENTWISE),  # 98 products
     ((4, 28, 28, 64), (5, 5, 4, 64), {"groups": 16}, GROUPED_ELEMENTWISE),  # 100 products
     ((4, 28, 28, 128), (5, 5, 8, 128), {"groups": 16}, XLA_EIGEN),  # 200 products
     ((4, 28, 28, 32), (7, 7, 4, 32), {"groups": 8}, TAPS_EIGEN_GRADIENTS),  # 196, small
