@@ -75,15 +75,18 @@ def elementwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
     output dtype by jconv/_rounding.py: XLA's CPU backend fused a bfloat16 convert into
     the sum's loop and ran it 4x slower (LeNet's first layer by 'taps' 8.4 -> 2.0 ms in bfloat16).
 
-    In NCHW at stride 1 each tap pads x on its own (`zero_padded_tap_window`), which XLA fuses into
-    the sum: 1.75x to 2.05x faster than slicing one padded copy of x (0.43 to 0.52
-    against 0.76 to 0.98 ms on the bench's layer), the step with the gradients within
-    the noise (0.93x to 1.0x). In NHWC that ran the forward pass 2.7x slower (2.3
-    against 0.83 ms), and NCHW's input gradient, its transpose, gained nothing: both
-    slice one padded x. Strided, it lost in NCHW too: stride 2, 64 channels at 112x112,
-    20.8 against 3.5 ms.
+    In NCHW at stride 1, on one input channel per group, each tap pads x on its own
+    (`zero_padded_tap_window`), which XLA fuses into the sum: 1.75x to 2.05x faster than
+    slicing one padded copy of x (0.43 to 0.52 against 0.76 to 0.98 ms on the bench's
+    layer), the step with the gradients within the noise (0.93x to 1.0x). In NHWC that
+    ran the forward pass 2.7x slower (2.3 against 0.83 ms), and NCHW's input gradient,
+    its transpose, gained nothing: both slice one padded x. Strided, it lost in NCHW too:
+    stride 2, 64 channels at 112x112, 20.8 against 3.5 ms. With more channels per group
+    (each tap's pad then read cg times) one padded copy won in NCHW: 1.24x to 1.77x forward
+    on 3 channels (the step within the noise), 1.3x to 3.9x forward and 1.5x to 4.8x with
+    the gradient on 4 and 8 channels a group (GROUPED_ELEMENTWISE; session 17).
     """
-    per_tap = spec.layout == "NCHW" and spec.stride == (1, 1)
+    per_tap = spec.layout == "NCHW" and spec.stride == (1, 1) and spec.cg == 1
     return round_to(_window_sum(x, w, spec, pad_per_tap=per_tap), spec.out_dtype)
 
 
