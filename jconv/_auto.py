@@ -112,13 +112,13 @@ from jconv._method_banded import (
 from jconv._method_banded import TAPS_BANDED_GRADIENTS as TAPS_BANDED_GRADIENTS_LOWERING
 from jconv._method_winograd import winograd_supported
 from jconv._method_winograd_1d import WINOGRAD_1D as WINOGRAD_1D_LOWERING
-from jconv._method_xla_eigen import ELEMENTWISE_MAX_CHANNELS, ELEMENTWISE_MAX_TERMS, extension
 from jconv._method_xla_eigen import GROUPED_ELEMENTWISE as GROUPED_ELEMENTWISE_LOWERING
 from jconv._method_xla_eigen import TAPS_EIGEN_GRADIENTS as TAPS_EIGEN_GRADIENTS_LOWERING
 from jconv._method_xla_eigen import (
     WINOGRAD_EIGEN_GRADIENTS as WINOGRAD_EIGEN_GRADIENTS_LOWERING,
 )
 from jconv._method_xla_eigen import XLA_EIGEN as XLA_EIGEN_LOWERING
+from jconv._method_xla_eigen import extension, short_sums
 from jconv._pallas_tuning import MIN_DOT
 
 BANDED_MAX_CONTRACTION = 256  # C/groups * kh * kw: the direct GEMMs' depth is this small
@@ -352,8 +352,8 @@ def _eigen_wins(spec: ConvSpec) -> bool:
 
 
 # bfloat16 and float16 (computed in float32)
-GROUPED_ELEMENTWISE_BF16_MAX_CHANNELS = 4  # C/groups: with 8 it lost (0.83x to 0.95x)
-GROUPED_ELEMENTWISE_BF16_MAX_OUTPUTS = 6  # O/groups: in bfloat16 with 8 its forward lost (0.9x)
+GROUPED_ELEMENTWISE_NARROW_MAX_CHANNELS = 4  # C/groups: with 8 it lost (0.83x to 0.95x)
+GROUPED_ELEMENTWISE_NARROW_MAX_OUTPUTS = 6  # O/groups: in bfloat16 with 8 its forward lost (0.9x)
 
 
 def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
@@ -390,7 +390,7 @@ def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
     below (TAPS_EIGEN_GRADIENTS or XLA_EIGEN), 1.3x to 6.8x forward and 2.1x to 9.5x with
     the gradient on 2 to 4 channels and 2 to 8 outputs a group, 8 channels 0.27x forward
     (two processes, `float16.txt`)."""
-    if spec.cg > ELEMENTWISE_MAX_CHANNELS or spec.cg * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS:
+    if not short_sums(spec.cg, spec):
         return False
     dtype = jnp.dtype(spec.dtype)
     if dtype == jnp.float32:
@@ -399,8 +399,8 @@ def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
         return False
     return (
         dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-        and spec.cg <= GROUPED_ELEMENTWISE_BF16_MAX_CHANNELS
-        and spec.og <= GROUPED_ELEMENTWISE_BF16_MAX_OUTPUTS
+        and spec.cg <= GROUPED_ELEMENTWISE_NARROW_MAX_CHANNELS
+        and spec.og <= GROUPED_ELEMENTWISE_NARROW_MAX_OUTPUTS
     )
 
 

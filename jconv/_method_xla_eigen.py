@@ -54,7 +54,7 @@ import numpy as np
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
 from jconv._layouts import LAYOUT_INFO, transposed_kernel
-from jconv._lowering import Lowering, member, transpose_in_w, transpose_in_x
+from jconv._lowering import Forward, Lowering, member, transpose_in_w, transpose_in_x
 from jconv._method_depthwise import elementwise_y, grouped_dw
 from jconv._method_taps import TAPS
 from jconv._method_winograd import WINOGRAD, winograd_supported
@@ -117,45 +117,60 @@ def eigen_y(x: Array, w: Array, spec: ConvSpec) -> Array:
     return jax.lax.slice_in_dim(y, 0, spec.out_hw[axis], axis=dim)
 
 
-def _eigen_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
-    """dx: at stride 1, dy correlated with the flipped kernel (conv_transpose2d's kernel)
-    and padded to come out (H, W), by `eigen_y`; strided, or with a result dtype other
-    than the inputs' (whose operands would not share a dtype), lax's transpose of its
-    convolution."""
-    if spec.stride != (1, 1) or np.dtype(spec.out_dtype) != np.dtype(spec.dtype):
-        return transpose_in_x(conv_xla, dy, w, spec)
+def short_sums(channels: int, spec: ConvSpec) -> bool:
+    """Whether an elementwise sum over `channels` channels a group and spec's taps stays
+    within ELEMENTWISE_MAX_CHANNELS and ELEMENTWISE_MAX_TERMS (C/groups for the forward
+    pass, O/groups for the input gradient)."""
+    return (
+        channels <= ELEMENTWISE_MAX_CHANNELS
+        and channels * spec.kh * spec.kw <= ELEMENTWISE_MAX_TERMS
+    )
+
+
+def _correlated_dy(forward: Forward, dy: Array, w: Array, spec: ConvSpec) -> Array:
+    """dx at stride 1: dy correlated with the flipped kernel (conv_transpose2d's kernel) and
+    padded to come out (H, W), computed by `forward` as a convolution of its own."""
     mh, mw = spec.out_hw
     dx_spec = dataclasses.replace(
         spec, c=spec.o, o=spec.c, height=mh, width=mw, pads=spec.input_gradient_pads,
         preferred_element_type=None,
     )  # fmt: skip
     w_t = transposed_kernel(w, spec.groups, "NCHW")
-    return eigen_y(dy, w_t, dx_spec).astype(spec.dtype)
+    return forward(dy, w_t, dx_spec).astype(spec.dtype)
+
+
+def _one_dtype(spec: ConvSpec) -> bool:
+    """Whether the result's dtype is the inputs' (else the input gradient's correlation
+    would take operands of two dtypes)."""
+    return np.dtype(spec.out_dtype) == np.dtype(spec.dtype)
+
+
+def _eigen_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
+    """dx: at stride 1 `_correlated_dy` by `eigen_y`; strided, or with a result dtype other
+    than the inputs', lax's transpose of its convolution."""
+    if spec.stride != (1, 1) or not _one_dtype(spec):
+        return transpose_in_x(conv_xla, dy, w, spec)
+    return _correlated_dy(eigen_y, dy, w, spec)
+
+
+def _cropped_elementwise_y(x: Array, w: Array, spec: ConvSpec) -> Array:
+    """elementwise_y where spec's padding may be negative (beyond the kernel's reach, as
+    an input gradient's can be): x cropped there first."""
+    x, spec = crop_undilated(x, spec)
+    return elementwise_y(x, w, spec)
 
 
 def _elementwise_dx(dy: Array, w: Array, spec: ConvSpec) -> Array:
-    """dx: at stride 1, dy correlated with the flipped kernel (conv_transpose2d's kernel) as
-    `elementwise_y` computes a convolution, O/groups multiply-adds per tap and output
-    (the padding's zeros times the kernel as lax's transpose forms them, as `_eigen_dx`
-    does); with more than ELEMENTWISE_MAX_TERMS of them or more than
-    ELEMENTWISE_MAX_CHANNELS outputs a group, or with a result dtype other than the
-    inputs', `_eigen_dx`; strided, 'taps''s (lax's input-dilated transpose ran
-    the step 0.70x to 0.85x on grouped layers, BENCHMARKS.md session 17)."""
+    """dx: at stride 1 `_correlated_dy` as an elementwise sum, O/groups multiply-adds per
+    tap and output (the padding's zeros times the kernel as lax's transpose forms them,
+    as `_eigen_dx` does); where those sums are not `short_sums`, or with a result dtype
+    other than the inputs', `_eigen_dx`; strided, 'taps''s (lax's input-dilated transpose
+    ran the step 0.70x to 0.85x on grouped layers, BENCHMARKS.md session 17)."""
     if spec.stride != (1, 1):
         return member(TAPS, "dx", dy, w, spec, None)
-    long_sums = (
-        spec.og > ELEMENTWISE_MAX_CHANNELS or spec.og * spec.kh * spec.kw > ELEMENTWISE_MAX_TERMS
-    )
-    if long_sums or np.dtype(spec.out_dtype) != np.dtype(spec.dtype):
+    if not short_sums(spec.og, spec) or not _one_dtype(spec):
         return _eigen_dx(dy, w, spec)
-    mh, mw = spec.out_hw
-    dx_spec = dataclasses.replace(
-        spec, c=spec.o, o=spec.c, height=mh, width=mw, pads=spec.input_gradient_pads,
-        preferred_element_type=None,
-    )  # fmt: skip
-    w_t = transposed_kernel(w, spec.groups, "NCHW")
-    dy, dx_spec = crop_undilated(dy, dx_spec)  # padding beyond the kernel's reach: crops
-    return elementwise_y(dy, w_t, dx_spec).astype(spec.dtype)
+    return _correlated_dy(_cropped_elementwise_y, dy, w, spec)
 
 
 def _grouped_dw(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) -> Array:

@@ -1,9 +1,11 @@
-import time
+import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
+
+sys.path.insert(0, "benchmarks/cpu-runs/2026-11-28-session17")
+from common import median_times
 
 N, H, W, C, G = 4, 28, 28, 256, 32
 cg = C // G
@@ -31,12 +33,5 @@ fns = {"g32": jax.jit(lambda x, w: conv(x, w, G))}
 for b in (2, 4, 8, 32):
     fns[f"b{b}"] = jax.jit(lambda x, w, b=b: merged(x, w, b))
     print(b, float(jnp.max(jnp.abs(fns[f"b{b}"](x, w) - ref))))
-ts = {k: [] for k in fns}
-for _r in range(7):
-    for k, f in fns.items():
-        t = time.perf_counter()
-        for _ in range(5):
-            o = f(x, w)
-        o.block_until_ready()
-        ts[k].append((time.perf_counter() - t) / 5)
-print("  ".join(f"{k} {np.median(v) * 1e3:.3f} ms" for k, v in ts.items()))
+ts = median_times(fns, (x, w), rounds=7, calls=5)
+print("  ".join(f"{k} {v * 1e3:.3f} ms" for k, v in ts.items()))

@@ -1,15 +1,16 @@
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, ".")
 from jax import lax
 
 from jconv._checks import check_conv_args
 from jconv._method_depthwise import elementwise_y
+
+sys.path.insert(0, "benchmarks/cpu-runs/2026-11-28-session17")
+from common import median_times
 
 N, H, W, C, G = 4, 28, 28, 256, 32
 cg = C // G
@@ -37,15 +38,8 @@ fns = {
     "elem": jax.jit(lambda x, w: elementwise_y(x, w.transpose(3, 2, 0, 1), spec)),
 }
 print(float(jnp.max(jnp.abs(fns["elem"](x, w) - ref))))
-ts = {k: [] for k in fns}
-for _r in range(7):
-    for k, f in fns.items():
-        t = time.perf_counter()
-        for _ in range(5):
-            o = f(x, w)
-        o.block_until_ready()
-        ts[k].append((time.perf_counter() - t) / 5)
-print("  ".join(f"{k} {np.median(v) * 1e3:.3f} ms" for k, v in ts.items()))
+ts = median_times(fns, (x, w), rounds=7, calls=5)
+print("  ".join(f"{k} {v * 1e3:.3f} ms" for k, v in ts.items()))
 og = C // G
 wt = w.reshape(3, 3, cg, G, og)  # (i,j,c,g,o)
 
@@ -80,12 +74,5 @@ for k in ("cmA", "cmB"):
         float(jnp.max(jnp.abs(fns2[k](x, w) - ref))),
         fns2[k].lower(x, w).compile().as_text().count("fusion("),
     )
-ts = {k: [] for k in fns2}
-for _r in range(7):
-    for k, f in fns2.items():
-        t = time.perf_counter()
-        for _ in range(5):
-            o = f(x, w)
-        o.block_until_ready()
-        ts[k].append((time.perf_counter() - t) / 5)
-print("  ".join(f"{k} {np.median(v) * 1e3:.3f} ms" for k, v in ts.items()))
+ts = median_times(fns2, (x, w), rounds=7, calls=5)
+print("  ".join(f"{k} {v * 1e3:.3f} ms" for k, v in ts.items()))

@@ -2,20 +2,14 @@
 (y, dx, dw given ct)."""
 
 import functools
-import importlib.util
 import sys
 
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, ".")
-from experiments import bench_conv as b
+sys.path.insert(0, "benchmarks/cpu-runs/2026-11-28-session17")
+from common import ab, b
 
-spec = importlib.util.spec_from_file_location(
-    "ab", "benchmarks/cpu-runs/2026-11-27-session12/ab_methods.py"
-)
-ab = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ab)
 dtype = jnp.dtype(sys.argv[2])
 method = sys.argv[3] if len(sys.argv) > 3 else "auto"
 for name in sys.argv[1].split(","):

@@ -1,10 +1,12 @@
 import functools
-import time
+import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
+
+sys.path.insert(0, "benchmarks/cpu-runs/2026-11-28-session17")
+from common import median_times
 
 
 def conv(x, w):
@@ -39,16 +41,9 @@ for n, h, wd, c, o in shapes:
     ref = fns["lax"](x, w)
     for f in fns.values():  # the same values as lax's
         assert float(jnp.max(jnp.abs(f(x, w) - ref))) < 1e-3
-    ts = {k: [] for k in fns}
-    for _r in range(9):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            for _ in range(10):
-                out = f(x, w)
-            out.block_until_ready()
-            ts[k].append((time.perf_counter() - t) / 10)
+    ts = median_times(fns, (x, w), rounds=9, calls=10)
     print(
         (n, h, wd, c, o),
-        "  ".join(f"{k} {np.median(v) * 1e3:.3f}" for k, v in ts.items()),
+        "  ".join(f"{k} {v * 1e3:.3f}" for k, v in ts.items()),
         flush=True,
     )
