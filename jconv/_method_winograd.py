@@ -53,6 +53,9 @@ TILE = 2  # output pixels per tile along each axis: F(2, k), the most accurate c
 MAX_KERNEL = 5
 # Kernels this tall or wide transform as one matrix product (_kernel_transform).
 DENSE_KERNEL_TRANSFORM = 4
+# Float32 GEMMs over at most this many tiles an image take their tiles in (th, tw, N, C)
+# order (`_tile_major`).
+TILE_MAJOR_MAX_TILES = 64
 
 Grid = list[list[Array]]  # grid[u][v]: one array per position of a 2-D tile
 
@@ -130,18 +133,23 @@ def _tile_grid(
     tiles: tuple[int, int],
     size: tuple[int, int],
     step: tuple[int, int] = (TILE, TILE),
+    tile_major: bool = False,
 ) -> Grid:
     """grid[u][v] = xp[:, a * sh + u, b * sw + v] for every tile (a, b): (N, th, tw, C),
-    (sh, sw) = step (TILE along both axes; WINOGRAD_1D's width-only tiles take a step of 1
-    down the rows).
+    or (th, tw, N, C) where tile_major (`_tile_major`); (sh, sw) = step (TILE along both
+    axes; WINOGRAD_1D's width-only tiles take a step of 1 down the rows).
 
     xp is `_tiled_input`: x with `low` zero rows and columns in front (negative:
     cropped), zero-padded or cropped at the end to exactly cover the tiles.
     """
     (th, tw), (ah, aw), (sh, sw) = tiles, size, step
     x = _tiled_input(x, low, tiles, size, step)
+    order = (1, 2, 0, 3) if tile_major else (0, 1, 2, 3)
     return [
-        [x[:, u : u + (th - 1) * sh + 1 : sh, v : v + (tw - 1) * sw + 1 : sw] for v in range(aw)]
+        [
+            x[:, u : u + (th - 1) * sh + 1 : sh, v : v + (tw - 1) * sw + 1 : sw].transpose(order)
+            for v in range(aw)
+        ]
         for u in range(ah)
     ]
 
@@ -203,15 +211,45 @@ def _stacked_transform(
 
 
 def _input_transform(
-    x: Array, kernel_hw: tuple[int, int], low: tuple[int, int], tiles: tuple[int, int]
+    x: Array,
+    kernel_hw: tuple[int, int],
+    low: tuple[int, int],
+    tiles: tuple[int, int],
+    tile_major: bool,
 ) -> Grid:
-    """V = BT d B for every input tile d of x (padded in front by `low`).
+    """V = BT d B for every input tile d of x (padded in front by `low`), in `_tile_grid`'s
+    order.
 
     The first step of both the forward pass and the kernel gradient.
     """
     kh, kw = kernel_hw
     fh, fw = winograd_matrices(TILE, kh), winograd_matrices(TILE, kw)
-    return _transform_2d(fh.bt, fw.bt, _tile_grid(x, low, tiles, (TILE + kh - 1, TILE + kw - 1)))
+    size = (TILE + kh - 1, TILE + kw - 1)
+    return _transform_2d(fh.bt, fw.bt, _tile_grid(x, low, tiles, size, tile_major=tile_major))
+
+
+def _tile_major(spec: ConvSpec, x: Array, tiles: tuple[int, int]) -> bool:
+    """Whether the GEMMs take their tiles in (th, tw, N, C) order, not (N, th, tw, C).
+
+    The order changes no arithmetic, only the index arithmetic of the fused loop that makes
+    each position's GEMM operand, (N * th * tw, C). On small tile grids (3, 5, 6 or 7 tiles
+    a side) of 128 to 512 float32 channels, XLA:CPU's LLVM took 5x to 7x longer to compile
+    that loop in (N, th, tw) order than on neighbouring grid sizes: ResNet's 14x14 layer
+    (7 x 7 tiles, 256 channels) compiled its forward pass in 0.9 s and with the gradient in
+    1.9 to 2.1 s, against 0.5 and 1.2 s in (th, tw, N) order, at the same speed. On larger
+    grids the (th, tw, N) order ran 0.90x to 0.96x, and with bfloat16 GEMMs (whose operand
+    loop compiles fast either way) 0.79x to 0.98x: those keep (N, th, tw) (BENCHMARKS.md,
+    session 18).
+
+    x: the (N, H, W, C) operand the tiles are cut from. Where JAX's explicit sharding mode
+    splits its batch, the kernel gradient could not merge (th, tw, N) into the GEMM's rows
+    (the split axis would not lead), so the order stays (N, th, tw).
+    """
+    float32_gemms = np.dtype(_gemm_dtype(spec)) == np.dtype(spec.acc_dtype)
+    spec_x = tuple(getattr(jax.typeof(x).sharding, "spec", None) or ())
+    batch_split = bool(spec_x) and spec_x[0] is not None
+    small = tiles[0] * tiles[1] <= TILE_MAJOR_MAX_TILES
+    return float32_gemms and small and not batch_split
 
 
 def _gemm_dtype(spec: ConvSpec) -> Any:
@@ -259,11 +297,17 @@ def _correlate(x: Array, w: Array, spec: ConvSpec, pads, *, transposed: bool) ->
     (top, bottom), (left, right) = pads
     mh, mw = x.shape[1] + top + bottom - kh + 1, x.shape[2] + left + right - kw + 1
     fh, fw = winograd_matrices(TILE, kh), winograd_matrices(TILE, kw)
-    v_grid = _input_transform(x, (kh, kw), (top, left), _tile_counts(mh, mw))
+    tiles = _tile_counts(mh, mw)
+    tile_major = _tile_major(spec, x, tiles)
+    v_grid = _input_transform(x, (kh, kw), (top, left), tiles, tile_major)
     u = _kernel_transform(fh.g, fw.g, w[::-1, ::-1] if transposed else w)
     u_grid = [list(row) for row in u]  # (C, O) each
-    m_grid = _matmul_grid(spec, "nhwo,co->nhwc" if transposed else "nhwc,co->nhwo", v_grid, u_grid)
+    tiles_in, tiles_out = ("hwnc", "hwno") if tile_major else ("nhwc", "nhwo")
+    subscripts = f"{tiles_out},co->{tiles_in}" if transposed else f"{tiles_in},co->{tiles_out}"
+    m_grid = _matmul_grid(spec, subscripts, v_grid, u_grid)
     y_grid = _transform_2d(fh.at, fw.at, m_grid)  # y_grid[p][q]: (N, th, tw, out)
+    if tile_major:  # the tiles back in (N, th, tw) order, in the interleave's fused loop
+        y_grid = [[part.transpose(2, 0, 1, 3) for part in row] for row in y_grid]
     return _interleave(y_grid)[:, :mh, :mw]
 
 
@@ -323,8 +367,11 @@ def _kernel_gradient(x: Array, dy: Array, spec: ConvSpec, kernel_sharding: Any) 
         return _kernel_transform(
             fh.g.T, fw.g.T, du.reshape(fh.bt.shape[0], fw.bt.shape[0], *du.shape[1:])
         )
-    v_grid = _input_transform(x, (spec.kh, spec.kw), (top, left), tiles)
-    dm_grid = _transform_2d(fh.at.T, fw.at.T, _tile_grid(dy, (0, 0), tiles, (TILE, TILE)))
+    tile_major = _tile_major(spec, x, tiles)  # the forward pass's order: the same V
+    v_grid = _input_transform(x, (spec.kh, spec.kw), (top, left), tiles, tile_major)
+    dm_grid = _transform_2d(
+        fh.at.T, fw.at.T, _tile_grid(dy, (0, 0), tiles, (TILE, TILE), tile_major=tile_major)
+    )
     # Each position's product as one 2-D GEMM, (N*th*tw, C)^T (N*th*tw, O): with the
     # three contracted axes left separate, XLA copied V to a transposed layout first.
     flat = lambda grid: [[a.reshape(-1, a.shape[-1]) for a in row] for row in grid]

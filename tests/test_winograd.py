@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,13 +11,16 @@ import pytest
 from jax.test_util import check_grads
 
 import jconv
+from jconv import _method_winograd
 from jconv._checks import check_conv_args
 from jconv._method_winograd import (
     DENSE_KERNEL_TRANSFORM,
     TILE,
+    TILE_MAJOR_MAX_TILES,
     _kernel_transform,
     _stacked_transform,
     _tile_grid,
+    _tile_major,
     _transform_2d,
     winograd_supported,
 )
@@ -86,11 +91,28 @@ def test_supported_shapes(kwargs, supported):
     assert winograd_supported(spec) == supported
 
 
+@pytest.fixture(params=["tile_major", "batch_major"])
+def tile_order(request, monkeypatch):
+    """Both orders of the float32 GEMMs' tiles (`_tile_major`): the small grids of these
+    tests take (th, tw, N, C); with TILE_MAJOR_MAX_TILES at 0 every grid takes
+    (N, th, tw, C)."""
+    if request.param == "batch_major":
+        monkeypatch.setattr(_method_winograd, "TILE_MAJOR_MAX_TILES", 0)
+    return request.param
+
+
+def _gemm_operands(conv, *args) -> list[str]:
+    """The operand types of the dot_generals in conv's compiled-for-CPU program."""
+    text = jax.jit(conv).lower(*args).as_text()
+    return re.findall(r"stablehlo\.dot_general .*: \((tensor<[^>]*>), ", text)
+
+
 @pytest.mark.parametrize(
     "k,padding", [((3, 3), 3), ((5, 5), ((0, 4), (1, 2))), ((3, 5), "SAME"), ((1, 3), 1)]
 )
-def test_gradients_against_lax(k, padding):
-    """Including padding wider than the kernel (the x-gradient's padding goes negative)."""
+def test_gradients_against_lax(k, padding, tile_order):
+    """Including padding wider than the kernel (the x-gradient's padding goes negative),
+    in both tile orders."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 7, 8), np.float32)
     w = rng.standard_normal((4, 3, *k), np.float32)
@@ -106,6 +128,29 @@ def test_gradients_against_lax(k, padding):
     for g, e in zip(got, expected):
         assert_close(g, e)
     assert_runs_own_code("winograd", jax.grad(loss(conv), (0, 1)), x, w)
+    if k != (1, 3):  # the forward pass's GEMMs take the tiles in the order asked for
+        th, tw = (-(-m // TILE) for m in y_shape[2:])
+        operand = lambda rows: f"tensor<{'x'.join(map(str, rows))}x3xf32>"
+        tile_major, batch_major = operand((th, tw, 2)), operand((2, th, tw))
+        want, other = (tile_major, batch_major)[:: 1 if tile_order == "tile_major" else -1]
+        operands = _gemm_operands(conv, x, w)
+        assert want in operands and other not in operands
+
+
+def test_tile_order_rule():
+    """(th, tw, N, C) for float32 GEMMs on grids of at most TILE_MAJOR_MAX_TILES tiles an
+    image, unless x's batch is split in JAX's explicit sharding mode (the kernel gradient
+    could not merge the tiles with it); bfloat16 GEMMs and larger grids keep (N, th, tw)."""
+    spec = lambda dtype: check_conv_args(
+        (8, 16, 14, 14), (16, 16, 3, 3), x_dtype=dtype, kernel_dtype=dtype, padding=1
+    )
+    x = jnp.zeros((8, 16, 16, 16))
+    side = int(TILE_MAJOR_MAX_TILES**0.5)
+    assert _tile_major(spec("float32"), x, (7, 7))
+    assert _tile_major(spec("float32"), x, (side, side))
+    assert not _tile_major(spec("float32"), x, (side + 1, side))
+    assert not _tile_major(spec("bfloat16"), x, (7, 7))
+    assert _tile_major(spec("float16"), x, (7, 7))  # float16 multiplies in float32
 
 
 def test_check_grads_second_order():
@@ -170,19 +215,21 @@ def test_bfloat16_gradients_against_lax(k, padding, layout):
     assert "batching_dims = [0] x [0]" in dw_program or "lhs_batch" in dw_program
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
 @pytest.mark.parametrize("where", ["batch", "shard_map"])
 @needs_8_cpu_devices
 @pytest.mark.usefixtures("on_cpu")
-def test_bfloat16_kernel_gradient_on_devices(where):
-    """The batched kernel-gradient product with x's batch split over devices: JAX's
-    explicit sharding mode (the product lands where the kernel's sharding says), and
-    shard_map (each device's share, summed)."""
+def test_kernel_gradient_on_devices(where, dtype):
+    """The kernel-gradient products with x's batch split over devices: JAX's explicit
+    sharding mode (the product lands where the kernel's sharding says; float32's small grid
+    keeps the (N, th, tw) order there), and shard_map (each device's share, summed; float32
+    in (th, tw, N) order). bfloat16: one batched product; float32: one per position."""
     rng = np.random.default_rng(12)
-    x = jnp.asarray(rng.standard_normal((8, 4, 8, 8)), jnp.bfloat16)
-    w = jnp.asarray(rng.standard_normal((6, 4, 3, 3)), jnp.bfloat16)
+    x = jnp.asarray(rng.standard_normal((8, 4, 8, 8)), dtype)
+    w = jnp.asarray(rng.standard_normal((6, 4, 3, 3)), dtype)
     conv = lambda x, w: jconv.conv2d(x, w, padding=1, method="winograd")
     if where == "batch":
-        assert_split_batch_like_lax(conv, x, w, jnp.bfloat16, padding=1)
+        assert_split_batch_like_lax(conv, x, w, dtype, padding=1)
     else:
-        ct = jnp.asarray(rng.standard_normal((8, 6, 8, 8)), jnp.bfloat16)
-        assert_shard_map_like_lax(conv, x, w, ct, jnp.bfloat16, padding=1)
+        ct = jnp.asarray(rng.standard_normal((8, 6, 8, 8)), dtype)
+        assert_shard_map_like_lax(conv, x, w, ct, dtype, padding=1)
