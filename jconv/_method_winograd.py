@@ -53,8 +53,8 @@ TILE = 2  # output pixels per tile along each axis: F(2, k), the most accurate c
 MAX_KERNEL = 5
 # Kernels this tall or wide transform as one matrix product (_kernel_transform).
 DENSE_KERNEL_TRANSFORM = 4
-# Float32 GEMMs over at most this many tiles an image take their tiles in (th, tw, N, C)
-# order (`_tile_major`).
+# Float32 GEMMs over at most this many tiles an image, not a power of two along a side,
+# take their tiles in (th, tw, N, C) order (`_tile_major`).
 TILE_MAJOR_MAX_TILES = 64
 
 Grid = list[list[Array]]  # grid[u][v]: one array per position of a 2-D tile
@@ -232,14 +232,16 @@ def _tile_major(spec: ConvSpec, x: Array, tiles: tuple[int, int]) -> bool:
     """Whether the GEMMs take their tiles in (th, tw, N, C) order, not (N, th, tw, C).
 
     The order changes no arithmetic, only the index arithmetic of the fused loop that makes
-    each position's GEMM operand, (N * th * tw, C). On small tile grids (3, 5, 6 or 7 tiles
-    a side) of 128 to 512 float32 channels, XLA:CPU's LLVM took 5x to 7x longer to compile
-    that loop in (N, th, tw) order than on neighbouring grid sizes: ResNet's 14x14 layer
-    (7 x 7 tiles, 256 channels) compiled its forward pass in 0.9 s and with the gradient in
-    1.9 to 2.1 s, against 0.5 and 1.2 s in (th, tw, N) order, at the same speed. On larger
-    grids the (th, tw, N) order ran 0.90x to 0.96x, and with bfloat16 GEMMs (whose operand
-    loop compiles fast either way) 0.79x to 0.98x: those keep (N, th, tw) (BENCHMARKS.md,
-    session 18).
+    each position's GEMM operand, (N * th * tw, C). Where a side of a small tile grid is not
+    a power of two (3, 5, 6 or 7 tiles), XLA:CPU's LLVM took 2x to 3x longer to compile
+    that loop in (N, th, tw) order for 96 to 512 float32 channels (powers of two and grids
+    of 8 tiles a side and more: no difference): ResNet's 14x14 layer (7 x 7 tiles, 256
+    channels) compiled its forward pass in 0.9 to 1.2 s and with the gradient in 1.6 to
+    2.1 s, against 0.5 to 0.7 and 1.1 to 1.5 s in (th, tw, N) order, running at 0.96x to
+    1.04x the speed. Elsewhere the (th, tw, N) order ran 0.90x to 0.96x on larger grids,
+    0.89x to 1.03x with a slower compile on 4 x 4 grids, and 0.79x to 0.98x with bfloat16
+    GEMMs, whose operand loops compile fast either way: those keep (N, th, tw)
+    (BENCHMARKS.md, session 18).
 
     x: the (N, H, W, C) operand the tiles are cut from. Where JAX's explicit sharding mode
     splits its batch, the kernel gradient could not merge (th, tw, N) into the GEMM's rows
@@ -249,7 +251,8 @@ def _tile_major(spec: ConvSpec, x: Array, tiles: tuple[int, int]) -> bool:
     spec_x = tuple(getattr(jax.typeof(x).sharding, "spec", None) or ())
     batch_split = bool(spec_x) and spec_x[0] is not None
     small = tiles[0] * tiles[1] <= TILE_MAJOR_MAX_TILES
-    return float32_gemms and small and not batch_split
+    uneven = any(side & (side - 1) for side in tiles)  # a side not a power of two
+    return float32_gemms and small and uneven and not batch_split
 
 
 def _gemm_dtype(spec: ConvSpec) -> Any:

@@ -114,7 +114,7 @@ def test_gradients_against_lax(k, padding, tile_order):
     """Including padding wider than the kernel (the x-gradient's padding goes negative),
     in both tile orders."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 3, 7, 8), np.float32)
+    x = rng.standard_normal((2, 3, 9, 10), np.float32)  # grids of 5 to 7 tiles a side
     w = rng.standard_normal((4, 3, *k), np.float32)
     y_shape = jax.eval_shape(lambda: conv_lax(x, w, padding=padding)).shape
     ct = rng.standard_normal(y_shape, np.float32)
@@ -128,27 +128,30 @@ def test_gradients_against_lax(k, padding, tile_order):
     for g, e in zip(got, expected):
         assert_close(g, e)
     assert_runs_own_code("winograd", jax.grad(loss(conv), (0, 1)), x, w)
-    if k != (1, 3):  # the forward pass's GEMMs take the tiles in the order asked for
-        th, tw = (-(-m // TILE) for m in y_shape[2:])
-        operand = lambda rows: f"tensor<{'x'.join(map(str, rows))}x3xf32>"
-        tile_major, batch_major = operand((th, tw, 2)), operand((2, th, tw))
-        want, other = (tile_major, batch_major)[:: 1 if tile_order == "tile_major" else -1]
-        operands = _gemm_operands(conv, x, w)
-        assert want in operands and other not in operands
+    # the forward pass's GEMMs take the tiles in the order asked for
+    th, tw = (-(-m // TILE) for m in y_shape[2:])
+    operand = lambda rows: f"tensor<{'x'.join(map(str, rows))}x3xf32>"
+    tile_major, batch_major = operand((th, tw, 2)), operand((2, th, tw))
+    want, other = (tile_major, batch_major)[:: 1 if tile_order == "tile_major" else -1]
+    operands = _gemm_operands(conv, x, w)
+    assert want in operands and other not in operands
 
 
 def test_tile_order_rule():
     """(th, tw, N, C) for float32 GEMMs on grids of at most TILE_MAJOR_MAX_TILES tiles an
-    image, unless x's batch is split in JAX's explicit sharding mode (the kernel gradient
-    could not merge the tiles with it); bfloat16 GEMMs and larger grids keep (N, th, tw)."""
+    image with a side not a power of two, unless x's batch is split in JAX's explicit
+    sharding mode (the kernel gradient could not merge the tiles with it); bfloat16 GEMMs,
+    larger grids and powers of two keep (N, th, tw)."""
     spec = lambda dtype: check_conv_args(
         (8, 16, 14, 14), (16, 16, 3, 3), x_dtype=dtype, kernel_dtype=dtype, padding=1
     )
     x = jnp.zeros((8, 16, 16, 16))
-    side = int(TILE_MAJOR_MAX_TILES**0.5)
     assert _tile_major(spec("float32"), x, (7, 7))
-    assert _tile_major(spec("float32"), x, (side, side))
-    assert not _tile_major(spec("float32"), x, (side + 1, side))
+    assert _tile_major(spec("float32"), x, (4, 3))
+    assert _tile_major(spec("float32"), x, (TILE_MAJOR_MAX_TILES // 3, 3))
+    assert not _tile_major(spec("float32"), x, (TILE_MAJOR_MAX_TILES // 3 + 1, 3))
+    assert not _tile_major(spec("float32"), x, (4, 4))
+    assert not _tile_major(spec("float32"), x, (8, 2))
     assert not _tile_major(spec("bfloat16"), x, (7, 7))
     assert _tile_major(spec("float16"), x, (7, 7))  # float16 multiplies in float32
 
@@ -225,11 +228,11 @@ def test_kernel_gradient_on_devices(where, dtype):
     keeps the (N, th, tw) order there), and shard_map (each device's share, summed; float32
     in (th, tw, N) order). bfloat16: one batched product; float32: one per position."""
     rng = np.random.default_rng(12)
-    x = jnp.asarray(rng.standard_normal((8, 4, 8, 8)), dtype)
+    x = jnp.asarray(rng.standard_normal((8, 4, 10, 10)), dtype)  # 5 x 5 tiles
     w = jnp.asarray(rng.standard_normal((6, 4, 3, 3)), dtype)
     conv = lambda x, w: jconv.conv2d(x, w, padding=1, method="winograd")
     if where == "batch":
         assert_split_batch_like_lax(conv, x, w, dtype, padding=1)
     else:
-        ct = jnp.asarray(rng.standard_normal((8, 6, 8, 8)), dtype)
+        ct = jnp.asarray(rng.standard_normal((8, 6, 10, 10)), dtype)
         assert_shard_map_like_lax(conv, x, w, ct, dtype, padding=1)
