@@ -38,15 +38,18 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   (session 13), the others on the Xeon. Elsewhere in this class lax won: CIFAR's
   16-channel 3x3 layers (banded 0.14x to 0.3x lax), 16 channels on wide images, 8
   channels on wide images;
-- stride-1 kernels up to 5x5 with at least WINOGRAD_MIN_CHANNELS input channels
-  (ResNet's 3x3 layers, the lesson's 5x5 layer): 'winograd', which does 4/9 (3x3)
-  or 9/25 (5x5) of the multiply-adds; 5x5 kernels in float32 and bfloat16 WINOGRAD_1D, a
-  lowering only this rule picks: Winograd along the width, lax's convolution down the
-  columns (jconv/_method_winograd_1d.py; `_width_transform_wins`);
-- 1x1 kernels: 'taps', one GEMM; strided kernels in bfloat16 and float16: 'taps'
-  (kh*kw GEMMs, computed in float32; the stride-2 3x3 layer 1.04x / 1.21x lax's
-  bfloat16), and in float32 on kernels up to 3x3 contracting at least 64 channels
-  (`_strided_taps_win`: 1.0x to 1.5x lax both ways on a quiet machine); other
+- stride-1 kernels up to 5x5 with at least WINOGRAD_MIN_CHANNELS input channels and
+  WINOGRAD_MIN_OUTPUTS outputs (32 outputs on fewer than 64 float32 channels;
+  `_winograd_wins`: ResNet's 3x3 layers, the lesson's 5x5 layer): 'winograd', which
+  does 4/9 (3x3) or 9/25 (5x5) of the multiply-adds; 5x5 kernels in float32 and
+  bfloat16 WINOGRAD_1D, a lowering only this rule picks: Winograd along the width,
+  lax's convolution down the columns (jconv/_method_winograd_1d.py;
+  `_width_transform_wins`);
+- 1x1 kernels: 'taps', one GEMM; strided kernels up to 3x3 in bfloat16 and float16:
+  'taps' (kh*kw GEMMs, computed in float32; the stride-2 3x3 layer 1.04x / 1.21x lax's
+  bfloat16; 5x5 and 7x7 lost forward), and in float32 on kernels up to 3x3
+  contracting at least 64 channels (`_strided_taps_win`: 1.0x to 1.5x lax both ways
+  on a quiet machine); other
   strided float32 kernels lax (32 channels, 5x5: 'taps' lost forward);
 - grouped convolutions (not depthwise): with few channels per group (C/groups * kh * kw
   up to 100 in float32, ResNeXt's 8 of 3x3 among them; up to 4 channels and 6 outputs
@@ -129,6 +132,9 @@ BANDED_SHIFT_MAX_CHANNELS = 3  # C/groups where windows cut by shift beat lax (R
 BANDED_SHIFT_MAX_OUTPUTS = 32  # O/groups, likewise
 BANDED_SHIFT_MIN_CONTRACTION = 16  # C/groups * kh * kw: 1 -> 32 3x3 (9) ran lax 3x faster
 WINOGRAD_MIN_CHANNELS = 32  # C: below, the GEMMs are too shallow to pay for the transforms
+WINOGRAD_MIN_OUTPUTS = 16  # O: below, too narrow to pay for transforming C channels
+WINOGRAD_SHALLOW_CHANNELS = 64  # C: below, float32 needs WINOGRAD_SHALLOW_MIN_OUTPUTS
+WINOGRAD_SHALLOW_MIN_OUTPUTS = 32  # O: with 16 and 24 on 32 channels, lax's forward won
 BANDED_FORWARD_MIN_TAPS = 25  # kh * kw: 5x5 kernels' bands won forward at any channel count
 BANDED_GRADIENTS_MAX_CHANNELS = 4  # C/groups: windows cut by shift, band's gradients won
 # lax's forward pass with 'banded''s gradients: a lowering only the rule picks (not a method)
@@ -149,6 +155,7 @@ EIGEN_MIN_OUTPUTS_3X3 = 32  # O, likewise: with 16, a tie
 EIGEN_MAX_OUTPUTS = 128  # O, kernels up to 3x3
 EIGEN_MIN_CHANNELS = 16  # C, 5x5 and up: with 8, lost with the gradient (0.7x to 1.0x)
 EIGEN_MAX_OUTPUTS_LARGE = 64  # O, 5x5 and up: with 128, YNNPACK ran on both cores (a tie)
+EIGEN_MIN_OUTPUTS_LARGE = 16  # O, 5x5 and up: with 4 and 8, 0.33x to 0.9x lax forward
 # grouped: 'taps''s forward pass with XLA_EIGEN's gradients (likewise rule-only)
 TAPS_EIGEN_GRADIENTS = TAPS_EIGEN_GRADIENTS_LOWERING.name
 # grouped, a few channels a group: elementwise forward pass and input gradient (likewise)
@@ -295,8 +302,17 @@ STRIDED_TAPS_MAX_TAPS = 9  # kh * kw: 3x3 kernels and smaller
 
 
 def _strided_taps_win(spec: ConvSpec) -> bool:
-    """float32 strided kernels up to 3x3 contracting at least 64 channels per tap: where
-    'taps' (a GEMM per tap on strided windows) ran at least as fast as lax both ways.
+    """Strided kernels up to 3x3: in bfloat16 and float16 (computed in float32) all of them,
+    in float32 those contracting at least 64 channels per tap: where 'taps' (a GEMM per
+    tap on strided windows) ran at least as fast as lax both ways.
+
+    bfloat16, 5x5 and 7x7 kernels (session 18, AMD EPYC, NHWC, against lax interleaved
+    in one process, `grid_strided_bf16.txt`, `grid_strided_5x5_bf16.txt`): 7x7 forward
+    0.13x to 0.79x lax on 11 of 12 layers of 24 to 256 channels (3 to 192 outputs), with
+    the gradient 0.58x to 1.19x; 5x5 forward 0.45x to 1.59x, with the gradient 0.79x to
+    1.16x. They run lax. The 3x3 ones were mixed there too: 0.71x to 1.68x forward, 0.96x
+    to 2.05x with the gradient (a loss on few outputs from 256 channels, 0.71x forward).
+
     Measured (session 8, quiet, float32 NHWC, 3x3 stride 2 unless said, medians of
     three alternating runs), 'taps' against lax forward / forward+backward: 64 -> 128
     at 56x56 1.23x to 1.51x / 1.19x to 1.32x (four runs), 128 -> 256 at 28x28 1.11x /
@@ -305,11 +321,9 @@ def _strided_taps_win(spec: ConvSpec) -> bool:
     0.59x). An earlier run on a loaded machine had the 56x56 layer at 0.42x to 0.64x
     forward (BENCHMARKS.md); the rule follows the quiet runs.
     """
-    return (
-        spec.groups == 1
-        and spec.cg >= STRIDED_TAPS_MIN_CHANNELS
-        and spec.kh * spec.kw <= STRIDED_TAPS_MAX_TAPS
-    )
+    narrow = jnp.dtype(spec.dtype).itemsize < 4  # computed in float32 (cpu_compute_dtype)
+    deep = spec.groups == 1 and spec.cg >= STRIDED_TAPS_MIN_CHANNELS
+    return (narrow or deep) and spec.kh * spec.kw <= STRIDED_TAPS_MAX_TAPS
 
 
 def _eigen_wins(spec: ConvSpec) -> bool:
@@ -320,8 +334,9 @@ def _eigen_wins(spec: ConvSpec) -> bool:
     Float32 convolutions that XLA gives YNNPACK, steered for at most 1/8 more
     outputs, on images up to EIGEN_MAX_PIXELS: 3x3 kernels (dilated too) from at least
     EIGEN_MIN_CHANNELS_3X3 input channels to EIGEN_MIN_OUTPUTS_3X3 to EIGEN_MAX_OUTPUTS
-    outputs, larger kernels from at least EIGEN_MIN_CHANNELS to at most
-    EIGEN_MAX_OUTPUTS_LARGE.
+    outputs, larger kernels from at least EIGEN_MIN_CHANNELS to EIGEN_MIN_OUTPUTS_LARGE to
+    EIGEN_MAX_OUTPUTS_LARGE outputs (with 4 and 8 outputs from 32 to 256 channels on 5x5
+    kernels, 0.33x to 0.9x lax forward: session 18, `grid_winograd_outputs.txt`).
 
     Measured (session 14, AMD EPYC, 2 cores, float32 NHWC, lax against this lowering
     interleaved in one process): 80 shapes drawn from those 'auto' ran by lax and 10
@@ -348,7 +363,8 @@ def _eigen_wins(spec: ConvSpec) -> bool:
             spec.c >= EIGEN_MIN_CHANNELS_3X3
             and EIGEN_MIN_OUTPUTS_3X3 <= spec.o <= EIGEN_MAX_OUTPUTS
         )
-    return spec.c >= EIGEN_MIN_CHANNELS and spec.o <= EIGEN_MAX_OUTPUTS_LARGE
+    outputs = EIGEN_MIN_OUTPUTS_LARGE <= spec.o <= EIGEN_MAX_OUTPUTS_LARGE
+    return spec.c >= EIGEN_MIN_CHANNELS and outputs
 
 
 # bfloat16 and float16 (computed in float32)
@@ -468,18 +484,45 @@ def _width_transform_wins(spec: ConvSpec) -> bool:
     return jnp.dtype(spec.dtype) in measured and spec.kh == spec.kw == 5
 
 
+def _winograd_wins(spec: ConvSpec) -> bool:
+    """'winograd' (or WINOGRAD_1D) over lax: stride-1 kernels up to 5x5 from at least
+    WINOGRAD_MIN_CHANNELS input channels to at least WINOGRAD_MIN_OUTPUTS outputs, in
+    float32 from fewer than WINOGRAD_SHALLOW_CHANNELS channels to at least
+    WINOGRAD_SHALLOW_MIN_OUTPUTS.
+
+    The transforms cost in proportion to C and O, the GEMMs they save in proportion to
+    C * O: on few outputs the input's transforms cost more than they save. Measured
+    (session 18, AMD EPYC, NHWC, against lax interleaved in one process, 30 layers of 32,
+    64 and 256 channels on 32x32 to 14x14 images, `grid_winograd_outputs.txt`), forward /
+    forward+backward: 4 outputs 0.13x to 0.30x / 0.38x to 0.60x in float32, 0.5x to 1.0x /
+    0.3x to 0.6x in bfloat16 (3x3 and 5x5); 8 outputs 0.34x to 0.92x forward in float32 (5x5
+    with the gradient 0.47x to 0.95x), 0.61x to 1.39x / 0.55x to 1.23x in bfloat16; 16
+    outputs won in bfloat16 (1.1x to 1.9x / 1.1x to 1.7x) and float32 on 64 channels (1.2x
+    to 1.6x / 1.4x to 1.5x), but on 32 float32 channels lost with 3x3 kernels (0.45x /
+    0.83x; 24 outputs 0.71x forward there, and 0.77x / 0.89x on a 64x64 image, `sweep`),
+    with 32 outputs 1.09x / 1.45x (the float32 bound holds for 5x5 kernels too: 16
+    outputs 1.04x / 0.92x there, 24 outputs 2.3x / 1.5x). Drawn at random outside the
+    bench's table (`sweep`), 3 and 8 outputs from 32 to 256 channels had run 0.24x to
+    0.83x lax forward and 0.25x to 0.73x with the gradient.
+    """
+    if not winograd_supported(spec) or spec.c < WINOGRAD_MIN_CHANNELS:
+        return False
+    float32 = jnp.dtype(spec.dtype) == jnp.float32
+    shallow = float32 and spec.c < WINOGRAD_SHALLOW_CHANNELS
+    return spec.o >= (WINOGRAD_SHALLOW_MIN_OUTPUTS if shallow else WINOGRAD_MIN_OUTPUTS)
+
+
 def choose_method(spec: ConvSpec) -> str:
     """The lowering that 'auto' runs for spec on a CPU (see the module docstring)."""
     if spec.cg == 1 and spec.groups > 1:  # depthwise: every product is elementwise
         return "taps"
     if spec.kh * spec.kw > 1 and spec.cg * spec.kh * spec.kw <= BANDED_MAX_CONTRACTION:
         return _banded_choice(spec)
-    if winograd_supported(spec) and spec.c >= WINOGRAD_MIN_CHANNELS:
+    if _winograd_wins(spec):
         return WINOGRAD_1D if _width_transform_wins(spec) else "winograd"
     if spec.dilation == (1, 1) and spec.kh * spec.kw == 1:
         return "taps"
-    narrow = jnp.dtype(spec.dtype).itemsize < 4  # computed in float32 (cpu_compute_dtype)
-    if spec.dilation == (1, 1) and max(spec.stride) > 1 and (narrow or _strided_taps_win(spec)):
+    if spec.dilation == (1, 1) and max(spec.stride) > 1 and _strided_taps_win(spec):
         return "taps"
     return _lax_choice(spec)
 

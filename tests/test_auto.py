@@ -67,7 +67,31 @@ CPU_CHOICES = [
     ((2, 64, 64, 256), (64, 64, 3, 3), {"padding": "SAME"}, "winograd"),  # more channels
     ((64, 64, 8, 8), (64, 64, 3, 3), {"padding": 1}, "winograd"),  # CIFAR 64 channels
     ((2, 16, 56, 56), (16, 16, 3, 3), {"stride": 2, "padding": 1}, "xla"),  # shallow, strided
+    # few outputs: lax, not 'winograd' (`_winograd_wins`), nor XLA_EIGEN on 5x5 kernels
+    ((64, 64, 10, 10), (3, 64, 3, 3), {"padding": 1}, "xla"),
+    ((16, 256, 14, 14), (8, 256, 3, 3), {"padding": 1}, "xla"),
+    ((8, 256, 14, 14), (8, 256, 5, 5), {"padding": 2}, "xla"),
+    ((8, 256, 14, 14), (16, 256, 3, 3), {"padding": 1}, "winograd"),  # 16 outputs
+    ((4, 256, 14, 14), (16, 256, 5, 5), {"padding": 2}, WINOGRAD_1D),
 ]
+
+
+@pytest.mark.parametrize(
+    "o,k,float32,bfloat16",
+    [
+        (24, 3, "xla", "winograd"),
+        (32, 3, "winograd", "winograd"),
+        (16, 5, XLA_EIGEN, WINOGRAD_1D),
+        (8, 5, "xla", "xla"),
+    ],
+)
+def test_winograd_on_32_channels(o, k, float32, bfloat16):
+    """On fewer than WINOGRAD_SHALLOW_CHANNELS input channels float32 takes 'winograd' (or
+    WINOGRAD_1D) from WINOGRAD_SHALLOW_MIN_OUTPUTS outputs, bfloat16 from
+    WINOGRAD_MIN_OUTPUTS; below, lax (XLA_EIGEN in float32 on 5x5 kernels from 16)."""
+    x_shape, k_shape, kwargs = (8, 32, 32, 32), (o, 32, k, k), {"padding": k // 2}
+    assert choose_method(spec_of(x_shape, k_shape, kwargs)) == float32
+    assert choose_method(spec_of(x_shape, k_shape, kwargs, "bfloat16")) == bfloat16
 
 
 def spec_of(x_shape, k_shape, kwargs, dtype="float32"):
@@ -83,7 +107,7 @@ def test_cpu_choice(x_shape, k_shape, kwargs, expected):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     """NCHW (where 'pallas' was not timed): lax on GPUs and TPUs (jconv/_auto.py). The CPU's
-    rule picks by dtype too (strided kernels: 'taps' in bfloat16, and in float32 on 3x3
+    rule picks by dtype too (strided kernels up to 3x3: 'taps' in bfloat16, and in float32 on 3x3
     kernels contracting at least 64 channels; one input channel: 'taps''s forward pass in
     float32 and bfloat16; XLA_EIGEN without groups in float32 only; GROUPED_ELEMENTWISE
     in bfloat16 on up to 4 channels a group)."""
@@ -95,6 +119,7 @@ def test_accelerators_run_lax(x_shape, k_shape, kwargs, cpu, dtype):
     }  # fmt: skip
     deep = k_shape[1] * k_shape[2] * k_shape[3] > 256  # not the few-channel class
     strided = kwargs.get("stride", 1) > 1 and k_shape[2:] != (1, 1) and deep
+    strided = strided and k_shape[2] * k_shape[3] <= 9  # 5x5 and 7x7: lax in bfloat16 too
     if dtype == "bfloat16" and cpu == XLA_EIGEN and kwargs.get("groups", 1) == 1:
         cpu = "xla"  # YNNPACK takes float32 only: nothing to steer lax's convolution from
     if dtype == "bfloat16" and cpu == GROUPED_ELEMENTWISE:  # ResNeXt's 8 channels a group:
@@ -239,7 +264,7 @@ def test_auto_runs_the_default_backends_rule():
 # support every transformation (tests/test_transformations.py).
 TRANSFORM_CASES = [
     ((2, 6, 10, 10), (16, 6, 5, 5), {}, "banded", ("jvp", "transpose")),
-    ((2, 32, 6, 6), (8, 32, 3, 3), {"padding": 1}, "winograd", ("jvp", "transpose")),
+    ((2, 32, 6, 6), (32, 32, 3, 3), {"padding": 1}, "winograd", ("jvp", "transpose")),
     ((2, 72, 6, 6), (8, 72, 1, 1), {}, "taps", ("jvp", "transpose")),
 ]
 
@@ -313,7 +338,7 @@ def test_transposed_rules():
     from jconv._auto import PHASES
     from jconv._subpixel import phase_spec, plan
 
-    x, w = problem(6, (1, 72, 4, 4), (4, 72, 4, 4))  # DCGAN's 4x4, stride 2, padding 1
+    x, w = problem(6, (1, 72, 4, 4), (16, 72, 4, 4))  # DCGAN's 4x4, stride 2, padding 1
     kw = dict(input_dilation=2, padding=2)
     spec = check_conv_args(
         x.shape, w.shape, x_dtype="float32", kernel_dtype="float32", transposed_ok=True, **kw

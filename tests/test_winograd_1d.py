@@ -222,7 +222,7 @@ def test_auto_runs_it(dtype):
 def test_on_a_split_batch():
     """x split along the batch over 8 devices in JAX's explicit sharding mode: the batch
     stays split, forward and input gradient, and both gradients agree with lax."""
-    x_shape, k_shape, kwargs = (8, 32, 10, 10), (16, 32, 5, 5), {"padding": "SAME"}
+    x_shape, k_shape, kwargs = (8, 32, 10, 10), (32, 32, 5, 5), {"padding": "SAME"}
     rng = np.random.default_rng(47)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(k_shape).astype(np.float32)
@@ -236,10 +236,10 @@ def test_on_a_split_batch():
 def test_inside_shard_map():
     """'auto' inside shard_map, the batch split over two devices: y, dx and the kernel's
     gradient (summed over the devices) against lax."""
-    x_shape, k_shape, kwargs = (4, 32, 10, 10), (16, 32, 5, 5), {"padding": "SAME"}
+    x_shape, k_shape, kwargs = (4, 32, 10, 10), (32, 32, 5, 5), {"padding": "SAME"}
     rng = np.random.default_rng(48)
     x, w = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, k_shape))
-    ct = rng.standard_normal((4, 16, 10, 10)).astype(np.float32)
+    ct = rng.standard_normal((4, 32, 10, 10)).astype(np.float32)
     conv = lambda x, w: jconv.conv2d(x, w, **kwargs)
     assert lowerings_run(conv, x[:2], w) == {WINOGRAD_1D}
     assert_shard_map_like_lax(conv, x, w, ct, **kwargs)
