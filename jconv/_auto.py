@@ -308,7 +308,7 @@ def _strided_taps_win(spec: ConvSpec) -> bool:
 
     bfloat16, 5x5 and 7x7 kernels (session 18, AMD EPYC, NHWC, against lax interleaved
     in one process, `grid_strided_bf16.txt`, `grid_strided_5x5_bf16.txt`): 7x7 forward
-    0.13x to 0.79x lax on 11 of 12 layers of 24 to 256 channels (3 to 192 outputs), with
+    0.10x to 0.83x lax on 11 of 12 layers of 24 to 256 channels (3 to 192 outputs), with
     the gradient 0.58x to 1.19x; 5x5 forward 0.45x to 1.59x, with the gradient 0.79x to
     1.16x. They run lax. The 3x3 ones were mixed there too: 0.71x to 1.68x forward, 0.96x
     to 2.05x with the gradient (a loss on few outputs from 256 channels, 0.71x forward).
@@ -493,17 +493,17 @@ def _winograd_wins(spec: ConvSpec) -> bool:
     The transforms cost in proportion to C and O, the GEMMs they save in proportion to
     C * O: on few outputs the input's transforms cost more than they save. Measured
     (session 18, AMD EPYC, NHWC, against lax interleaved in one process, 30 layers of 32,
-    64 and 256 channels on 32x32 to 14x14 images, `grid_winograd_outputs.txt`), forward /
-    forward+backward: 4 outputs 0.13x to 0.30x / 0.38x to 0.60x in float32, 0.5x to 1.0x /
-    0.3x to 0.6x in bfloat16 (3x3 and 5x5); 8 outputs 0.34x to 0.92x forward in float32 (5x5
-    with the gradient 0.47x to 0.95x), 0.61x to 1.39x / 0.55x to 1.23x in bfloat16; 16
-    outputs won in bfloat16 (1.1x to 1.9x / 1.1x to 1.7x) and float32 on 64 channels (1.2x
-    to 1.6x / 1.4x to 1.5x), but on 32 float32 channels lost with 3x3 kernels (0.45x /
-    0.83x; 24 outputs 0.71x forward there, and 0.77x / 0.89x on a 64x64 image, `sweep`),
-    with 32 outputs 1.09x / 1.45x (the float32 bound holds for 5x5 kernels too: 16
-    outputs 1.04x / 0.92x there, 24 outputs 2.3x / 1.5x). Drawn at random outside the
-    bench's table (`sweep`), 3 and 8 outputs from 32 to 256 channels had run 0.24x to
-    0.83x lax forward and 0.25x to 0.73x with the gradient.
+    64 and 256 channels on 32x32 to 14x14 images, 3x3 and 5x5, `grid_winograd_outputs.txt`),
+    forward / forward+backward: 4 outputs 0.13x to 0.64x / 0.22x to 0.61x in float32, 0.48x
+    to 1.01x / 0.30x to 0.60x in bfloat16; 8 outputs 0.34x to 0.92x forward in float32
+    (5x5 with the gradient 0.47x to 0.95x), 0.61x to 1.39x / 0.55x to 1.23x in bfloat16; 16
+    outputs 1.46x to 1.93x / 1.00x to 1.74x in bfloat16, 1.2x to 1.6x / 1.4x to 1.5x in
+    float32 on 64 channels (on 256 at 14x14 scattered: 3x3 0.58x / 1.24x, 5x5 1.56x /
+    0.91x), but on 32 float32 channels 0.45x / 0.83x with 3x3 kernels (24 outputs 0.71x
+    forward there, and 0.77x / 0.89x on a 64x64 image, `sweep`) and 1.09x / 1.45x with 32
+    (5x5 likewise: 16 outputs 1.04x / 0.92x, 24 outputs 2.3x / 1.5x). Drawn at random
+    outside the bench's table (`sweep`), 3 and 8 outputs from 32 to 256 channels had run
+    0.24x to 0.83x lax forward and 0.24x to 0.73x with the gradient.
     """
     if not winograd_supported(spec) or spec.c < WINOGRAD_MIN_CHANNELS:
         return False
