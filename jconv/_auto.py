@@ -135,6 +135,8 @@ WINOGRAD_MIN_CHANNELS = 32  # C: below, the GEMMs are too shallow to pay for the
 WINOGRAD_MIN_OUTPUTS = 16  # O: below, too narrow to pay for transforming C channels
 WINOGRAD_SHALLOW_CHANNELS = 64  # C: below, float32 needs WINOGRAD_SHALLOW_MIN_OUTPUTS
 WINOGRAD_SHALLOW_MIN_OUTPUTS = 32  # O: with 16 and 24 on 32 channels, lax's forward won
+# fewer than 64 channels: at most this many bytes of transformed outputs (2-D 'winograd')
+WINOGRAD_SHALLOW_MAX_BYTES = 8 * 2**20
 BANDED_FORWARD_MIN_TAPS = 25  # kh * kw: 5x5 kernels' bands won forward at any channel count
 BANDED_GRADIENTS_MAX_CHANNELS = 4  # C/groups: windows cut by shift, band's gradients won
 # lax's forward pass with 'banded''s gradients: a lowering only the rule picks (not a method)
@@ -507,9 +509,36 @@ def _winograd_wins(spec: ConvSpec) -> bool:
     """
     if not winograd_supported(spec) or spec.c < WINOGRAD_MIN_CHANNELS:
         return False
-    float32 = jnp.dtype(spec.dtype) == jnp.float32
-    shallow = float32 and spec.c < WINOGRAD_SHALLOW_CHANNELS
-    return spec.o >= (WINOGRAD_SHALLOW_MIN_OUTPUTS if shallow else WINOGRAD_MIN_OUTPUTS)
+    shallow = spec.c < WINOGRAD_SHALLOW_CHANNELS
+    too_big = _winograd_output_bytes(spec) > WINOGRAD_SHALLOW_MAX_BYTES
+    if shallow and too_big and not _width_transform_wins(spec):
+        return False
+    shallow_float32 = shallow and jnp.dtype(spec.dtype) == jnp.float32
+    return spec.o >= (WINOGRAD_SHALLOW_MIN_OUTPUTS if shallow_float32 else WINOGRAD_MIN_OUTPUTS)
+
+
+def _winograd_output_bytes(spec: ConvSpec) -> int:
+    """Bytes of 'winograd''s transformed outputs in float32: one (N * tiles, O) GEMM result
+    per transformed position, F(2x2, kh x kw).
+
+    On fewer than 64 input channels the GEMMs are shallow and these results, written and
+    read once each, weigh more than the multiply-adds they save. Measured (session 18, AMD
+    EPYC, NHWC, against lax interleaved in one process; `grid_winograd_64x64.txt`,
+    `grid_winograd_batches.txt`), forward / forward+backward, float32: 32 channels with 16
+    to 32 MiB of them 0.38x to 1.42x / 0.72x to 0.83x (32 -> 64 at 32x32, 32 images; 32 ->
+    256 and 32 -> 512 at 64x64; 32 -> 512 at 32x32, 4 images), bfloat16 0.53x to 3.1x /
+    0.68x to 0.78x; 48 -> 512 at 64x64 0.69x forward. At 8 MiB and below the grids' 32-
+    and 48-channel layers won both ways (32 -> 512 at 32x32, one image, 8 MiB: 1.09x /
+    1.25x), but 32 -> 384 at 14x14 (5.7 MiB) ran 0.78x to 0.81x forward in two processes.
+    From 64 channels the step also tied or lost at 16 to 32 MiB (64 -> 64 at 56x56, 8
+    images, 1.01x in float32 and 0.79x in bfloat16; 64 -> 512 at 64x64 0.61x forward)
+    while the forward pass mostly won (1.2x to 2.9x at 24.5 MiB): not bounded
+    (BENCHMARKS.md, session 18).
+    """
+    mh, mw = spec.out_hw
+    tiles = max(spec.n, 1) * -(-mh // 2) * -(-mw // 2)
+    positions = (2 + spec.kh - 1) * (2 + spec.kw - 1)
+    return positions * tiles * spec.o * 4
 
 
 def choose_method(spec: ConvSpec) -> str:

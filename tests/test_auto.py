@@ -18,7 +18,9 @@ from jconv._auto import (
     TAPS_BANDED_GRADIENTS,
     WINOGRAD_1D,
     WINOGRAD_EIGEN_GRADIENTS,
+    WINOGRAD_SHALLOW_MAX_BYTES,
     XLA_EIGEN,
+    _winograd_output_bytes,
     auto_methods,
     choose_method,
     choose_phase_method,
@@ -92,6 +94,28 @@ def test_winograd_on_32_channels(o, k, float32, bfloat16):
     x_shape, k_shape, kwargs = (8, 32, 32, 32), (o, 32, k, k), {"padding": k // 2}
     assert choose_method(spec_of(x_shape, k_shape, kwargs)) == float32
     assert choose_method(spec_of(x_shape, k_shape, kwargs, "bfloat16")) == bfloat16
+
+
+@pytest.mark.parametrize(
+    "n,c,o,hw,expected",
+    [
+        (1, 32, 512, 32, "winograd"),  # 8 MiB of transformed outputs: the bound
+        (2, 32, 512, 32, "xla"),  # 16 MiB
+        (1, 32, 256, 64, "xla"),
+        (1, 48, 512, 64, "xla"),
+        (8, 64, 64, 56, "winograd"),  # 64 channels: not bounded
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_winograd_bytes_on_few_channels(n, c, o, hw, expected, dtype):
+    """Below WINOGRAD_SHALLOW_CHANNELS input channels, 'winograd' only where its transformed
+    outputs (16 positions of N * tiles x O in float32 for 3x3) fit WINOGRAD_SHALLOW_MAX_BYTES."""
+    spec = spec_of((n, c, hw, hw), (o, c, 3, 3), {"padding": 1}, dtype)
+    tiles = n * (hw // 2) ** 2  # 2x2 output tiles
+    assert _winograd_output_bytes(spec) == 16 * tiles * o * 4
+    if (n, c, o, hw) == (1, 32, 512, 32):
+        assert _winograd_output_bytes(spec) == WINOGRAD_SHALLOW_MAX_BYTES
+    assert choose_method(spec) == expected
 
 
 def spec_of(x_shape, k_shape, kwargs, dtype="float32"):
