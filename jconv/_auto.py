@@ -39,7 +39,8 @@ at least as fast as lax, in every dtype, on shapes beyond the bench suite too).
   16-channel 3x3 layers (banded 0.14x to 0.3x lax), 16 channels on wide images, 8
   channels on wide images;
 - stride-1 kernels up to 5x5 with at least WINOGRAD_MIN_CHANNELS input channels and
-  WINOGRAD_MIN_OUTPUTS outputs (32 outputs on fewer than 64 float32 channels;
+  WINOGRAD_MIN_OUTPUTS outputs (32 outputs on fewer than 64 float32 channels, and on
+  fewer than 64 channels at most WINOGRAD_SHALLOW_MAX_BYTES of transformed outputs;
   `_winograd_wins`: ResNet's 3x3 layers, the lesson's 5x5 layer): 'winograd', which
   does 4/9 (3x3) or 9/25 (5x5) of the multiply-adds; 5x5 kernels in float32 and
   bfloat16 WINOGRAD_1D, a lowering only this rule picks: Winograd along the width,
