@@ -114,7 +114,7 @@ from jconv._method_banded import (
     banded_weight_bytes,
 )
 from jconv._method_banded import TAPS_BANDED_GRADIENTS as TAPS_BANDED_GRADIENTS_LOWERING
-from jconv._method_winograd import winograd_supported
+from jconv._method_winograd import transformed_output_bytes, winograd_supported
 from jconv._method_winograd_1d import WINOGRAD_1D as WINOGRAD_1D_LOWERING
 from jconv._method_xla_eigen import GROUPED_ELEMENTWISE as GROUPED_ELEMENTWISE_LOWERING
 from jconv._method_xla_eigen import TAPS_EIGEN_GRADIENTS as TAPS_EIGEN_GRADIENTS_LOWERING
@@ -304,6 +304,12 @@ STRIDED_TAPS_MIN_CHANNELS = 64  # C/groups: each tap's GEMM contracts at least t
 STRIDED_TAPS_MAX_TAPS = 9  # kh * kw: 3x3 kernels and smaller
 
 
+def _narrow(spec: ConvSpec) -> bool:
+    """bfloat16 or float16 inputs, which the CPU's elementwise lowerings compute in float32
+    (`cpu_compute_dtype`)."""
+    return jnp.dtype(spec.dtype).itemsize < 4
+
+
 def _strided_taps_win(spec: ConvSpec) -> bool:
     """Strided kernels up to 3x3: in bfloat16 and float16 (computed in float32) all of them,
     in float32 those contracting at least 64 channels per tap: where 'taps' (a GEMM per
@@ -324,9 +330,8 @@ def _strided_taps_win(spec: ConvSpec) -> bool:
     0.59x). An earlier run on a loaded machine had the 56x56 layer at 0.42x to 0.64x
     forward (BENCHMARKS.md); the rule follows the quiet runs.
     """
-    narrow = jnp.dtype(spec.dtype).itemsize < 4  # computed in float32 (cpu_compute_dtype)
     deep = spec.groups == 1 and spec.cg >= STRIDED_TAPS_MIN_CHANNELS
-    return (narrow or deep) and spec.kh * spec.kw <= STRIDED_TAPS_MAX_TAPS
+    return (_narrow(spec) or deep) and spec.kh * spec.kw <= STRIDED_TAPS_MAX_TAPS
 
 
 def _eigen_wins(spec: ConvSpec) -> bool:
@@ -411,13 +416,12 @@ def _grouped_elementwise_wins(spec: ConvSpec) -> bool:
     (two processes, `float16.txt`)."""
     if not short_sums(spec.cg, spec):
         return False
-    dtype = jnp.dtype(spec.dtype)
-    if dtype == jnp.float32:
+    if jnp.dtype(spec.dtype) == jnp.float32:
         return True
     if spec.stride != (1, 1):  # measured in float32 only
         return False
     return (
-        dtype in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+        _narrow(spec)
         and spec.cg <= GROUPED_ELEMENTWISE_NARROW_MAX_CHANNELS
         and spec.og <= GROUPED_ELEMENTWISE_NARROW_MAX_OUTPUTS
     )
@@ -507,23 +511,11 @@ def _winograd_wins(spec: ConvSpec) -> bool:
     (5x5 likewise: 16 outputs 1.04x / 0.92x, 24 outputs 2.3x / 1.5x). Drawn at random
     outside the bench's table (`sweep`), 3 and 8 outputs from 32 to 256 channels had run
     0.24x to 0.83x lax forward and 0.24x to 0.73x with the gradient.
-    """
-    if not winograd_supported(spec) or spec.c < WINOGRAD_MIN_CHANNELS:
-        return False
-    shallow = spec.c < WINOGRAD_SHALLOW_CHANNELS
-    too_big = _winograd_output_bytes(spec) > WINOGRAD_SHALLOW_MAX_BYTES
-    if shallow and too_big and not _width_transform_wins(spec):
-        return False
-    shallow_float32 = shallow and jnp.dtype(spec.dtype) == jnp.float32
-    return spec.o >= (WINOGRAD_SHALLOW_MIN_OUTPUTS if shallow_float32 else WINOGRAD_MIN_OUTPUTS)
 
-
-def _winograd_output_bytes(spec: ConvSpec) -> int:
-    """Bytes of 'winograd''s transformed outputs in float32: one (N * tiles, O) GEMM result
-    per transformed position, F(2x2, kh x kw).
-
-    On fewer than 64 input channels the GEMMs are shallow and these results, written and
-    read once each, weigh more than the multiply-adds they save. Measured (session 18, AMD
+    The size bound (2-D 'winograd'): on fewer than 64 input channels the GEMMs are shallow,
+    and their results, one (N * tiles, O) product per transformed position
+    (`transformed_output_bytes`), written and read once each, weigh more than the
+    multiply-adds they save once they are large. Measured (session 18, AMD
     EPYC, NHWC, against lax interleaved in one process; `grid_winograd_64x64.txt`,
     `grid_winograd_batches.txt`), forward / forward+backward, float32: 32 channels with 16
     to 32 MiB of them 0.38x to 1.42x / 0.72x to 0.83x (32 -> 64 at 32x32, 32 images; 32 ->
@@ -536,10 +528,14 @@ def _winograd_output_bytes(spec: ConvSpec) -> int:
     while the forward pass mostly won (1.2x to 2.9x at 24.5 MiB): not bounded
     (BENCHMARKS.md, session 18).
     """
-    mh, mw = spec.out_hw
-    tiles = max(spec.n, 1) * -(-mh // 2) * -(-mw // 2)
-    positions = (2 + spec.kh - 1) * (2 + spec.kw - 1)
-    return positions * tiles * spec.o * 4
+    if not winograd_supported(spec) or spec.c < WINOGRAD_MIN_CHANNELS:
+        return False
+    shallow = spec.c < WINOGRAD_SHALLOW_CHANNELS
+    too_big = transformed_output_bytes(spec) > WINOGRAD_SHALLOW_MAX_BYTES
+    if shallow and too_big and not _width_transform_wins(spec):
+        return False
+    shallow_float32 = shallow and jnp.dtype(spec.dtype) == jnp.float32
+    return spec.o >= (WINOGRAD_SHALLOW_MIN_OUTPUTS if shallow_float32 else WINOGRAD_MIN_OUTPUTS)
 
 
 def choose_method(spec: ConvSpec) -> str:
@@ -574,7 +570,7 @@ def cpu_compute_dtype(spec: ConvSpec, method: str) -> Any:
     band's gradients accumulate in float32 whatever the input dtype (the input gradient's
     GEMM on bfloat16 operands: a float32 copy of dy cost more than it saved, session 12).
     """
-    if jnp.dtype(spec.dtype).itemsize >= 4:
+    if not _narrow(spec):
         return None
     if method in ("banded", GROUPED_ELEMENTWISE) or (
         method == "taps" and spec.kh * spec.kw > 1 and spec.cg > 1

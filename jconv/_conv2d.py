@@ -28,7 +28,7 @@ from jconv._auto import (
 )
 from jconv._checks import ConvSpec, check_conv_args
 from jconv._layouts import LAYOUT_INFO
-from jconv._lowering import Forward
+from jconv._lowering import Forward, explicit_spec
 from jconv._method_banded import (
     conv_banded,
     conv_banded_gradients,
@@ -201,12 +201,6 @@ def conv2d(
     return y if result_sharding is None else jax.sharding.reshard(y, result_sharding)
 
 
-def _explicit_spec(a: Array) -> PartitionSpec | None:
-    """a's sharding over JAX's explicit mesh axes, or None where it is whole on every device."""
-    spec = getattr(jax.typeof(a).sharding, "spec", None)
-    return spec if spec is not None and any(entry is not None for entry in spec) else None
-
-
 def whole_parameters(
     x: Array, kernel: Array, bias: Array | None, out_sharding: Any
 ) -> tuple[Array, Array | None]:
@@ -228,7 +222,7 @@ def whole_parameters(
     split = {
         name: spec
         for name, a in (("kernel", kernel), ("bias", bias))
-        if a is not None and (spec := _explicit_spec(a)) is not None
+        if a is not None and (spec := explicit_spec(a)) is not None
     }
     if split and out_sharding is None:
         said = ", ".join(f"{name} as {spec}" for name, spec in split.items())
@@ -274,7 +268,7 @@ def split_input(
     where nothing is to be laid out (x unsplit, or split along its batch only, which
     every lowering keeps).
     """
-    x_spec = _explicit_spec(x)
+    x_spec = explicit_spec(x)
     if x_spec is None:
         return x, None
     info, shift = LAYOUT_INFO[spec.layout], 0 if spec.batched else 1

@@ -48,6 +48,12 @@ def _x_shape(spec: ConvSpec) -> tuple[int, ...]:
     )
 
 
+def explicit_spec(a: Array) -> jax.sharding.PartitionSpec | None:
+    """a's sharding over JAX's explicit mesh axes, or None where it is whole on every device."""
+    spec = getattr(jax.typeof(a).sharding, "spec", None)
+    return spec if spec is not None and any(entry is not None for entry in spec) else None
+
+
 def transpose_in_x(forward: Forward, dy: Array, w: Array, spec: ConvSpec) -> Array:
     """JAX's transpose of forward(., w) at dy: x's type is dy's with x's shape and dtype."""
     x_type = jax.typeof(dy).update(shape=_x_shape(spec), dtype=spec.dtype)

@@ -43,7 +43,7 @@ from jax.sharding import PartitionSpec as P
 from jconv._checks import ConvSpec
 from jconv._conv_primitive import lowered_conv
 from jconv._layouts import relayout
-from jconv._lowering import Lowering
+from jconv._lowering import Lowering, explicit_spec
 from jconv._method_taps import TAPS, conv_taps
 from jconv._padding import zero_pad_or_crop
 from jconv._typing import Array
@@ -125,6 +125,14 @@ def _kernel_transform(rows: np.ndarray, cols: np.ndarray, k: Array | Grid) -> Ar
 def _tile_counts(mh: int, mw: int) -> tuple[int, int]:
     """Tiles along each axis that cover an (mh, mw) output."""
     return -(-mh // TILE), -(-mw // TILE)
+
+
+def transformed_output_bytes(spec: ConvSpec) -> int:
+    """Bytes of the forward pass's GEMM results in float32: one (N * th * tw, O) product per
+    transformed position, (TILE + kh - 1) * (TILE + kw - 1) of them."""
+    th, tw = _tile_counts(*spec.out_hw)
+    positions = (TILE + spec.kh - 1) * (TILE + spec.kw - 1)
+    return positions * max(spec.n, 1) * th * tw * spec.o * 4
 
 
 def _tile_grid(
@@ -248,8 +256,7 @@ def _tile_major(spec: ConvSpec, x: Array, tiles: tuple[int, int]) -> bool:
     (the split axis would not lead), so the order stays (N, th, tw).
     """
     float32_gemms = np.dtype(_gemm_dtype(spec)) == np.dtype(spec.acc_dtype)
-    spec_x = tuple(getattr(jax.typeof(x).sharding, "spec", None) or ())
-    batch_split = bool(spec_x) and spec_x[0] is not None
+    batch_split = (split := explicit_spec(x)) is not None and split[0] is not None
     small = tiles[0] * tiles[1] <= TILE_MAJOR_MAX_TILES
     uneven = any(side & (side - 1) for side in tiles)  # a side not a power of two
     return float32_gemms and small and uneven and not batch_split

@@ -20,13 +20,13 @@ from jconv._auto import (
     WINOGRAD_EIGEN_GRADIENTS,
     WINOGRAD_SHALLOW_MAX_BYTES,
     XLA_EIGEN,
-    _winograd_output_bytes,
     auto_methods,
     choose_method,
     choose_phase_method,
     pallas_class,
 )
 from jconv._checks import check_conv_args
+from jconv._method_winograd import transformed_output_bytes
 from tests._helpers import lowerings_run
 from tests.reference import assert_close
 
@@ -112,9 +112,9 @@ def test_winograd_bytes_on_few_channels(n, c, o, hw, expected, dtype):
     outputs (16 positions of N * tiles x O in float32 for 3x3) fit WINOGRAD_SHALLOW_MAX_BYTES."""
     spec = spec_of((n, c, hw, hw), (o, c, 3, 3), {"padding": 1}, dtype)
     tiles = n * (hw // 2) ** 2  # 2x2 output tiles
-    assert _winograd_output_bytes(spec) == 16 * tiles * o * 4
+    assert transformed_output_bytes(spec) == 16 * tiles * o * 4
     if (n, c, o, hw) == (1, 32, 512, 32):
-        assert _winograd_output_bytes(spec) == WINOGRAD_SHALLOW_MAX_BYTES
+        assert transformed_output_bytes(spec) == WINOGRAD_SHALLOW_MAX_BYTES
     assert choose_method(spec) == expected
 
 
